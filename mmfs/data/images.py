@@ -1,0 +1,126 @@
+"""Image files in and out: the only place that converts between files, uint8 arrays and tensors.
+
+Inside the core an image is always a float tensor in [-1, 1], RGB, NCHW. On disk it is whatever the
+user has: any mode PIL reads (grayscale, palette, RGBA, CMYK, 16-bit), possibly rotated by EXIF.
+Every failure to read is an `InputError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mmfs.errors import InputError
+from mmfs.utils.files import atomic_path
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Refuse decompression bombs well before they exhaust memory: 100 megapixels is ~300 MB as RGB,
+# far more than any face photo needs.
+MAX_PIXELS = 100_000_000
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def load_image(path: str | os.PathLike[str], *, min_side: int = 8) -> np.ndarray:
+    """Read an image file as an RGB uint8 array [H, W, 3], upright per its EXIF orientation."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    img = ImageOps.exif_transpose(img)
+                    array = _to_rgb_array(img)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: image is too large (over {MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
+    if min(array.shape[:2]) < min_side:
+        raise InputError(f"{path}: image is too small ({array.shape[1]}x{array.shape[0]}, need >= {min_side} px)")
+    return array
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode to RGB uint8; transparency is composited on white, 16-bit is scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        data = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or data.max() > 255 else 255.0
+        gray = np.clip(np.round(data / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        data = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.round(data * (255.0 if data.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def save_image(array: np.ndarray, path: str | os.PathLike[str], *, quality: int = 95) -> Path:
+    """Write an RGB uint8 array atomically; the format comes from the extension (png, jpg, webp)."""
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: unsupported output extension; use one of {', '.join(SAVE_FORMATS)}")
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format=fmt, **options)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+    return path
+
+
+def to_tensor(array: np.ndarray):
+    """RGB uint8 [H, W, 3] -> float32 tensor [3, H, W] in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def to_uint8(tensor) -> np.ndarray:
+    """Float tensor [3, H, W] (or [B, 3, H, W]) in [-1, 1] -> uint8 [H, W, 3] (or [B, H, W, 3]), rounded."""
+    x = tensor.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to("cpu").byte()
+    return x.permute(*range(x.dim() - 3), -2, -1, -3).numpy()
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def expand_inputs(inputs: Iterable[str], *, stdin_lines: Iterable[str] | None = None) -> Iterator[Path]:
+    """Expand files, folders (recursive, image extensions only) and globs; `-` reads paths from stdin.
+
+    A plain file is yielded whatever its extension, so that a bad file given by name is reported
+    rather than silently skipped. Folders and globs yield only image-looking names, sorted.
+    """
+    for item in inputs:
+        if item == "-":
+            for line in stdin_lines or ():
+                if line.strip():
+                    yield Path(line.strip())
+            continue
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+        elif path.exists() or not glob.has_magic(item):
+            yield path
+        else:
+            yield from sorted(Path(p) for p in glob.glob(item, recursive=True) if is_image_path(Path(p)))

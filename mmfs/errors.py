@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad file, a missing weight, a wrong checkpoint) raises an `MMFSError`
+with a one-line message that says what is wrong and what to do. The CLI prints that line and exits
+non-zero; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MMFSError(Exception):
+    """Base class of every error whose message is meant for the user."""
+
+    exit_code = 1
+
+
+class InputError(MMFSError):
+    """An input file cannot be used (unreadable, corrupt, not an image, too large, no face)."""
+
+
+class CheckpointError(MMFSError):
+    """A checkpoint is missing, truncated, of the wrong kind, or does not fit the model."""
+
+
+class MissingWeightsError(MMFSError):
+    """Pretrained weights are needed but not available locally; the message says how to get them."""
+
+
+class NoFaceError(InputError):
+    """No face was found in an image."""

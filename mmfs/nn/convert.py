@@ -1,0 +1,196 @@
+"""Import foreign checkpoints: rosinality StyleGAN2 priors and the official MMFS releases.
+
+Our state-dict keys are the upstream ones (docs/architecture.md), so conversion is mostly reading the
+pickle safely, choosing the right sub-dictionary, inferring the model config from tensor shapes, and
+dropping the blur-kernel buffers (constants we rebuild). The only real key mapping is
+`stylizer_init_from_prior`: the StyleGAN2 layers from 2F px up become the Stylizer's decoder
+(reference-implementation.md §2.3: `decoder1a` = `convs.6`, `to_rgb4` = `to_rgbs.6`, `mapping_z` = `style`).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from mmfs.config import ModelConfig
+from mmfs.errors import CheckpointError
+
+Tensors = dict[str, torch.Tensor]
+
+# Constants rebuilt by our modules; upstream saved them as buffers.
+_DERIVED_BUFFER = re.compile(r"(^|\.)kernel$")
+
+
+def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> dict:
+    """Load a `torch.save` file without executing code, unless the user explicitly trusts it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{path}: the file holds Python objects besides tensors; "
+                "re-run with --trust-pickle only if you trust where it came from"
+            ) from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of state dicts, found {type(obj).__name__}")
+    return obj
+
+
+def detect_format(obj: dict) -> str:
+    """'rosinality' (keys g / g_ema / d) or 'mmfs' (keys G_ema_model / D_model)."""
+    if "G_ema_model" in obj or "G_model" in obj:
+        return "mmfs"
+    if "g_ema" in obj or "g" in obj:
+        return "rosinality"
+    raise CheckpointError(
+        "unrecognised checkpoint layout (top-level keys: "
+        + ", ".join(sorted(map(str, obj))[:6])
+        + "); expected rosinality StyleGAN2 (g_ema, d) or official MMFS (G_ema_model, D_model)"
+    )
+
+
+def strip_derived(tensors: Tensors) -> Tensors:
+    """Drop upstream blur-kernel buffers and make every tensor a contiguous float32/CPU copy."""
+    return {
+        k: v.detach().to("cpu", torch.float32).contiguous()
+        for k, v in tensors.items()
+        if not _DERIVED_BUFFER.search(k)
+    }
+
+
+def prior_config(g: Tensors, *, feature_resolution: int = 32) -> ModelConfig:
+    """Infer the ModelConfig of a rosinality StyleGAN2 generator from its tensor shapes."""
+    try:
+        n_rgbs = sum(1 for k in g if re.fullmatch(r"to_rgbs\.\d+\.bias", k))
+        resolution = 2 ** (n_rgbs + 2)
+        mapping = sorted(int(m.group(1)) for k in g if (m := re.fullmatch(r"style\.(\d+)\.weight", k)))
+        w_dim, z_dim = g["style.1.weight"].shape
+        channel_max = g["conv1.conv.weight"].shape[1]
+        top = g[f"to_rgbs.{n_rgbs - 1}.conv.weight"].shape[2]  # channels at full resolution
+    except (KeyError, IndexError) as exc:
+        raise CheckpointError(f"not a rosinality StyleGAN2 generator state dict (missing {exc})") from None
+    feature_resolution = min(feature_resolution, resolution // 4)
+    return ModelConfig(
+        resolution=resolution,
+        feature_resolution=feature_resolution,
+        z_dim=int(z_dim),
+        w_dim=int(w_dim),
+        mapping_layers=len(mapping),
+        channel_base=int(top) * resolution,
+        channel_max=int(channel_max),
+        # The reference's ngf (64) for real priors; small test priors get a proportionally small encoder.
+        encoder_channels=64 if channel_max >= 512 else max(1, min(64, int(top))),
+        clip_dim=int(w_dim),
+        mapper_heads=8 if w_dim % 8 == 0 else 1,
+    )
+
+
+def stylizer_config(g: Tensors) -> ModelConfig:
+    """Infer the ModelConfig of an official MMFS Stylizer state dict from its tensor shapes."""
+    try:
+        num_up = sum(1 for k in g if re.fullmatch(r"decoder\d+a\.conv\.weight", k))
+        feat_channels = g["decoder0.conv.weight"].shape[2]
+        top = g[f"to_rgb{num_up}.conv.weight"].shape[2]
+        w_dim, z_dim = g["mapping_z.1.weight"].shape
+        mapping = [k for k in g if re.fullmatch(r"mapping_z\.\d+\.weight", k)]
+        ngf = g["encoder.0.0.weight"].shape[0]
+        n_down = sum(1 for k in g if re.fullmatch(r"encoder\.\d+\.conv1\.0\.weight", k))
+    except KeyError as exc:
+        raise CheckpointError(f"not an MMFS Stylizer state dict (missing {exc})") from None
+    feature_resolution = 32  # the reference always hands over at 32 px ...
+    resolution = feature_resolution * 2**num_up
+    if n_down != num_up:  # ... but trust the tensors over that assumption
+        raise CheckpointError(f"encoder has {n_down} down-sampling blocks but decoder {num_up} up-sampling blocks")
+    kwargs = {}
+    if "clip_mapper.position_embedding" in g:
+        layers = {int(m.group(1)) for k in g if (m := re.match(r"clip_mapper\.transformer\.layers\.(\d+)\.", k))}
+        kwargs.update(
+            mapper_layers=len(layers),
+            mapper_ffn_dim=int(g["clip_mapper.transformer.layers.0.linear1.weight"].shape[0]),
+        )
+    return ModelConfig(
+        resolution=resolution,
+        feature_resolution=feature_resolution,
+        z_dim=int(z_dim),
+        w_dim=int(w_dim),
+        mapping_layers=len(mapping),
+        channel_base=int(top) * resolution,
+        channel_max=int(feat_channels),
+        encoder_channels=int(ngf),
+        clip_dim=int(w_dim),
+        **kwargs,
+    )
+
+
+def stylizer_init_from_prior(prior_g: Tensors, cfg: ModelConfig) -> Tensors:
+    """Stylizer weights taken from a StyleGAN2 prior: the z-mapping and every layer from 2F px up.
+
+    The encoder, `decoder0` and `to_rgb0` have no counterpart in the prior (they are new layers that
+    Stage I trains) and are not in the result.
+    """
+    out: Tensors = {}
+    for key, value in prior_g.items():
+        if key.startswith("style."):
+            out["mapping_z." + key[len("style.") :]] = value
+    # The prior's block j (convs[2j], convs[2j+1], to_rgbs[j]) works at 2**(j + 3) px; decoder block k at F * 2**k px.
+    feature_log2 = cfg.log2_resolution - cfg.num_upsamples
+    for k in range(1, cfg.num_upsamples + 1):
+        j = feature_log2 + k - 3
+        pairs = ((f"convs.{2 * j}.", f"decoder{k}a."), (f"convs.{2 * j + 1}.", f"decoder{k}b."), (f"to_rgbs.{j}.", f"to_rgb{k}."))
+        for src, dst in pairs:
+            found = {dst + key[len(src) :]: v for key, v in prior_g.items() if key.startswith(src)}
+            if not found:
+                raise CheckpointError(f"prior generator has no {src.rstrip('.')} (needed for {dst.rstrip('.')})")
+            out.update(found)
+    return strip_derived(out)
+
+
+def convert_rosinality(obj: dict, *, generator_key: str = "g_ema", feature_resolution: int = 32) -> tuple[Tensors, ModelConfig]:
+    """A rosinality checkpoint -> prior tensors (`g.*`, `d.*`) and their config, checked against our networks."""
+    from mmfs.checkpoint import load_state_strict
+    from mmfs.nn import Discriminator, Generator
+
+    if generator_key not in obj:
+        raise CheckpointError(f"checkpoint has no {generator_key!r} generator (keys: {', '.join(sorted(obj))})")
+    g = strip_derived(obj[generator_key])
+    cfg = prior_config(g, feature_resolution=feature_resolution)
+    load_state_strict(Generator(cfg), g, source=f"generator {generator_key!r}")
+    tensors = {"g." + k: v for k, v in g.items()}
+    if "d" in obj:
+        d = strip_derived(obj["d"])
+        load_state_strict(Discriminator(cfg), d, source="discriminator 'd'")
+        tensors.update({"d." + k: v for k, v in d.items()})
+    return tensors, cfg
+
+
+def convert_mmfs(obj: dict) -> tuple[Tensors, ModelConfig]:
+    """An official MMFS checkpoint -> training tensors (`stylizer_ema.*`, `stylizer.*`, `disc.*`) and config."""
+    from mmfs.checkpoint import load_state_strict
+    from mmfs.nn import Discriminator, Stylizer
+
+    if "G_ema_model" not in obj:
+        raise CheckpointError("MMFS checkpoint has no 'G_ema_model'")
+    g_ema = strip_derived(obj["G_ema_model"])
+    cfg = stylizer_config(g_ema)
+    with_mapper = any(k.startswith("clip_mapper.") for k in g_ema)
+    load_state_strict(Stylizer(cfg, with_mapper=with_mapper), g_ema, source="'G_ema_model'")
+    tensors = {"stylizer_ema." + k: v for k, v in g_ema.items()}
+    if "G_model" in obj:
+        g = strip_derived(obj["G_model"])
+        load_state_strict(Stylizer(cfg, with_mapper=with_mapper), g, source="'G_model'")
+        tensors.update({"stylizer." + k: v for k, v in g.items()})
+    if "D_model" in obj:
+        d = strip_derived(obj["D_model"])
+        load_state_strict(Discriminator(cfg), d, source="'D_model'")
+        tensors.update({"disc." + k: v for k, v in d.items()})
+    return tensors, cfg

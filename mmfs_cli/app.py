@@ -1,0 +1,39 @@
+"""The root `mmfs` command: registers every sub-command module.
+
+Each command module exposes `register(app)`. Modules import torch and the rest only inside their
+command bodies, so building this app (and `mmfs --help`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="mmfs",
+    help="Artistic face stylization with a StyleGAN2 generative prior (MMFS): train, stylize, adapt, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order is the order of `mmfs --help`: the user's journey from weights to results.
+COMMAND_MODULES = ("convert", "train", "mapper", "align", "stylize", "adapt", "evaluate", "demo", "info")
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"mmfs_cli.{_name}")
+    except ModuleNotFoundError as _exc:  # a command module not written yet must not break the others
+        if _exc.name != f"mmfs_cli.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""What every command shares: one-line errors with proper exit codes, stderr messages, shared options."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Exit codes (documented in docs/cli.md): 0 success, 1 some inputs failed or a user error,
+# 2 usage error (Typer's own), 130 interrupted.
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def echo_err(message: str) -> None:
+    """A message for the person at the terminal (stderr), never mixed into machine-readable stdout."""
+    typer.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Turn user-facing errors into one line on stderr plus a non-zero exit; Ctrl-C exits 130 quietly.
+
+    Any exception that is not an `MMFSError` is a bug and keeps its traceback.
+    """
+    from mmfs.errors import MMFSError
+
+    try:
+        yield
+    except MMFSError as exc:
+        echo_err(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        echo_err("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def stdin_lines() -> list[str]:
+    """Paths piped on stdin for the `-` input; empty when stdin is a terminal."""
+    return [] if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read().splitlines()
+
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+OutdirOpt = Annotated[Path, typer.Option("--outdir", "-o", help="Folder for the outputs (created if missing).")]
+
+
+def not_implemented(command: str, issue: str) -> None:
+    """Refuse clearly (exit 1) instead of pretending: the command's options are final, its body is not written yet."""
+    echo_err(f"error: `mmfs {command}` is not implemented in this version yet (tracked in the {issue} issue)")
+    raise typer.Exit(EXIT_FAILED)

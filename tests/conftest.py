@@ -1,0 +1,26 @@
+"""Test-wide settings: never touch the network, keep every cache inside the test session."""
+
+from __future__ import annotations
+
+import os
+
+# Each missing Hugging Face file otherwise costs ~23 s of retries; torch hub caches stay out of $HOME.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+    monkeypatch.setenv("MMFS_CACHE", str(cache / "mmfs"))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    import torch
+
+    torch.manual_seed(0)
+    yield
