@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmfs.data import images
+from mmfs.data.images import expand_inputs, load_image, save_image, to_tensor, to_uint8
+from mmfs.errors import InputError
+
+
+def _rgb(h=20, w=30, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_png_round_trip_is_exact_and_tensor_conversion_inverts(tmp_path):
+    array = _rgb()
+    path = save_image(array, tmp_path / "a.png")
+    loaded = load_image(path)
+    assert loaded.dtype == np.uint8 and np.array_equal(loaded, array)
+    x = to_tensor(loaded)
+    assert x.shape == (3, 20, 30) and float(x.min()) >= -1 and float(x.max()) <= 1
+    assert np.array_equal(to_uint8(x), array)
+    assert np.array_equal(to_uint8(x[None])[0], array)
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"hello, not an image\n", "not an image")])
+def test_empty_and_non_image_files(tmp_path, content, message):
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_image(path)
+
+
+def test_truncated_file_is_reported_as_corrupt(tmp_path):
+    path = save_image(_rgb(64, 64), tmp_path / "a.jpg")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        load_image(path)
+
+
+def test_modes_convert_to_rgb(tmp_path):
+    gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    assert np.array_equal(load_image(tmp_path / "g.png"), np.repeat(gray[..., None], 3, 2))
+
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:8, :, 3] = 255  # top half opaque red, bottom transparent -> white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    out = load_image(tmp_path / "t.png")
+    assert tuple(out[0, 0]) == (200, 0, 0) and tuple(out[15, 0]) == (255, 255, 255)
+
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    red = load_image(tmp_path / "c.jpg")[8, 8].astype(int)
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+
+    deep = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "d.png")  # uint16 -> 16-bit grayscale PNG
+    assert Image.open(tmp_path / "d.png").mode.startswith("I")
+    assert np.array_equal(load_image(tmp_path / "d.png")[..., 0], np.arange(256, dtype=np.uint8).reshape(16, 16))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((10, 20, 3), dtype=np.uint8)
+    array[:, :5] = 255  # white stripe on the left of a landscape image
+    img = Image.fromarray(array)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif, quality=100)
+    (tmp_path / "r.jpg").write_bytes(buf.getvalue())
+    upright = load_image(tmp_path / "r.jpg")
+    assert upright.shape == (20, 10, 3)
+    assert upright[:5].mean() > 200 and upright[-5:].mean() < 50  # stripe now on top
+
+
+def test_too_small_and_too_large(tmp_path, monkeypatch):
+    save_image(_rgb(4, 4), tmp_path / "s.png")
+    with pytest.raises(InputError, match="too small"):
+        load_image(tmp_path / "s.png")
+    save_image(_rgb(100, 100), tmp_path / "big.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    with pytest.raises(InputError, match="too large"):
+        load_image(tmp_path / "big.png")
+
+
+def test_save_formats_and_errors(tmp_path):
+    for ext in ("png", "jpg", "webp"):
+        path = save_image(_rgb(), tmp_path / f"o.{ext}", quality=90)
+        assert Image.open(path).size == (30, 20)
+    with pytest.raises(InputError, match="unsupported output extension"):
+        save_image(_rgb(), tmp_path / "o.gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jpg", "o.png", "o.webp"]
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/b.png", "d/sub/a.JPG", "d/notes.txt", "d/.hidden.png", "c.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    found = list(expand_inputs([str(tmp_path / "d"), str(tmp_path / "*.webp"), str(tmp_path / "d" / "notes.txt"), "-"],
+                               stdin_lines=["  ", str(tmp_path / "c.webp")]))
+    rel = [str(p.relative_to(tmp_path)) for p in found]
+    assert rel == ["d/b.png", "d/sub/a.JPG", "c.webp", "d/notes.txt", "c.webp"]
