@@ -1,0 +1,1 @@
+"""The built-in offline demo: synthetic data, a short run of every stage, a contact sheet."""
