@@ -32,10 +32,13 @@ def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = Fa
         raise CheckpointError(f"{path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:  # not a pickle we can read at all
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
         if not trust_pickle:
             raise CheckpointError(
-                f"{path}: the file holds Python objects besides tensors; "
+                f"{path}: the file holds Python objects besides tensors ({found.group(1)}); "
                 "re-run with --trust-pickle only if you trust where it came from"
             ) from None
         obj = torch.load(path, map_location="cpu", weights_only=False)

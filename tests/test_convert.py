@@ -1,0 +1,160 @@
+"""`mmfs convert`: upstream key layouts in, the same network outputs out."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mmfs.checkpoint import load_checkpoint, load_state_strict
+from mmfs.config import PRESETS, ModelConfig
+from mmfs.errors import CheckpointError
+from mmfs.models import load_stylizer
+from mmfs.nn import Discriminator, Generator, Stylizer
+from mmfs.nn.convert import prior_config, stylizer_init_from_prior
+from mmfs_cli.app import app
+
+runner = CliRunner()
+
+# The official MMFS layout always hands over at 32 px; a small network with that property.
+SMALL_MMFS = ModelConfig(
+    resolution=64, feature_resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
+    channel_max=32, encoder_channels=8, clip_dim=32, mapper_layers=2, mapper_ffn_dim=64,
+)
+
+
+def _with_upstream_kernels(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict as upstream saves it: our weights plus the blur-kernel buffers rosinality persists."""
+    state = dict(module.state_dict())
+    for name, buf in module.named_buffers():
+        if name.endswith("kernel"):
+            state[name] = buf.clone()
+    return state
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_rosinality_round_trip_gives_identical_outputs(tmp_path):
+    cfg = PRESETS["tiny"]
+    g_ema, g, d = Generator(cfg), Generator(cfg), Discriminator(cfg)
+    src = tmp_path / "stylegan2.pt"
+    torch.save(
+        {"g": _with_upstream_kernels(g), "g_ema": _with_upstream_kernels(g_ema), "d": _with_upstream_kernels(d),
+         "latent_avg": torch.zeros(cfg.w_dim)},
+        src,
+    )
+    result = _invoke("convert", str(src), str(tmp_path / "prior.safetensors"), "--feature-resolution", "8")
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(tmp_path / "prior.safetensors", kind="prior")
+    assert ckpt.config.resolution == cfg.resolution and ckpt.config.w_dim == cfg.w_dim
+    assert ckpt.config.mapping_layers == cfg.mapping_layers
+    assert [ckpt.config.channels(r) for r in (4, 8, 16, 32)] == [cfg.channels(r) for r in (4, 8, 16, 32)]
+
+    g2, d2 = Generator(ckpt.config).eval(), Discriminator(ckpt.config).eval()
+    load_state_strict(g2, ckpt.subset("g."))
+    load_state_strict(d2, ckpt.subset("d."))
+    z = torch.randn(2, cfg.z_dim)
+    with torch.no_grad():
+        assert torch.equal(g_ema.eval()(z, noise="zero"), g2(z, noise="zero"))
+        x = torch.randn(2, 3, cfg.resolution, cfg.resolution)
+        assert torch.equal(d.eval()(x), d2(x))
+
+    # the non-EMA generator on request, as the reference's Stage-I teacher
+    result = _invoke("convert", str(src), str(tmp_path / "prior_g.safetensors"), "--generator-key", "g",
+                     "--feature-resolution", "8")
+    assert result.exit_code == 0, result.output
+    g_raw = load_checkpoint(tmp_path / "prior_g.safetensors").subset("g.")
+    assert all(torch.equal(g_raw[k], v) for k, v in g.state_dict().items())
+
+
+def test_full_size_rosinality_512_layout_converts(tmp_path):
+    cfg = PRESETS["ffhq512"]
+    g, d = Generator(cfg), Discriminator(cfg)
+    assert sum(p.numel() for p in g.parameters()) == 30_276_583
+    src = tmp_path / "ffhq512.pt"
+    torch.save({"g_ema": _with_upstream_kernels(g), "d": _with_upstream_kernels(d)}, src)
+    result = _invoke("convert", str(src), str(tmp_path / "p.safetensors"))
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(tmp_path / "p.safetensors", kind="prior")
+    assert ckpt.config == cfg  # every inferred field equals the paper preset
+    assert torch.equal(ckpt.tensors["g.convs.6.conv.weight"], g.state_dict()["convs.6.conv.weight"])
+
+    # Stage-I initialisation: the decoder from 64 px up and the mapping come from the prior (reference §2.3)
+    init = stylizer_init_from_prior(ckpt.subset("g."), cfg)
+    gs = g.state_dict()
+    assert torch.equal(init["decoder1a.conv.weight"], gs["convs.6.conv.weight"])
+    assert torch.equal(init["decoder1b.noise.weight"], gs["convs.7.noise.weight"])
+    assert torch.equal(init["to_rgb1.conv.weight"], gs["to_rgbs.3.conv.weight"])
+    assert torch.equal(init["to_rgb4.bias"], gs["to_rgbs.6.bias"])
+    assert torch.equal(init["mapping_z.8.weight"], gs["style.8.weight"])
+    stylizer = Stylizer(cfg)
+    missing, unexpected = stylizer.load_state_dict(init, strict=False)
+    assert not unexpected
+    assert {k.split(".")[0] for k in missing} == {"encoder", "decoder0", "to_rgb0"}
+
+
+def test_official_mmfs_checkpoint_converts_and_stylizes_identically(tmp_path):
+    torch.manual_seed(1)
+    g_ema, g, d = Stylizer(SMALL_MMFS, with_mapper=True), Stylizer(SMALL_MMFS, with_mapper=True), Discriminator(SMALL_MMFS)
+    src = tmp_path / "phase3_pretrain_10000.pth"
+    torch.save(
+        {"G_ema_model": _with_upstream_kernels(g_ema), "G_model": _with_upstream_kernels(g),
+         "D_model": _with_upstream_kernels(d), "optimizer_0": {"state": {}, "param_groups": []}, "epoch": 3},
+        src,
+    )
+    out = tmp_path / "mmfs.safetensors"
+    result = _invoke("convert", str(src), str(out))
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(out, kind="training")
+    assert ckpt.config == SMALL_MMFS
+    assert {k.split(".")[0] for k in ckpt.tensors} == {"stylizer_ema", "stylizer", "disc"}
+
+    loaded = load_stylizer(out)  # EMA weights, as the official inference uses
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    ws = g_ema.ws_from_z(torch.randn(2, SMALL_MMFS.z_dim))
+    g_ema.eval()
+    with torch.no_grad():
+        assert torch.equal(g_ema(x, ws, noise="zero"), loaded(x, ws, noise="zero"))
+        emb = torch.nn.functional.normalize(torch.randn(2, SMALL_MMFS.clip_dim), dim=1)
+        assert torch.equal(g_ema.ws_from_clip(emb), loaded.ws_from_clip(emb))
+
+
+def test_refusals_are_one_line(tmp_path):
+    untrusted = tmp_path / "namespace.pt"
+    cfg = PRESETS["tiny"]
+    torch.save({"g_ema": Generator(cfg).state_dict(), "args": argparse.Namespace(size=32)}, untrusted)
+    result = _invoke("convert", str(untrusted), str(tmp_path / "x.safetensors"))
+    assert result.exit_code == 1
+    assert "--trust-pickle" in result.output and result.output.count("\n") == 1
+    result = _invoke("convert", str(untrusted), str(tmp_path / "x.safetensors"), "--trust-pickle",
+                     "--feature-resolution", "8")
+    assert result.exit_code == 0, result.output
+
+    result = _invoke("convert", str(untrusted), str(tmp_path / "x.safetensors"))
+    assert result.exit_code == 1 and "already exists" in result.output
+
+    bad = tmp_path / "other.pt"
+    torch.save({"model": {"w": torch.zeros(1)}}, bad)
+    result = _invoke("convert", str(bad), str(tmp_path / "y.safetensors"))
+    assert result.exit_code == 1 and "unrecognised checkpoint layout" in result.output
+
+    wrong = dict(Generator(cfg).state_dict())
+    wrong["conv1.conv.weight"] = torch.zeros(1, 32, 16, 3, 3)
+    torch.save({"g_ema": wrong}, tmp_path / "wrong.pt")
+    result = _invoke("convert", str(tmp_path / "wrong.pt"), str(tmp_path / "z.safetensors"))
+    assert result.exit_code == 1 and "conv1.conv.weight" in result.output
+    assert not (tmp_path / "z.safetensors").exists()
+
+    (tmp_path / "junk.pt").write_bytes(b"not a pickle")
+    result = _invoke("convert", str(tmp_path / "junk.pt"), str(tmp_path / "j.safetensors"))
+    assert result.exit_code == 1 and "not a readable PyTorch checkpoint" in result.output
+
+
+def test_prior_config_rejects_non_generator():
+    with pytest.raises(CheckpointError, match="not a rosinality StyleGAN2 generator"):
+        prior_config({"foo": torch.zeros(1)})
