@@ -179,15 +179,15 @@ def reference_keys(model, x: torch.Tensor, block: int) -> torch.Tensor:
     """Splice's recipe, one image at a time: hook qkv, (N, 3, heads, d) -> keys [heads, N, d] -> [N, heads*d]."""
     x = F.interpolate(x * 0.5 + 0.5, size=(32, 32), mode="bilinear", align_corners=False, antialias=False)
     x = (x - IMNET_MEAN) / IMNET_STD
-    out = []
-    for img in x:
-        captured = []
-        handle = model.blocks[block].attn.qkv.register_forward_hook(lambda m, i, o: captured.append(o))
-        try:
+    out, captured = [], []
+    handle = model.blocks[block].attn.qkv.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        for img in x:
             model.forward_features(img[None])
-        finally:
-            handle.remove()
-        qkv = captured[0][0]  # [N, 3C]
+    finally:
+        handle.remove()
+    for qkv in captured:
+        qkv = qkv[0]  # [N, 3C]
         n, heads = qkv.shape[0], model.blocks[block].attn.num_heads
         k = qkv.reshape(n, 3, heads, -1).permute(1, 2, 0, 3)[1]  # [heads, N, d]
         out.append(k.transpose(0, 1).reshape(n, -1))

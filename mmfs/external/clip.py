@@ -194,9 +194,7 @@ class OpenClipEncoder(FrozenExternal):
 
     def _embed_and_tokens(self, pixels: Tensor, block: int) -> tuple[Tensor, Tensor]:
         """One image-tower pass on CLIP-normalised pixels: normalised embedding and block tokens."""
-        out = self.model.visual.forward_intermediates(
-            pixels, indices=[self._block_index(block)], output_fmt="NLC"
-        )
+        out = self.model.visual.forward_intermediates(pixels, indices=[self._block_index(block)], output_fmt="NLC")
         emb = F.normalize(out["image_features"].float(), dim=-1)
         return emb, out["image_intermediates"][0].float()
 

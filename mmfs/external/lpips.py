@@ -88,7 +88,7 @@ def alexnet_to_lpips_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
         elif key.startswith("features."):
             index = int(key.split(".")[1])
             slice_no = next(k for k, end in enumerate(_SLICE_ENDS, start=1) if index < end)
-            out[f"slice{slice_no}.{key[len('features.'):]}"] = value
+            out[f"slice{slice_no}.{key[len('features.') :]}"] = value
     return out
 
 
@@ -102,4 +102,6 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: one line for the user
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise MissingWeightsError(f"{path}: not a readable AlexNet state dict ({reason}); check {WEIGHTS_FLAG}") from None
+        raise MissingWeightsError(
+            f"{path}: not a readable AlexNet state dict ({reason}); check {WEIGHTS_FLAG}"
+        ) from None
