@@ -24,6 +24,8 @@ DLIB_LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 # 12-megapixel photo costs ~0.3 s instead of ~1 s), and small images get one 2x upsampled retry.
 DLIB_DETECT_MAX_SIDE = 2048
 DLIB_UPSAMPLE_MAX_SIDE = 1024
+# HOG scores: clear frontal faces score ~1-2, the typical false positives (hands, folds) 0.05-0.15.
+DLIB_MIN_SCORE = 0.3
 INSIGHTFACE_HINT = "det_10g.onnx from insightface's buffalo_l pack"
 
 
@@ -90,14 +92,16 @@ def _dlib_models(landmarks_path: Path) -> tuple[object, object]:
             try:
                 _DLIB_PREDICTORS[key] = dlib.shape_predictor(str(key))
             except RuntimeError as exc:
-                raise MissingWeightsError(f"{landmarks_path}: not a usable dlib 68-point landmark model ({exc})") from None
+                raise MissingWeightsError(
+                    f"{landmarks_path}: not a usable dlib 68-point landmark model ({exc})"
+                ) from None
         return _DLIB_HOG, _DLIB_PREDICTORS[key]
 
 
 class DlibDetector:
     """dlib's HOG frontal face detector plus the 68-point shape predictor, reduced to five points."""
 
-    def __init__(self, landmarks_path: Path | None = None) -> None:
+    def __init__(self, landmarks_path: Path | None = None, min_score: float = DLIB_MIN_SCORE) -> None:
         path = Path(landmarks_path) if landmarks_path is not None else default_dlib_landmarks_path()
         if not path.is_file():
             raise MissingWeightsError(
@@ -105,6 +109,7 @@ class DlibDetector:
                 f"or pass --detector-model PATH to {DLIB_LANDMARKS_FILE}"
             )
         self.landmarks_path = path
+        self.min_score = float(min_score)
         self._hog, self._predictor = _dlib_models(path)
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -117,13 +122,13 @@ class DlibDetector:
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
-        rects, scores, _ = self._hog.run(small, 0, 0.0)
+        rects, scores, _ = self._hog.run(small, 0, self.min_score)
         # One 2x retry finds faces down to ~40 px; only when nothing was found, since it is ~4x slower
         # and, run always, adds low-score false positives.
         if not rects and max(small.shape[:2]) <= DLIB_UPSAMPLE_MAX_SIDE:
-            rects, scores, _ = self._hog.run(small, 1, 0.0)
+            rects, scores, _ = self._hog.run(small, 1, self.min_score)
         faces = []
-        for rect, score in zip(rects, scores):
+        for rect, score in zip(rects, scores, strict=True):
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64) / scale
             # Landmarks on the full-resolution image: the detector's box scaled back up.
             full = dlib.rectangle(*(int(round(v)) for v in box))
@@ -149,7 +154,9 @@ class InsightFaceDetector:
         except ImportError:
             raise MissingWeightsError("the insightface detector needs: pip install insightface onnxruntime") from None
         path = Path(model_path)
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
+        ]
         try:
             # insightface routes a bare path by file name: it must end in .onnx.
             model = get_model(str(path), providers=providers)
@@ -169,7 +176,7 @@ class InsightFaceDetector:
         dets, kpss = self._model.detect(np.ascontiguousarray(image[:, :, ::-1]))  # insightface wants BGR
         faces = [
             Face(box=np.asarray(d[:4], dtype=np.float64), landmarks=np.asarray(k, dtype=np.float64), score=float(d[4]))
-            for d, k in zip(dets, kpss)
+            for d, k in zip(dets, kpss, strict=True)
         ]
         return _sorted(faces)
 
