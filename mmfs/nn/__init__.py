@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from mmfs.nn.clip_mapper import ClipMapper
 from mmfs.nn.layers import set_implementation
+from mmfs.nn.stylegan2 import Discriminator, Generator
+from mmfs.nn.stylizer import Stylizer
 
-__all__ = ["set_implementation"]
+__all__ = ["ClipMapper", "Discriminator", "Generator", "Stylizer", "set_implementation"]

@@ -93,6 +93,13 @@ class ScaledLeakyReLU(nn.Module):
         return F.leaky_relu(x, 0.2) * ops.SQRT2
 
 
+def _drop_saved_kernel(module: nn.Module, state_dict, prefix, error_msgs) -> None:
+    """Accept (and check) the blur kernel that rosinality/official checkpoints saved, though we do not save it."""
+    saved = state_dict.pop(prefix + "kernel", None)
+    if saved is not None and (saved.shape != module.kernel.shape or not torch.allclose(saved.float().cpu(), module.kernel.float().cpu())):
+        error_msgs.append(f"{prefix}kernel: the checkpoint's blur kernel differs from [1, 3, 3, 1]")
+
+
 class Blur(nn.Module):
     """FIR low-pass (`upfirdn2d(x, k, pad=pad)`); kernel is a non-persistent buffer (derived constant)."""
 
@@ -101,6 +108,10 @@ class Blur(nn.Module):
         self.register_buffer("kernel", ops.make_kernel(kernel) * upsample_factor**2, persistent=False)
         self.pad = pad
         self.resample = "fast"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
+        _drop_saved_kernel(self, state_dict, prefix, error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resample == "reference":
@@ -117,6 +128,10 @@ class Upsample(nn.Module):
         p = len(kernel) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
         self.resample = "fast"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
+        _drop_saved_kernel(self, state_dict, prefix, error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resample == "reference":
