@@ -110,7 +110,7 @@ def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
 
 
 def _record(path: Path, shape: tuple, size: int, detector: str, faces: list, crops: list[Path]) -> dict:
-    """Everything needed to paste a crop back: the matrix maps photo pixel coords to crop pixel coords."""
+    """Everything needed to paste a crop back (full float precision, so the JSON reproduces the crop exactly)."""
     return {
         "format": FORMAT,
         "source": str(path.resolve()),
@@ -121,10 +121,10 @@ def _record(path: Path, shape: tuple, size: int, detector: str, faces: list, cro
             {
                 "index": k,
                 "crop": crop.name,
-                "box": [round(float(v), 3) for v in a.face.box],
-                "landmarks": [[round(float(x), 3), round(float(y), 3)] for x, y in a.face.landmarks],
-                "score": round(float(a.face.score), 4),
-                "quad": [[round(float(x), 3), round(float(y), 3)] for x, y in a.quad],
+                "box": [float(v) for v in a.face.box],
+                "landmarks": [[float(x), float(y)] for x, y in a.face.landmarks],
+                "score": float(a.face.score),
+                "quad": [[float(x), float(y)] for x, y in a.quad],
                 "matrix": [[float(v) for v in row] for row in a.matrix],
             }
             for k, (a, crop) in enumerate(zip(faces, crops, strict=True))
