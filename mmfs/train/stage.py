@@ -1,0 +1,157 @@
+"""What a training stage declares, and the registry of stages by command name.
+
+A stage (`pretrain-encoder`, `finetune`, later `train-mapper`, `adapt`) is a small class that builds its
+networks and optimizers and declares:
+
+- `nets`: the modules that are checkpointed (`{"stylizer": ..., "stylizer_ema": ..., "disc": ...}`);
+- `optimizers`: named optimizers; a phase trains exactly the parameters of its optimizer;
+- `phases()`: `Phase(name, optimizer, loss, every, module)`, run in order each step (stylegan3's phases);
+- `ema()`: `EmaSpec(source, target, decay)` pairs updated after every step;
+- `dataset()`: an `UnpairedFolders` (or None when the stage makes its own inputs, like Stage I);
+- `preview()`: a grid of samples; `final()`: the inference weights written as `final.safetensors`.
+
+The shared loop (`mmfs.train.loop`) owns everything else: `requires_grad`, `zero_grad`, `backward`,
+optimizer steps, gradient accumulation, autocast, DDP, EMA, logging, previews, checkpoints and resume.
+
+Loss closures get a `StepContext` and return a dict of scalars with a `"total"`; other keys are logged as
+`<phase>/<key>`. The loop back-propagates `total / accum` and DDP averages over ranks, so a loss should
+be a per-image mean; a loss the reference sums over its batch is written as mean x `cfg.loop.batch_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from mmfs.data.datasets import UnpairedFolders
+    from mmfs.train.config import TrainConfig
+
+
+@dataclass
+class StepContext:
+    """What a loss closure sees: the step (1-based), the micro-batch and a scratch dict shared by phases."""
+
+    step: int
+    micro: int  # micro-batch index within the step (0 .. accum-1)
+    batch: dict[str, Tensor] | None  # this micro-batch on the device (None for stages without data)
+    stash: dict[str, Any] = field(default_factory=dict)  # per micro-batch, e.g. the G phase's fakes for D
+
+    @property
+    def batch_size(self) -> int:
+        """Images in this micro-batch (per rank)."""
+        if self.batch is None:
+            raise ValueError("this stage has no data batch")
+        return next(v for v in self.batch.values() if isinstance(v, Tensor)).shape[0]
+
+
+@dataclass
+class Phase:
+    """One optimisation phase of a step: its loss trains the parameters of `optimizer`."""
+
+    name: str  # log prefix: "G", "D", "D_reg"
+    optimizer: str  # key in `Stage.optimizers`
+    loss: Callable[[StepContext], dict[str, Tensor]]  # must return "total"; applies lazy-reg gain itself
+    every: int = 1  # run on steps divisible by `every` (lazy regularisation)
+    module: str | None = None  # the net this phase trains: DDP-wrapped, gradients synced on the last micro-batch
+
+
+@dataclass(frozen=True)
+class EmaSpec:
+    """`target` follows `source` with per-step `decay` (over the parameters the stage trains)."""
+
+    source: str
+    target: str
+    decay: float
+
+
+class Stage:
+    """Base class of a training stage; subclasses set the class attributes and implement the methods."""
+
+    command: ClassVar[str]  # CLI command, registry key and run-dir suffix
+    Options: ClassVar[type]  # frozen dataclass of the stage's own options
+    defaults: ClassVar[dict[str, Any]] = {}  # LoopConfig values of the reference for this stage
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, **externals: Any) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._ddp: dict[str, nn.Module] = {}  # filled by the loop when running distributed
+        self._compiled: dict[str, nn.Module] = {}  # filled by the loop with --compile
+
+    # --- what a stage declares -------------------------------------------------------------------
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def ema(self) -> list[EmaSpec]:
+        return []
+
+    def dataset(self) -> UnpairedFolders | None:
+        return None
+
+    def preview(self) -> tuple[Tensor, int]:
+        """Sample images `[N, 3, H, W]` in [-1, 1] and the number of grid columns (EMA nets, fixed inputs)."""
+        raise NotImplementedError
+
+    def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Tensors and metadata of `final.safetensors` (kind "stylizer"): the EMA stylizer by default."""
+        from mmfs.checkpoint import module_state
+
+        return module_state(self.nets["stylizer_ema"]), {}
+
+    def compile_targets(self) -> list[str]:
+        """Nets whose forward `--compile` compiles: by default those the phases train."""
+        return sorted({p.module for p in self.phases() if p.module})
+
+    # --- helpers for loss closures -----------------------------------------------------------------
+    def train_view(self, name: str, *, compiled: bool = True) -> nn.Module:
+        """The net to call when training it: compiled and/or DDP-wrapped when the loop set those up."""
+        if compiled and name in self._compiled:
+            return self._compiled[name]
+        return self._ddp.get(name, self.nets[name])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Every parameter some optimizer updates (the loop freezes all others)."""
+        seen: dict[int, nn.Parameter] = {}
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    seen[id(p)] = p
+        return list(seen.values())
+
+
+def lazy_regularization(lr: float, betas: tuple[float, float], every: int) -> tuple[float, tuple[float, float]]:
+    """Adam settings corrected for a regulariser run every `every` steps: `lr*c`, `betas**c`, `c = every/(every+1)`."""
+    c = every / (every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+def adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float], *, reg_every: int = 0) -> torch.optim.Adam:
+    """Adam as the reference builds it (eps 1e-8, no weight decay), lazy-regularisation corrected if `reg_every`."""
+    if reg_every:
+        lr, betas = lazy_regularization(lr, betas, reg_every)
+    return torch.optim.Adam(params, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=1e-8)
+
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: make a stage available by its `command` name."""
+    STAGES[cls.command] = cls
+    return cls
+
+
+def get_stage(command: str) -> type[Stage]:
+    """The stage class of a command (imports the built-in stages on first use)."""
+    import mmfs.train.stages  # noqa: F401  (registers the built-in stages)
+
+    try:
+        return STAGES[command]
+    except KeyError:
+        raise ValueError(f"unknown training stage {command!r}; choose one of: {', '.join(sorted(STAGES))}") from None
