@@ -105,3 +105,15 @@ def test_expand_inputs(tmp_path):
                                stdin_lines=["  ", str(tmp_path / "c.webp")]))
     rel = [str(p.relative_to(tmp_path)) for p in found]
     assert rel == ["d/b.png", "d/sub/a.JPG", "c.webp", "d/notes.txt", "c.webp"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_image(_rgb(), tmp_path / "p.png")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
