@@ -1,0 +1,51 @@
+"""Evaluation metrics of `mmfs evaluate`: FID against the art set, identity distance, LPIPS diversity.
+
+Every metric streams over batches with memory bounded independently of the number of images:
+`FidMetric.update_fake` + `reference_stats` + `FidMetric.compute`; `IdentityMetric.update(photos,
+stylized, landmarks)`; `DiversityMetric.update(stylized_a, stylized_b)`. See docs/evaluate.md.
+"""
+
+from __future__ import annotations
+
+from mmfs.errors import MMFSError
+from mmfs.metrics.diversity import DiversityMetric
+from mmfs.metrics.fid import (
+    FidMetric,
+    RunningStats,
+    default_cache_dir,
+    fid_from_stats,
+    frechet_distance,
+    reference_cache_key,
+    reference_stats,
+)
+from mmfs.metrics.identity import IdentityMetric, RunningMean, build_identity_encoder, canonical_landmarks
+
+# The names a user types after --metrics; "arcface" falls back to dlib_id_dist without an ArcFace model.
+METRIC_NAMES = ("fid", "arcface", "lpips")
+
+
+def parse_metric_names(text: str) -> tuple[str, ...]:
+    """'fid,arcface' -> ('fid', 'arcface'); unknown or empty names are a one-line MMFSError."""
+    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in METRIC_NAMES]
+    if unknown or not names:
+        raise MMFSError(f"unknown metric {', '.join(unknown) or repr(text)}; choose from {', '.join(METRIC_NAMES)}")
+    return names
+
+
+__all__ = [
+    "METRIC_NAMES",
+    "DiversityMetric",
+    "FidMetric",
+    "IdentityMetric",
+    "RunningMean",
+    "RunningStats",
+    "build_identity_encoder",
+    "canonical_landmarks",
+    "default_cache_dir",
+    "fid_from_stats",
+    "frechet_distance",
+    "parse_metric_names",
+    "reference_cache_key",
+    "reference_stats",
+]
