@@ -1,0 +1,280 @@
+"""`mmfs stylize`: stylize every face in photos (files, folders, globs, stdin) with chosen styles."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mmfs_cli.common import EXIT_FAILED, DeviceOpt, DtypeOpt, OutdirOpt, QuietOpt, echo_err, guarded, stdin_lines
+
+# Every option that picks the styles; exactly one of them must be given (`_one_style_source`).
+STYLE_OPTIONS = ("--seed", "--seeds", "--w", "--text", "--ref")
+MAX_SEEDS = 10_000
+
+
+class Detector(str, enum.Enum):
+    dlib = "dlib"
+    insightface = "insightface"
+
+
+class Ext(str, enum.Enum):
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+
+
+class Noise(str, enum.Enum):
+    seeded = "seeded"
+    zero = "zero"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,2,5-7' -> [1, 2, 5, 6, 7] (order kept, duplicates dropped); BadParameter on anything else."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if "-" in part[1:]:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                if hi - lo >= MAX_SEEDS:
+                    raise typer.BadParameter(f"range {part} has more than {MAX_SEEDS} seeds", param_hint="--seeds")
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise typer.BadParameter(f"{part!r} is not a seed or a range like 5-7", param_hint="--seeds") from None
+    seeds = list(dict.fromkeys(seeds))
+    if len(seeds) > MAX_SEEDS:
+        raise typer.BadParameter(f"more than {MAX_SEEDS} seeds", param_hint="--seeds")
+    if any(s < 0 or s > 2**63 - 1 for s in seeds):
+        raise typer.BadParameter("seeds must be in [0, 2**63 - 1]", param_hint="--seeds")
+    return seeds
+
+
+def _one_style_source(given: dict[str, Any]) -> str:
+    """The single style option that was given (name from STYLE_OPTIONS); a usage error otherwise."""
+    used = [name for name, value in given.items() if value not in (None, [], ())]
+    if len(used) != 1:
+        what = "none was given" if not used else f"got {' and '.join(used)}"
+        raise typer.BadParameter(f"choose exactly one style source: {', '.join(STYLE_OPTIONS)} ({what})")
+    return used[0]
+
+
+def _style_source(option: str, *, seed, seeds, w, text, ref, clip_weights, clip_model, pipeline) -> Any:
+    """Build the style source for the chosen option (see mmfs.pipeline: SeedStyles, LatentStyles, EmbeddingStyles)."""
+    from mmfs.pipeline import EmbeddingStyles, LatentStyles, SeedStyles
+
+    if option == "--seed":
+        return SeedStyles([seed])
+    if option == "--seeds":
+        return SeedStyles(parse_seeds(seeds))
+    if option == "--w":
+        return LatentStyles(w)
+    return EmbeddingStyles(*_clip_embeddings(text, ref, clip_weights, clip_model, pipeline))
+
+
+def _clip_embeddings(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, pipeline) -> tuple:
+    """CLIP embeddings, labels and descriptions of `--text` prompts or `--ref` images (reference preprocessing)."""
+    from mmfs.data.images import load_image
+    from mmfs.errors import CheckpointError
+    from mmfs.external.clip import OpenClipEncoder
+    from mmfs.stylize_files import safe_label
+
+    if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load
+        raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
+    encoder = OpenClipEncoder.from_pretrained(weights, model_name=model_name, device=pipeline.device)
+    import torch
+
+    with torch.inference_mode():
+        if texts:
+            emb = encoder.encode_text(texts)
+            labels = [safe_label(t.lower().replace(" ", "-"))[:60] for t in texts]
+            infos = [{"source": "text", "text": t} for t in texts]
+        else:
+            emb = torch.cat([encoder.encode_reference_image(load_image(r)) for r in refs])
+            labels = [safe_label(f"ref-{r.stem}")[:60] for r in refs]
+            infos = [{"source": "ref", "ref": str(r)} for r in refs]
+    if emb.shape[1] != pipeline.model.cfg.clip_dim:
+        raise CheckpointError(f"CLIP embeddings have {emb.shape[1]} dims, the mapper takes {pipeline.model.cfg.clip_dim}")
+    if len(set(labels)) < len(labels):  # two prompts with the same label would write the same files
+        labels = [f"{label}-{i}" for i, label in enumerate(labels)]
+    return emb.cpu(), labels, infos
+
+
+def stylize(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Photos: files, folders (recursive), globs, or - to read paths from stdin.", show_default=False),
+    ] = None,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Stylizer checkpoint (.safetensors).")] = ...,
+    seed: Annotated[int | None, typer.Option(help="Style: the random style of this seed.", show_default=False)] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Styles: several seeds, e.g. 1,2,5-7 (one output per seed).", show_default=False)
+    ] = None,
+    w: Annotated[
+        Path | None, typer.Option("--w", help="Styles: a saved w+ file (every style in it).", show_default=False)
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option(help="Styles: a CLIP text prompt (repeatable); needs a mapper.", show_default=False)
+    ] = None,
+    ref: Annotated[
+        list[Path] | None, typer.Option(help="Styles: a CLIP reference image (repeatable); needs a mapper.", show_default=False)
+    ] = None,
+    clip_weights: Annotated[
+        Path | None, typer.Option(help="Local CLIP weights for --text/--ref (default: open_clip's cache).", show_default=False)
+    ] = None,
+    clip_model: Annotated[str, typer.Option(help="open_clip model name for --text/--ref, or local-dir:PATH.")] = "ViT-B-32",
+    outdir: OutdirOpt = Path("stylized"),
+    paste_back: Annotated[bool, typer.Option(help="Write whole photos with every face stylized in place.")] = False,
+    aligned: Annotated[bool, typer.Option(help="Inputs are FFHQ-aligned square crops: skip detection.")] = False,
+    size: Annotated[
+        int | None, typer.Option(min=8, max=8192, help="Side of saved face crops (default: the model resolution).")
+    ] = None,
+    detector: Annotated[Detector, typer.Option(help="Face detector: dlib (offline) or insightface.")] = Detector.dlib,
+    detector_model: Annotated[
+        Path | None, typer.Option(help="Detector weights: SCRFD .onnx for insightface, or a dlib 68-point .dat.")
+    ] = None,
+    feather: Annotated[float, typer.Option(min=0.0, max=0.5, help="Paste-back edge blend, fraction of the crop side.")] = 0.1,
+    ext: Annotated[Ext, typer.Option(help="Output format.")] = Ext.png,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=1024, help="Faces per generator call (default: 1 on CPU, 8 on CUDA).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Background threads decoding and aligning photos.")] = 2,
+    noise: Annotated[Noise, typer.Option(help="seeded: noise maps from the style's seed; zero: no noise.")] = Noise.seeded,
+    save_w: Annotated[
+        Path | None, typer.Option(help="Also save the styles used to this w+ file (replay them with --w).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: keep them, report skipped).")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout; messages go to stderr.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stylize every face in photos: detect, align to FFHQ, stylize, save crops or paste back.
+
+    Outputs: <stem>_face<k>_<style>.<ext> per face, or <stem>_<style>.<ext> with --paste-back or --aligned;
+    <style> is seed<N>, a w-file's labels, or the prompt. Exit codes: 0 all inputs done (existing outputs
+    skipped count as done), 1 some input failed, 2 usage error, 130 interrupted.
+
+    Example: mmfs stylize photos/ --checkpoint model.safetensors --seed 5 --paste-back --outdir out
+    """
+    option = _one_style_source({"--seed": seed, "--seeds": seeds, "--w": w, "--text": text, "--ref": ref})
+    if seeds is not None:
+        parse_seeds(seeds)  # usage errors before anything is loaded
+    if seed is not None and not 0 <= seed <= 2**63 - 1:
+        raise typer.BadParameter("must be in [0, 2**63 - 1]", param_hint="--seed")
+    if paste_back and aligned:
+        raise typer.BadParameter("--paste-back needs face detection; it cannot be used with --aligned")
+    if paste_back and size is not None:
+        raise typer.BadParameter("--size sets the side of face crops; --paste-back keeps the photo's own size")
+    inputs = inputs or []
+    if not inputs and save_w is None:
+        raise typer.BadParameter("give INPUTS (files, folders, globs or -), or --save-w to only save the styles")
+    with guarded():
+        _run(locals())
+
+
+def _run(a: dict[str, Any]) -> None:
+    """The command body, after usage checks: load, resolve styles, run, report."""
+    from tqdm import tqdm
+
+    from mmfs.errors import InputError
+    from mmfs.latents import save_latents
+    from mmfs.pipeline import StylizePipeline
+    from mmfs.stylize_files import StylizeOptions, collect_inputs, stylize_files
+
+    started = time.perf_counter()
+    files = collect_inputs(a["inputs"], stdin_lines=stdin_lines() if "-" in a["inputs"] else None)
+    if a["inputs"] and not files:
+        raise InputError(f"no input images found in: {' '.join(a['inputs'])}")
+    save_w: Path | None = a["save_w"]
+    if save_w is not None and save_w.exists() and not a["overwrite"]:
+        raise InputError(f"{save_w}: already exists; pass --overwrite to replace it")
+    opts = StylizeOptions(
+        outdir=a["outdir"], paste_back=a["paste_back"], aligned=a["aligned"], size=a["size"], ext=a["ext"].value,
+        quality=a["quality"], feather=a["feather"], overwrite=a["overwrite"], workers=a["workers"],
+    )  # fmt: skip
+    face_detector = None
+    if files and not a["aligned"]:  # fail on missing detector weights before loading the model
+        from mmfs.faces import build_detector
+
+        face_detector = build_detector(a["detector"].value, a["detector_model"])
+    from mmfs.utils.device import pick_device
+
+    dev = pick_device(a["device"])
+    batch = a["batch_size"] or (8 if dev.type == "cuda" else 1)
+    pipeline = StylizePipeline.from_checkpoint(
+        a["checkpoint"], device=dev, dtype=a["dtype"], batch_size=batch, noise=a["noise"].value
+    )
+    source = _style_source(a["option"], pipeline=pipeline, **{k: a[k] for k in _SOURCE_ARGS})
+    styles = pipeline.styles(source)
+    if save_w is not None:
+        save_latents(save_w, _stack(styles), labels=[s.label for s in styles], seeds=[s.seed for s in styles],
+                     config=pipeline.model.cfg, source=f"mmfs stylize {a['option']} with {a['checkpoint']}")  # fmt: skip
+        echo_err(f"saved {len(styles)} style(s) to {save_w}")
+    summary: dict[str, Any] = {
+        "checkpoint": str(a["checkpoint"]), "outdir": str(opts.outdir), "device": str(dev), "dtype": a["dtype"],
+        "batch_size": batch, "styles": [s.describe() for s in styles], "inputs": [], "interrupted": False,
+    }  # fmt: skip
+    bar = tqdm(total=len(files), desc="stylize", unit="img", file=sys.stderr, disable=a["quiet"] or not files,
+               dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    try:
+        n_faces = 0
+        for result in stylize_files(pipeline, files, styles, opts, detector=face_detector):
+            summary["inputs"].append(result.to_dict())
+            n_faces += result.faces or 0
+            if result.error:
+                tqdm.write(f"error: {result.error}", file=sys.stderr)
+            if result.exception is not None:
+                import traceback
+
+                traceback.print_exception(result.exception, file=sys.stderr)
+            bar.update(1)
+            bar.set_postfix(faces=n_faces, refresh=False)
+    except KeyboardInterrupt:
+        summary["interrupted"] = True
+        raise
+    finally:
+        bar.close()
+        _report(summary, time.perf_counter() - started, a["as_json"], a["quiet"])
+    if any(r["status"] == "error" for r in summary["inputs"]):
+        raise typer.Exit(EXIT_FAILED)
+
+
+_SOURCE_ARGS = ("seed", "seeds", "w", "text", "ref", "clip_weights", "clip_model")
+
+
+def _stack(styles: list) -> Any:
+    import torch
+
+    return torch.stack([s.ws for s in styles])
+
+
+def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool) -> None:
+    """The JSON summary on stdout (with --json), or one line on stderr."""
+    results = summary["inputs"]
+    counts = {status: sum(r["status"] == status for r in results) for status in ("ok", "skipped", "error")}
+    counts["outputs"] = sum(len(r["outputs"]) for r in results)
+    counts["faces"] = sum(r["faces"] or 0 for r in results)
+    summary["counts"] = counts
+    summary["seconds"] = round(seconds, 3)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet and results:
+        echo_err(
+            f"{counts['outputs']} file(s) written to {summary['outdir']} from {counts['ok']} photo(s), "
+            f"{counts['faces']} face(s); {counts['skipped']} skipped (outputs exist; --overwrite replaces them), "
+            f"{counts['error']} failed; {seconds:.1f} s"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stylize")(stylize)
