@@ -48,8 +48,8 @@ class RunningStats:
         for start in range(0, features.shape[0], self.chunk_size):
             chunk = features[start : start + self.chunk_size].detach().to("cpu", torch.float64)
             self.count += chunk.shape[0]
-            self.sum += chunk.sum(0)
-            self.outer += chunk.T @ chunk
+            self.sum.add_(chunk.sum(0))
+            self.outer.addmm_(chunk.T, chunk)  # in place: no D x D temporary per update
 
     def merge(self, other: RunningStats) -> None:
         """Add another accumulator's sums (e.g. from another worker) into this one."""
