@@ -126,7 +126,14 @@ def bench_arcface(device: torch.device, size: int, batch: int, repeats: int) -> 
         metric = IdentityMetric(ArcFaceOnnx.from_pretrained(path, device=device))
         photos = torch.rand(batch, 3, size, size) * 2 - 1
         per_pair = timed(lambda: metric.update(photos, photos), repeats) / batch
-    return [("arcface", f"IResNet-50 ONNX ({params:.1f} M), 2 crops/pair, batch {batch}", per_pair, f"export {export:.0f} s")]
+    return [
+        (
+            "arcface",
+            f"IResNet-50 ONNX ({params:.1f} M), 2 crops/pair, batch {batch}",
+            per_pair,
+            f"export {export:.0f} s",
+        )
+    ]
 
 
 def bench_lpips(device: torch.device, size: int, batch: int, repeats: int) -> list[tuple[str, str, float, str]]:
