@@ -26,8 +26,8 @@ class SmoothingConfig:
     """How landmarks are filtered over time and how faces are followed from frame to frame."""
 
     method: str = "one_euro"  # "one_euro" | "ema" (fixed weight) | "none"
-    min_cutoff: float = 1.0  # Hz, one-euro cutoff of a still face: lower = steadier, but more lag on slow moves
-    beta: float = 4.0  # Hz per (crop side / s): how fast the cutoff opens up with speed (less lag on fast moves)
+    min_cutoff: float = 0.5  # Hz, one-euro cutoff of a still face: lower = steadier, but more lag on slow moves
+    beta: float = 10.0  # Hz per (crop side / s): how fast the cutoff opens up with speed (less lag on fast moves)
     d_cutoff: float = 1.0  # Hz, cutoff of the speed estimate itself
     ema_alpha: float = 0.5  # "ema": weight of the newest detection (1 = no smoothing)
     hold_frames: int = 2  # keep stylizing a tracked face the detector misses for up to this many frames
@@ -61,7 +61,7 @@ def _alpha(cutoff: float, dt: float) -> float:
 class OneEuroFilter:
     """One-euro filter over a point set [N, 2]; one cutoff for all points, so the face shape stays rigid."""
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 4.0, d_cutoff: float = 1.0) -> None:
+    def __init__(self, min_cutoff: float = 0.5, beta: float = 10.0, d_cutoff: float = 1.0) -> None:
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.value: np.ndarray | None = None
         self.speed: np.ndarray | None = None

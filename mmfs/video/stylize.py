@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,13 +27,14 @@ from PIL import Image
 from mmfs.data.images import to_tensor, to_uint8
 from mmfs.errors import InputError
 from mmfs.faces import AlignedFace, Face, FaceDetector, align_face, paste_back
+from mmfs.pipeline import seed_noise
 from mmfs.utils.device import autocast
 from mmfs.utils.files import atomic_path
 
 from .io import OUTPUT_FORMATS, DecodedFrame, VideoReader, VideoWriter
 from .smoothing import FaceTracker, SmoothingConfig, crop_side
 
-NOISE_MODES = ("fixed", "random", "zero")
+NOISE_MODES = ("seeded", "zero", "random")  # "random": fresh maps per batch (flickers; for comparison only)
 MIN_CROP_SIDE = 8.0  # px: smaller "faces" are detector noise and make singular alignment matrices
 
 
@@ -107,13 +108,13 @@ class FrameStylizer:
         batch_size: int = 8,
         feather: float = 0.1,
         smoothing: SmoothingConfig | None = None,
-        noise: str = "fixed",
+        noise: str | Sequence[torch.Tensor] = "seeded",
         noise_seed: int = 0,
         detect_max_side: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if noise not in NOISE_MODES:
+        if isinstance(noise, str) and noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
         num_ws = model.cfg.num_ws
         if ws.ndim != 3 or ws.shape[0] != 1 or ws.shape[1] != num_ws or ws.shape[2] != model.cfg.w_dim:
@@ -129,10 +130,12 @@ class FrameStylizer:
         self.detect_max_side = detect_max_side
         self.tracker = FaceTracker(smoothing or SmoothingConfig())
         # One set of noise maps for the whole video: fresh noise per frame would make textures boil.
+        # "seeded" draws the very maps `mmfs stylize` uses on photos for this seed (mmfs.pipeline.seed_noise).
         self.noise: list[torch.Tensor] | str | None
-        if noise == "fixed":
-            generator = torch.Generator(device="cpu").manual_seed(noise_seed)
-            self.noise = model.make_noise(1, generator=generator, device=self.device, dtype=torch.float32)
+        if not isinstance(noise, str):
+            self.noise = [n.to(self.device, torch.float32) for n in noise]
+        elif noise == "seeded":
+            self.noise = [n.to(self.device) for n in seed_noise(model, noise_seed)]
         else:
             self.noise = "zero" if noise == "zero" else None
         self.seconds = {"detect": 0.0, "align": 0.0, "stylize": 0.0, "paste": 0.0}
@@ -213,7 +216,7 @@ def stylize_video(
     feather: float = 0.1,
     progress: bool = True,
     smoothing: SmoothingConfig | None = None,
-    noise: str = "fixed",
+    noise: str | Sequence[torch.Tensor] = "seeded",
     noise_seed: int = 0,
     detect_max_side: int | None = None,
     keep_audio: bool = True,

@@ -1,0 +1,411 @@
+"""Video stylization: PyAV I/O (rates, audio, rotation, errors), landmark smoothing, the streaming pipeline."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+pytest.importorskip("dlib")
+
+from mmfs.checkpoint import save_checkpoint  # noqa: E402
+from mmfs.config import PRESETS  # noqa: E402
+from mmfs.errors import InputError  # noqa: E402
+from mmfs.faces import Face  # noqa: E402
+from mmfs.video.io import DecodedFrame, FrameClock, VideoReader, VideoWriter, is_video_path, upright  # noqa: E402
+from mmfs.video.smoothing import (  # noqa: E402
+    ExponentialFilter,
+    FaceTracker,
+    OneEuroFilter,
+    SmoothingConfig,
+    crop_side,
+)
+from mmfs.video.stylize import FrameStylizer, stylize_video  # noqa: E402
+
+W, H, RATE, N_FRAMES = 160, 128, Fraction(25), 30
+TONE_HZ, SAMPLE_RATE = 440.0, 44100
+
+
+# ---- synthetic material ---------------------------------------------------------------------------------
+
+
+def face_frames(n: int = N_FRAMES, width: int = W, height: int = H) -> list[np.ndarray]:
+    """The skimage astronaut's face under a slow pan and zoom: dlib finds it on every frame."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    img = Image.fromarray(astronaut())
+    frames = []
+    for i in range(n):
+        cx, cy, s = 205 + 0.8 * i, 130 + 0.4 * i, 230 - 1.0 * i
+        box = (cx - 0.625 * s, cy - 0.5 * s, cx + 0.625 * s, cy + 0.5 * s)
+        frames.append(np.asarray(img.crop(box).resize((width, height), Image.BILINEAR)))
+    return frames
+
+
+def write_clip(path: Path, frames: list[np.ndarray], *, rate=RATE, audio: str | None = "aac", fmt=None, rotation=0):
+    """Encode frames (libx264) plus a mono 440 Hz tone of the same duration with `audio` as codec."""
+    out = av.open(str(path), "w", format=fmt)
+    video = out.add_stream("libx264", rate=rate)
+    video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    video.options = {"crf": "10"}
+    if rotation:
+        video.set_display_rotation(rotation)
+    tone = None
+    if audio:
+        tone = out.add_stream(audio, rate=SAMPLE_RATE)
+        tone.codec_context.layout = "mono"
+    out.start_encoding()
+    for i, image in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i
+        for packet in video.encode(frame):
+            out.mux(packet)
+    for packet in video.encode(None):
+        out.mux(packet)
+    if tone is not None:
+        t = np.arange(int(SAMPLE_RATE * len(frames) / rate)) / SAMPLE_RATE
+        samples = (0.3 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+        ctx = tone.codec_context
+        resampler = av.AudioResampler(format=ctx.format.name, layout="mono", rate=SAMPLE_RATE, frame_size=ctx.frame_size or 1024)
+        for chunk in resampler.resample(frame) + resampler.resample(None):
+            for packet in tone.encode(chunk):
+                out.mux(packet)
+        for packet in tone.encode(None):
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def probe(path: Path) -> dict:
+    """Decoded facts about a file: frames, rate, audio codec/duration and the audio's dominant frequency."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {"rate": v.average_rate, "width": v.codec_context.width, "height": v.codec_context.height}
+        info["frames"] = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+    with av.open(str(path)) as c:
+        info["audio"] = None
+        if c.streams.audio:
+            a = c.streams.audio[0]
+            pcm = np.concatenate([f.to_ndarray().reshape(f.to_ndarray().shape[0], -1)[0] for f in c.decode(a)])
+            spectrum = np.abs(np.fft.rfft(pcm))
+            info["audio"] = {
+                "codec": a.codec_context.name,
+                "seconds": len(pcm) / a.codec_context.sample_rate,
+                "peak_hz": np.argmax(spectrum) * a.codec_context.sample_rate / len(pcm),
+            }
+    return info
+
+
+class CachedDetector:
+    """The real dlib detector, memoised per frame so repeated runs over the same frames stay cheap."""
+
+    def __init__(self) -> None:
+        from mmfs.faces import build_detector
+
+        self.inner = build_detector("dlib")
+        self.cache: dict[bytes, list[Face]] = {}
+        self.calls = 0
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        self.calls += 1
+        key = image.tobytes()
+        if key not in self.cache:
+            self.cache[key] = self.inner.detect(image)
+        return self.cache[key]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return CachedDetector()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random tiny Stylizer with its noise inputs switched on (random init leaves their weights at 0) and
+    its RGB outputs scaled down, off the [-1, 1] clamp, so that changes anywhere show in its pixels."""
+    from mmfs.nn import Stylizer
+
+    torch.manual_seed(0)
+    m = Stylizer(PRESETS["tiny"]).eval().requires_grad_(False)
+    for name, p in m.named_parameters():
+        if "noise" in name:
+            p.fill_(1.0)
+        if name.startswith("to_rgb") and name.endswith("weight"):
+            p.mul_(0.1)
+    return m
+
+
+@pytest.fixture(scope="module")
+def ws(model):
+    return model.ws_from_z(torch.randn(1, model.cfg.z_dim, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", face_frames())
+
+
+def decoded(frames: list[np.ndarray], rate: float = 25.0) -> list[DecodedFrame]:
+    return [DecodedFrame(index=i, image=f, pts=i, time=i / rate) for i, f in enumerate(frames)]
+
+
+# ---- the whole command path ------------------------------------------------------------------------------
+
+
+def test_stylize_video_keeps_frames_rate_and_audio(tmp_path, clip, detector, model):
+    # Through the real loading code: a kind="stylizer" checkpoint, as `mmfs stylize` would use.
+    from mmfs.models import load_stylizer
+
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", model.state_dict(), kind="stylizer", config=model.cfg)
+    loaded = load_stylizer(ckpt)
+    style = loaded.ws_from_z(torch.randn(1, loaded.cfg.z_dim))
+    out = tmp_path / "out.mp4"
+    summary = stylize_video(clip, out, model=loaded, ws=style, detector=detector, batch_size=4, progress=False)
+
+    src, dst = probe(clip), probe(out)
+    assert len(dst["frames"]) == len(src["frames"]) == N_FRAMES == summary.frames
+    assert dst["rate"] == src["rate"] == RATE and summary.frame_rate == RATE
+    assert (dst["width"], dst["height"]) == (W, H)
+    assert summary.frames_with_faces + summary.frames_without_face == N_FRAMES
+    assert summary.frames_with_faces >= N_FRAMES - 2 and summary.faces >= summary.frames_with_faces
+    # The tone survives: same codec (copied), same length, same pitch.
+    assert summary.audio == "copied (aac)" and dst["audio"]["codec"] == "aac"
+    assert dst["audio"]["seconds"] == pytest.approx(src["audio"]["seconds"], abs=0.05)
+    assert dst["audio"]["peak_hz"] == pytest.approx(TONE_HZ, abs=5)
+    # Faces changed, the frame's corners (far from the face) did not beyond codec noise.
+    diff = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(src["frames"], dst["frames"])]
+    assert np.mean([d[40:90, 55:105].mean() for d in diff]) > 10
+    assert np.mean([d[:12, :12].mean() for d in diff]) < 3
+    assert set(summary.seconds) == {"decode", "detect", "align", "stylize", "paste", "encode"}
+    assert "30 frames" in summary.describe()
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_reencodes_audio_the_container_cannot_hold(tmp_path):
+    # PCM in Matroska -> MP4: MP4 gets AAC; a frame-count clock in 1/1000 s ticks keeps the exact 30000/1001.
+    frames = [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(20)]
+    src = write_clip(tmp_path / "pcm.mkv", frames, rate=Fraction(30000, 1001), audio="pcm_s16le", fmt="matroska")
+    out = tmp_path / "out.mp4"
+    with VideoReader(src) as reader:
+        assert reader.info.time_base == Fraction(1, 1000) and reader.info.audio_codec == "pcm_s16le"
+        info = reader.info
+        writer = VideoWriter(out, width=info.width, height=info.height, frame_rate=info.frame_rate,
+                             time_base=info.time_base, audio_stream=reader.audio_stream)  # fmt: skip
+        for frame in reader.frames(on_audio=writer.write_audio):
+            writer.write(frame.image, frame.pts)
+        writer.close()
+    assert writer.audio == "re-encoded (pcm_s16le -> aac)"
+    dst = probe(out)
+    assert len(dst["frames"]) == 20 and dst["rate"] == Fraction(30000, 1001)
+    assert dst["audio"]["codec"] == "aac" and dst["audio"]["peak_hz"] == pytest.approx(TONE_HZ, abs=5)
+    assert dst["audio"]["seconds"] == pytest.approx(20 * 1001 / 30000, abs=0.05)
+
+
+def test_interrupt_leaves_no_output(tmp_path, clip, model, ws):
+    class Interrupting(CachedDetector):
+        def detect(self, image):
+            if self.calls == 5:
+                raise KeyboardInterrupt
+            return super().detect(image)
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        stylize_video(clip, out, model=model, ws=ws, detector=Interrupting(), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video at all" * 50, "text"])
+def test_unreadable_file_is_one_line_input_error(tmp_path, content, model, ws, detector):
+    bad = tmp_path / "bad.mp4"
+    if content == "text":
+        bad.write_text("frame,value\n1,2\n")
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        stylize_video(bad, tmp_path / "out.mp4", model=model, ws=ws, detector=detector, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and str(bad) in message
+    assert not (tmp_path / "out.mp4").exists()
+    with pytest.raises(InputError, match="no such file"):
+        VideoReader(tmp_path / "missing.mp4")
+
+
+def test_audio_only_file_and_bad_output_extension(tmp_path, clip, model, ws, detector):
+    sound = tmp_path / "tone.m4a"
+    out = av.open(str(sound), "w", format="mp4")
+    stream = out.add_stream("aac", rate=SAMPLE_RATE)
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+    frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+    for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+        out.mux(packet)
+    out.close()
+    with pytest.raises(InputError, match="no video stream"):
+        VideoReader(sound)
+    with pytest.raises(InputError, match="unsupported video output extension"):
+        stylize_video(clip, tmp_path / "out.gif", model=model, ws=ws, detector=detector, progress=False)
+    assert is_video_path("a/b/Clip.MOV") and not is_video_path("photo.jpg")
+
+
+# ---- frame-level behaviour -------------------------------------------------------------------------------
+
+
+def test_faceless_frames_pass_through_bit_exactly(model, ws, detector):
+    faces = face_frames(8)
+    blank = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    frames = [blank, faces[0], faces[1], blank.copy(), faces[2], faces[3], blank[::-1].copy(), blank[:, ::-1].copy()]
+    with_face = {1, 2, 4, 5}
+    strict = FrameStylizer(model, ws, detector, batch_size=3, smoothing=SmoothingConfig(hold_frames=0))
+    out = list(strict.run(decoded(frames)))
+    assert [o.index for o in out] == list(range(len(frames)))
+    for i, (o, f) in enumerate(zip(out, frames)):
+        if i in with_face:
+            assert o.faces == 1 and not np.array_equal(o.image, f)
+        else:
+            assert o.faces == 0 and o.image.dtype == np.uint8 and np.array_equal(o.image, f)
+    # With the default hold, a single missed frame inside a face track keeps its (held) face stylized.
+    held = list(FrameStylizer(model, ws, detector, batch_size=3).run(decoded(frames)))
+    assert (held[3].faces, held[3].held) == (1, 1) and held[0].faces == 0
+
+
+def crop_change(crops: list[np.ndarray]) -> float:
+    """Mean absolute change between consecutive crops, in 8-bit levels."""
+    return float(np.mean([np.abs(a.astype(float) - b.astype(float)).mean() for a, b in zip(crops[1:], crops[:-1])]))
+
+
+def run_recording(engine: FrameStylizer, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Run frames through the engine and return the aligned input crops and the stylized crops."""
+    seen_in, seen_out = [], []
+    stylize = engine.stylize_crops
+
+    def record(crops):
+        styled = stylize(crops)
+        seen_in.extend(crops)
+        seen_out.extend(styled)
+        return styled
+
+    engine.stylize_crops = record
+    list(engine.run(decoded(frames)))
+    return seen_in, seen_out
+
+
+def test_stylized_crop_is_steadier_than_the_input(model, ws, detector):
+    frames = face_frames(24)
+    crops_in, crops_out = run_recording(FrameStylizer(model, ws, detector, batch_size=4), frames)
+    assert len(crops_out) == 24
+    # Fixed style + fixed noise + smoothed crop: the stylized face changes less than the input does.
+    assert crop_change(crops_out) <= crop_change(crops_in)
+    # The two controls this test exists to catch: fresh noise per frame flickers ...
+    _, random_out = run_recording(FrameStylizer(model, ws, detector, batch_size=4, noise="random"), frames)
+    assert crop_change(random_out) > 4 * crop_change(crops_in)
+    # ... and without smoothing the crop jitters with the detector's landmark noise, and so does the output.
+    raw_in, raw_out = run_recording(FrameStylizer(model, ws, detector, smoothing=SmoothingConfig(method="none")), frames)
+    assert crop_change(crops_in) < crop_change(raw_in) and crop_change(crops_out) < crop_change(raw_out)
+
+
+def test_same_noise_maps_as_photo_mode(model, ws, detector):
+    from mmfs.pipeline import seed_noise
+
+    engine = FrameStylizer(model, ws, detector, noise_seed=7)
+    for got, want in zip(engine.noise, seed_noise(model, 7)):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="ws must be"):
+        FrameStylizer(model, ws[0], detector)
+
+
+# ---- smoothing ------------------------------------------------------------------------------------------
+
+
+def test_one_euro_matches_its_formula_and_holds_still_points():
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.0, d_cutoff=1.0)
+    x0, x1 = np.zeros((5, 2)), np.ones((5, 2))
+    assert np.array_equal(f(x0, 0.0), x0)
+    dt = 0.04
+    alpha = 1.0 / (1.0 + 1.0 / (2 * np.pi * 1.0) / dt)  # first-order low-pass at 1 Hz
+    np.testing.assert_allclose(f(x1, dt), alpha * x1)
+    # A still face under 1 px landmark noise: the filtered points wander far less than the raw ones.
+    rng = np.random.default_rng(0)
+    base = np.array([[0, 0], [50, 0], [25, 25], [5, 50], [45, 50]], float)
+    g = OneEuroFilter()
+    raw = [base + rng.normal(0, 1.0, base.shape) for _ in range(100)]
+    smooth = [g(p, i / 30, crop_side(base)) for i, p in enumerate(raw)]
+    assert np.abs(np.diff(smooth[30:], axis=0)).mean() < 0.25 * np.abs(np.diff(raw[30:], axis=0)).mean()
+
+
+def test_one_euro_follows_fast_motion_with_less_lag_than_a_fixed_low_pass():
+    base = np.array([[0, 0], [50, 0], [25, 25], [5, 50], [45, 50]], float)
+    side = crop_side(base)
+    adaptive, fixed = OneEuroFilter(min_cutoff=0.5, beta=10.0), OneEuroFilter(min_cutoff=0.5, beta=0.0)
+    for i in range(60):  # one crop side per second to the right
+        t = i / 30
+        pos = base + [side * t, 0]
+        lag_adaptive = (pos - adaptive(pos, t, side))[:, 0].mean()
+        lag_fixed = (pos - fixed(pos, t, side))[:, 0].mean()
+    assert 0 < lag_adaptive < 0.02 * side < lag_fixed
+    ema = ExponentialFilter(0.5)
+    ema(base, 0.0)
+    np.testing.assert_allclose(ema(base + 2, 0.04), base + 1)
+
+
+def make_face(cx: float, cy: float, size: float = 40.0) -> Face:
+    lm = np.array([[-0.2, -0.1], [0.2, -0.1], [0.0, 0.05], [-0.15, 0.25], [0.15, 0.25]]) * size + [cx, cy]
+    return Face(box=np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]), landmarks=lm, score=1.0)
+
+
+def test_tracker_links_faces_holds_misses_and_restarts_after_jumps():
+    tracker = FaceTracker(SmoothingConfig(hold_frames=1))
+    faces, held = tracker.update([make_face(100, 100), make_face(300, 100)], 0.0)
+    assert len(faces) == 2 and held == 0
+    ids = {round(f.landmarks.mean(0)[0]): tr.id for f, tr in zip(faces, tracker.tracks)}
+    # Detections arrive in the other order and moved a little: the same two tracks continue.
+    faces, held = tracker.update([make_face(302, 101), make_face(101, 100)], 0.04)
+    assert len(tracker.tracks) == 2 and {tr.id for tr in tracker.tracks} == set(ids.values())
+    assert faces[0].landmarks.mean(0)[0] < 200 < faces[1].landmarks.mean(0)[0]
+    # One face missed once: still returned (held); missed twice: dropped.
+    faces, held = tracker.update([make_face(102, 100)], 0.08)
+    assert len(faces) == 2 and held == 1
+    faces, held = tracker.update([make_face(103, 100)], 0.12)
+    assert len(faces) == 1 and held == 0
+    # A jump of several crop sides is a new face, not a smoothed slide across the frame.
+    faces, _ = tracker.update([make_face(500, 300)], 0.16)
+    assert np.allclose(faces[-1].landmarks, make_face(500, 300).landmarks)
+
+
+# ---- clocks, rotation, odd sizes -------------------------------------------------------------------------
+
+
+def test_frame_clock_restores_the_nominal_grid_and_keeps_real_gaps():
+    clock = FrameClock(Fraction(30000, 1001), Fraction(1, 1000))
+    assert clock.time_base == Fraction(1, 30000)
+    # 29.97 fps stored in milliseconds (0, 33, 67, 100, ...) lands back on multiples of 1001; a dropped
+    # frame (267 -> 334 skips one) stays a gap.
+    assert [clock(p) for p in (0, 33, 67, 100, 133, 167, 200, 234, 267, 334)] == [
+        0, 1001, 2002, 3003, 4004, 5005, 6006, 7007, 8008, 10010,
+    ]  # fmt: skip
+    vfr = FrameClock(Fraction(25), Fraction(1, 90000))
+    assert [vfr(p) for p in (0, 3600, 5000, 9000)] == [0, 3600, 5000, 9000]  # exact ticks kept
+    mpeg4 = FrameClock(Fraction(25), Fraction(1, 90000), max_denominator=65535)
+    assert mpeg4.time_base == Fraction(1, 25) and [mpeg4(p) for p in (0, 3600, 3601, 7200)] == [0, 1, 2, 3]
+
+
+def test_rotated_video_is_read_upright_and_odd_sizes_are_padded(tmp_path):
+    frames = [np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 3, (48, 1, 3)) for _ in range(3)]
+    src = write_clip(tmp_path / "rot.mp4", frames, audio=None, rotation=90)
+    with VideoReader(src) as reader:
+        assert reader.info.rotation == 90 and (reader.info.width, reader.info.height) == (48, 64)
+        got = [f.image for f in reader.frames()]
+    assert got[0].shape == (64, 48, 3)
+    assert np.abs(got[0].astype(int) - upright(frames[0], 90).astype(int)).mean() < 3
+    odd = tmp_path / "odd.mkv"
+    writer = VideoWriter(odd, width=63, height=47, frame_rate=Fraction(24))
+    for i in range(3):
+        writer.write(np.full((47, 63, 3), 100, np.uint8), i)
+    writer.close()
+    dst = probe(odd)
+    assert (dst["width"], dst["height"]) == (64, 48) and len(dst["frames"]) == 3 and dst["audio"] is None
