@@ -163,7 +163,7 @@ class Trainer:
     def train_step(self) -> None:
         """Run every due phase over `accum` micro-batches, then the EMA updates."""
         step, accum = self.step + 1, self.cfg.loop.accum
-        micro = [StepContext(step=step, micro=m, batch=self._next_batch()) for m in range(accum)]
+        micro = [StepContext(step, m, self.micro_batch, self._next_batch()) for m in range(accum)]
         for phase in self.phases:
             if step % phase.every:
                 continue
@@ -216,7 +216,14 @@ class Trainer:
         path = self.run_dir / "final.safetensors"
         if self.dist.is_main:
             tensors, meta = self.stage.final()
-            meta = {"stage": self.cfg.command, "step": str(self.step), "train_config": self.cfg.to_json(), **meta}
+            meta = {
+                "stage": self.cfg.command,
+                "step": str(self.step),
+                "train_config": self.cfg.to_json(),
+                # the full training state of this step (with the discriminator), for the next stage
+                "checkpoint": f"checkpoints/step-{self.step:06d}.safetensors",
+                **meta,
+            }
             save_checkpoint(path, tensors, kind="stylizer", config=self.cfg.model, meta=meta)
         self.dist.barrier()
         return path

@@ -38,15 +38,9 @@ class StepContext:
 
     step: int
     micro: int  # micro-batch index within the step (0 .. accum-1)
+    size: int  # images in this micro-batch on this rank (batch_size / (accum * world_size))
     batch: dict[str, Tensor] | None  # this micro-batch on the device (None for stages without data)
     stash: dict[str, Any] = field(default_factory=dict)  # per micro-batch, e.g. the G phase's fakes for D
-
-    @property
-    def batch_size(self) -> int:
-        """Images in this micro-batch (per rank)."""
-        if self.batch is None:
-            raise ValueError("this stage has no data batch")
-        return next(v for v in self.batch.values() if isinstance(v, Tensor)).shape[0]
 
 
 @dataclass
@@ -83,6 +77,7 @@ class Stage:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._ddp: dict[str, nn.Module] = {}  # filled by the loop when running distributed
         self._compiled: dict[str, nn.Module] = {}  # filled by the loop with --compile
+        self._compiled_fns: dict[str, Callable[..., Any]] = {}
 
     # --- what a stage declares -------------------------------------------------------------------
     def phases(self) -> list[Phase]:
@@ -114,6 +109,14 @@ class Stage:
         if compiled and name in self._compiled:
             return self._compiled[name]
         return self._ddp.get(name, self.nets[name])
+
+    def frozen_fn(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` (a frozen net's forward or method), compiled once when the run uses `--compile`."""
+        if not self.cfg.loop.compile:
+            return fn
+        if key not in self._compiled_fns:
+            self._compiled_fns[key] = torch.compile(fn)
+        return self._compiled_fns[key]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter some optimizer updates (the loop freezes all others)."""

@@ -1,0 +1,190 @@
+"""Stage II, `mmfs finetune`: adversarial fine-tuning of the whole Stylizer on artworks (reference §3.2).
+
+Per step (the reference's order): draw styles (style mixing with p = 0.5, crossover in [1, num_ws-1])
+and stylize the photo batch once; G step `1.0 * softplus(-D(fake)) + 0.5 * DINO structure(fake, photo)`
+with D frozen; D step `0.5 * (softplus(D(fake.detach())) + softplus(-D(art)))` on the same fakes;
+EMA; every 16th step an R1 step on the artworks, `r1 * gamma/2 * 16` with gamma = 10 and its own D
+optimizer step. G: Adam lr 1e-3, betas (0.1, 0.999); D: lr and betas corrected by 16/17.
+
+The reference sums the structure loss over its batch of 8; we log and optimise `mean * batch_size`,
+which is that sum whatever the accumulation and GPU split.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmfs.checkpoint import load_checkpoint, load_state_strict
+from mmfs.errors import CheckpointError
+from mmfs.losses import d_logistic_loss, dino_structure_loss, g_nonsaturating_loss, r1_penalty
+from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.train.weights import discriminator_tensors, init_stylizer_tensors
+
+PREVIEW_STYLES = 3  # style columns per photo in the preview grid
+
+
+def generator_losses(
+    fake_logits: Tensor, structure_sum: Tensor, images: int, batch_size: int, *, adv: float, structure: float
+) -> dict[str, Tensor]:
+    """`adv * softplus(-D(fake)).mean() + structure * (sum over images / images * batch_size)`."""
+    a = g_nonsaturating_loss(fake_logits)
+    s = structure_sum * (batch_size / images)  # the reference's sum over its full batch
+    return {"adv": a, "structure": s, "total": adv * a + structure * s}
+
+
+def discriminator_losses(real_logits: Tensor, fake_logits: Tensor, *, weight: float) -> dict[str, Tensor]:
+    """`weight * (softplus(-D(real)).mean() + softplus(D(fake)).mean())` (reference weight 0.5)."""
+    a = d_logistic_loss(real_logits, fake_logits)
+    return {"adv": a, "total": weight * a}
+
+
+def r1_losses(real_logits: Tensor, real: Tensor, *, gamma: float, every: int) -> dict[str, Tensor]:
+    """Lazy R1: `r1 * gamma / 2 * every`, plus `0 * D(real)` so every D parameter takes part (DDP)."""
+    r1 = r1_penalty(real_logits, real)
+    return {"r1": r1, "total": r1 * (gamma / 2 * every) + 0.0 * real_logits.sum()}
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Stage II options: data, initial weights, DINO, loss weights and regularisation."""
+
+    photos: str = ""  # photo folder (the source domain, e.g. FFHQ)
+    art: str = ""  # artwork folder (the target domain, e.g. AAHQ)
+    init: str = ""  # Stage I output (final.safetensors or a training checkpoint)
+    disc: str | None = None  # discriminator file (prior or training); default: found from `init`
+    dino: str = "dino_vitb8"  # dino_vitb8 (by name), a local weights file, or "tiny" (random, smoke runs)
+    adv: float = 1.0  # G adversarial weight (reference lambda_GAN)
+    structure: float = 0.5  # DINO structure weight (reference lambda_ST)
+    d_adv: float = 0.5  # the reference halves the D loss
+    r1_gamma: float = 10.0
+    r1_every: int = 16  # lazy R1 interval, counted on training steps
+    mixing_prob: float = 0.5  # style-mixing probability
+
+
+def build_dino(spec: str, device: torch.device):
+    """The DINO wrapper named by `--dino`: "tiny", a local weights file, or a model name (dino_vitb8)."""
+    from mmfs.external.dino import DEFAULT_MODEL, DinoViT
+
+    if spec == "tiny":
+        from mmfs.external.tiny import tiny_dino
+
+        return tiny_dino().to(device)
+    if os.path.exists(spec):
+        return DinoViT.from_pretrained(spec, device=device)
+    names = {"dino_vitb8": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
+    return DinoViT.from_pretrained(None, model_name=names.get(spec, spec), device=device)
+
+
+@register_stage
+class FinetuneStage(Stage):
+    """Stage II on the shared loop: phases G, D and D_reg (every `r1_every` steps)."""
+
+    command = "finetune"
+    Options = FinetuneOptions
+    # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
+    defaults: dict[str, Any] = {"lr": 1e-3, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 300_000}
+
+    def __init__(self, cfg, device: torch.device, *, dino: Any = None, **externals: Any) -> None:
+        super().__init__(cfg, device)
+        from mmfs.nn import Discriminator, Stylizer
+
+        opts: FinetuneOptions = cfg.options
+        if not opts.init:
+            raise CheckpointError("Stage II needs --init (the output of `mmfs pretrain-encoder`)")
+        init = load_checkpoint(opts.init, kind=("stylizer", "training"))
+        stylizer = Stylizer(cfg.model)
+        load_state_strict(stylizer, init_stylizer_tensors(init), source=f"{init.path} [stylizer]")
+        disc = Discriminator(cfg.model)
+        d_tensors, d_path = discriminator_tensors(init, opts.disc)
+        load_state_strict(disc, d_tensors, source=f"{d_path} [discriminator]")
+        stylizer.to(device)
+        disc.to(device)
+        self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval(), "disc": disc}
+        lr, betas = cfg.loop.lr, cfg.loop.betas
+        self.optimizers = {
+            "G": adam(list(stylizer.parameters()), lr, betas),
+            "D": adam(list(disc.parameters()), lr, betas, reg_every=opts.r1_every),
+        }
+        self.dino = dino.to(device) if dino is not None else build_dino(opts.dino, device)
+        self.init_path = os.path.abspath(init.path)
+        gen = torch.Generator().manual_seed(cfg.loop.seed)
+        self.preview_z = torch.randn(PREVIEW_STYLES, cfg.model.z_dim, generator=gen).to(device)
+        self._preview_photos: Tensor | None = None
+        self._dataset = None
+
+    def dataset(self):
+        from mmfs.data.datasets import UnpairedFolders
+
+        if self._dataset is None:
+            opts: FinetuneOptions = self.cfg.options
+            self._dataset = UnpairedFolders({"photo": opts.photos, "art": opts.art}, self.cfg.model.resolution)
+        return self._dataset
+
+    def phases(self) -> list[Phase]:
+        every = self.cfg.options.r1_every
+        return [
+            Phase("G", "G", self.g_loss, module="stylizer"),
+            Phase("D", "D", self.d_loss, module="disc"),
+            Phase("D_reg", "D", self.r1_loss, every=every, module="disc"),
+        ]
+
+    def ema(self) -> list[EmaSpec]:
+        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
+
+    def sample_ws(self, batch: int) -> Tensor:
+        """Random styles as the reference draws them: Python `random` decides mixing and crossover, torch the z."""
+        g = self.nets["stylizer"]
+        z_dim = self.cfg.model.z_dim
+        if random.random() < self.cfg.options.mixing_prob:
+            z1 = torch.randn(batch, z_dim, device=self.device)
+            z2 = torch.randn(batch, z_dim, device=self.device)
+            return g.mixed_ws(z1, z2, random.randint(1, g.num_ws - 1))
+        return g.ws_from_z(torch.randn(batch, z_dim, device=self.device))
+
+    def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        opts: FinetuneOptions = self.cfg.options
+        photo = ctx.batch["photo"]
+        fake = self.train_view("stylizer")(photo, self.sample_ws(ctx.size))
+        ctx.stash["fake"] = fake.detach()
+        logits = self.nets["disc"](fake)  # D is frozen in this phase: no DDP wrapper needed
+        structure = dino_structure_loss(self.dino, fake, photo)
+        return generator_losses(logits, structure, ctx.size, self.cfg.loop.batch_size, adv=opts.adv, structure=opts.structure)
+
+    def d_loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        disc = self.train_view("disc")
+        # Two calls, as the reference: minibatch-stddev statistics stay within real or fake.
+        return discriminator_losses(disc(ctx.batch["art"]), disc(ctx.stash["fake"]), weight=self.cfg.options.d_adv)
+
+    def r1_loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        opts: FinetuneOptions = self.cfg.options
+        real = ctx.batch["art"].detach().requires_grad_(True)
+        logits = self.train_view("disc", compiled=False)(real)  # double backward: not through torch.compile
+        return r1_losses(logits, real, gamma=opts.r1_gamma, every=opts.r1_every)
+
+    @torch.no_grad()
+    def preview(self) -> tuple[Tensor, int]:
+        """One row per fixed photo: the photo, then the EMA Stylizer's output for fixed styles and noise."""
+        if self._preview_photos is None:
+            source = self.dataset().sources[0]
+            count = min(self.cfg.loop.preview_count, len(source))
+            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
+        ema = self.nets["stylizer_ema"]
+        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
+        photos = self._preview_photos
+        columns = [photos]
+        for z in self.preview_z:
+            ws = ema.ws_from_z(z[None].expand(len(photos), -1))
+            columns.append(ema(photos, ws, generator=gen))
+        grid = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: photo, style 1, style 2, ...
+        return grid.float(), len(columns)
+
+    def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, meta = super().final()
+        return tensors, {**meta, "init": self.init_path}

@@ -1,0 +1,121 @@
+"""Stage I, `mmfs pretrain-encoder`: align a new encoder with a frozen StyleGAN2 prior (reference §3.1).
+
+Each step draws z ~ N(0, I), renders the teacher image `hardtanh(G(z))` with the frozen prior (its own
+noise, no grad) and reconstructs it through the Stylizer with the same z:
+`fake = stylizer(teacher, stylizer.ws_from_z(z))`. The loss is `1.0 * L1(fake, teacher) + 4.0 *
+sum_k L1(D_k(fake), D_k(teacher))` over the frozen prior discriminator's feature maps. Only the encoder,
+`decoder0` and `to_rgb0` train; the z-mapping and the decoder from 2F px up come from the prior, frozen.
+No dataset is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmfs.checkpoint import load_state_strict
+from mmfs.errors import CheckpointError
+from mmfs.losses import feature_matching_loss, l1_loss
+from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.train.weights import load_prior
+
+STAGE1_NEW_LAYERS = ("encoder.", "decoder0.", "to_rgb0.")
+
+
+def reconstruction_losses(
+    fake: Tensor, real: Tensor, fake_feats: Sequence[Tensor], real_feats: Sequence[Tensor], *, l1: float, feat: float
+) -> dict[str, Tensor]:
+    """Stage I / III objective: `l1 * L1(fake, real) + feat * sum_k L1(fake_k, real_k)` (reference: 1.0 and 4.0)."""
+    pixel = l1_loss(fake, real)
+    features = feature_matching_loss(fake_feats, real_feats)
+    return {"l1": pixel, "feat": features, "total": l1 * pixel + feat * features}
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Stage I options: the prior and the loss weights."""
+
+    prior: str = ""  # a "prior" file (generator g.*, discriminator d.*) made by `mmfs convert`
+    l1: float = 1.0  # weight of the pixel L1 (reference lambda_L1)
+    feat: float = 4.0  # weight of the discriminator-feature L1 (reference lambda_Feat)
+
+
+@register_stage
+class EncoderStage(Stage):
+    """Stage I on the shared loop: one phase "G" over the Stylizer's new layers."""
+
+    command = "pretrain-encoder"
+    Options = EncoderOptions
+    # Reference phase-1 defaults (§3.1): lr 2e-4, beta1 0.1, EMA 0.999, batch 8; ~200k iterations.
+    defaults: dict[str, Any] = {"lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 200_000}
+
+    def __init__(self, cfg, device: torch.device, **externals: Any) -> None:
+        super().__init__(cfg, device)
+        from mmfs.nn import Discriminator, Generator, Stylizer
+        from mmfs.nn.convert import stylizer_init_from_prior
+
+        opts: EncoderOptions = cfg.options
+        if not opts.prior:
+            raise CheckpointError("Stage I needs a prior: pass --prior stylegan2.safetensors (made by `mmfs convert`)")
+        prior = load_prior(opts.prior)
+        model = cfg.model
+        self.teacher = Generator(model)
+        load_state_strict(self.teacher, prior.subset("g."), source=f"{prior.path} [generator]")
+        d_tensors = prior.subset("d.")
+        if not d_tensors:
+            raise CheckpointError(f"{prior.path}: prior has no discriminator (d.*); Stage I needs it for the feature loss")
+        self.disc = Discriminator(model)
+        load_state_strict(self.disc, d_tensors, source=f"{prior.path} [discriminator]")
+        for net in (self.teacher, self.disc):
+            net.to(device).eval().requires_grad_(False)
+
+        stylizer = Stylizer(model)
+        init = stylizer_init_from_prior(prior.subset("g."), model)
+        missing, unexpected = stylizer.load_state_dict(init, strict=False)
+        wrong = [k for k in missing if not k.startswith(STAGE1_NEW_LAYERS)] + list(unexpected)
+        if wrong:
+            raise CheckpointError(f"{prior.path}: prior does not fit the Stylizer ({', '.join(wrong[:3])})")
+        stylizer.to(device)
+        self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval()}
+        self.optimizers = {"G": adam(stylizer.stage1_parameters(), cfg.loop.lr, cfg.loop.betas)}
+        self.prior_path = os.path.abspath(prior.path)
+        # Fixed preview inputs, drawn from their own generator (never the training RNG).
+        gen = torch.Generator().manual_seed(cfg.loop.seed)
+        self.preview_z = torch.randn(cfg.loop.preview_count, model.z_dim, generator=gen).to(device)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("G", "G", self.g_loss, module="stylizer")]
+
+    def ema(self) -> list[EmaSpec]:
+        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
+
+    def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        opts: EncoderOptions = self.cfg.options
+        z = torch.randn(ctx.size, self.cfg.model.z_dim, device=self.device)
+        features = self.frozen_fn("disc_features", self.disc.features)
+        with torch.no_grad():
+            real = F.hardtanh(self.frozen_fn("teacher", self.teacher)(z))  # the teacher draws its own noise
+            real_feats = features(real)
+        ws = self.nets["stylizer"].ws_from_z(z)  # frozen mapping: the same z as the teacher
+        fake = self.train_view("stylizer")(real, ws)
+        return reconstruction_losses(fake, real, features(fake), real_feats, l1=opts.l1, feat=opts.feat)
+
+    @torch.no_grad()
+    def preview(self) -> tuple[Tensor, int]:
+        """Top row: teacher samples; bottom row: their reconstructions by the EMA Stylizer (fixed z and noise)."""
+        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
+        real = F.hardtanh(self.teacher(self.preview_z, generator=gen))
+        ema = self.nets["stylizer_ema"]
+        fake = ema(real, ema.ws_from_z(self.preview_z), generator=gen)
+        return torch.cat([real, fake]).float(), len(real)
+
+    def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, meta = super().final()
+        return tensors, {**meta, "prior": self.prior_path}  # Stage II finds the discriminator through this

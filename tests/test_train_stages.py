@@ -1,0 +1,194 @@
+"""Stage I and Stage II on the tiny preset: loss weights, learning, R1 interval, frozen sets, exact resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
+from mmfs.config import PRESETS
+from mmfs.errors import CheckpointError
+from mmfs.train import make_config, train
+from mmfs.train.log import read_log
+from mmfs.train.loop import Trainer
+from mmfs.train.stages.base import discriminator_losses, generator_losses, r1_losses
+from mmfs.train.stages.encoder import reconstruction_losses
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A random tiny prior (generator + discriminator) and small photo / art folders."""
+    from mmfs.data.images import save_image
+    from mmfs.nn import Discriminator, Generator
+
+    root = tmp_path_factory.mktemp("stages")
+    torch.manual_seed(1)
+    g, d = Generator(TINY), Discriminator(TINY)
+    prior = save_checkpoint(root / "prior.safetensors", {**module_state(g, "g."), **module_state(d, "d.")},
+                            kind="prior", config=TINY)
+    rng = np.random.default_rng(0)
+    for folder in ("photos", "art"):
+        for i in range(5):
+            save_image(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8), root / folder / f"{i}.png")
+    return {"root": root, "prior": prior, "photos": root / "photos", "art": root / "art"}
+
+
+def stage1_config(files, **loop):
+    settings = {"steps": 4, "batch_size": 4, "log_every": 1, "preview_every": 0, "checkpoint_every": 2, **loop}
+    return make_config("pretrain-encoder", TINY, options={"prior": str(files["prior"])}, **settings)
+
+
+@pytest.fixture(scope="module")
+def stage1_run(files):
+    return train(stage1_config(files, steps=2), outdir=files["root"] / "runs1", progress=False)
+
+
+def stage2_config(files, init, **loop):
+    options = {"photos": str(files["photos"]), "art": str(files["art"]), "init": str(init), "dino": "tiny",
+               "r1_every": 2}
+    settings = {"steps": 4, "batch_size": 4, "log_every": 1, "preview_every": 0, "checkpoint_every": 2,
+                "workers": 0, **loop}
+    return make_config("finetune", TINY, options=options, **settings)
+
+
+# --- the loss weightings the stages apply, against hand-computed values ------------------------------------
+def test_reconstruction_weights_are_1_and_4():
+    fake, real = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.0, 1.0]])
+    feats_f = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    feats_r = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]
+    out = reconstruction_losses(fake, real, feats_f, feats_r, l1=1.0, feat=4.0)
+    assert out["l1"].item() == pytest.approx(1.25)  # (0.5 + 2) / 2
+    assert out["feat"].item() == pytest.approx(3.5)  # (1 + 2) / 2 + 2
+    assert out["total"].item() == pytest.approx(1.25 + 4 * 3.5)
+
+
+def test_generator_loss_is_nonsaturating_plus_half_the_batch_summed_structure():
+    logits = torch.tensor([[0.0], [2.0]])
+    out = generator_losses(logits, torch.tensor(3.0), images=2, batch_size=8, adv=1.0, structure=0.5)
+    adv = (math.log(2) + math.log1p(math.exp(-2))) / 2
+    assert out["adv"].item() == pytest.approx(adv)
+    assert out["structure"].item() == pytest.approx(12.0)  # a 2-image micro-batch summing 3 of a batch of 8
+    assert out["total"].item() == pytest.approx(adv + 0.5 * 12.0)
+
+
+def test_discriminator_loss_is_halved_logistic():
+    out = discriminator_losses(torch.tensor([[1.0]]), torch.tensor([[-1.0]]), weight=0.5)
+    expected = 2 * math.log1p(math.exp(-1))
+    assert out["adv"].item() == pytest.approx(expected)
+    assert out["total"].item() == pytest.approx(0.5 * expected)
+
+
+def test_r1_is_scaled_by_gamma_over_two_times_the_interval():
+    w = torch.tensor([1.0, -2.0, 0.5])
+    real = torch.ones(2, 3, requires_grad=True)
+    logits = (real * w).sum(1, keepdim=True)  # dD/dx = w for every image
+    out = r1_losses(logits, real, gamma=10.0, every=16)
+    assert out["r1"].item() == pytest.approx(5.25)  # |w|^2
+    assert out["total"].item() == pytest.approx(5.25 * 10 / 2 * 16)
+
+
+# --- Stage I ------------------------------------------------------------------------------------------------
+def test_stage1_reduces_the_reconstruction_error_and_trains_only_the_new_layers(files, tmp_path):
+    cfg = stage1_config(files, steps=30, lr=5e-3, checkpoint_every=0, log_every=0)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    stage = trainer.stage
+    z = torch.randn(8, TINY.z_dim, generator=torch.Generator().manual_seed(5))
+
+    def error() -> float:
+        with torch.no_grad():
+            real = F.hardtanh(stage.teacher(z, noise="zero"))
+            g = stage.nets["stylizer"]
+            return F.l1_loss(g(real, g.ws_from_z(z), noise="zero"), real).item()
+
+    before = {k: v.clone() for k, v in stage.nets["stylizer"].state_dict().items()}
+    frozen_nets = [module_state(stage.teacher), module_state(stage.disc)]
+    start = error()
+    trainer.run()
+    end = error()
+    assert end < 0.75 * start, (start, end)
+    after = stage.nets["stylizer"].state_dict()
+    ema = stage.nets["stylizer_ema"].state_dict()
+    for key, value in before.items():
+        new_layer = key.startswith(("encoder.", "decoder0.", "to_rgb0."))
+        if new_layer and key.endswith("weight") and "noise" not in key:
+            assert not torch.equal(after[key], value), key
+        if not new_layer:  # the prior's mapping and decoder from 2F px up stay frozen, also in the EMA
+            assert torch.equal(after[key], value) and torch.equal(ema[key], value), key
+    assert all(torch.equal(a, b) for a, b in zip(frozen_nets[0].values(), module_state(stage.teacher).values()))
+    assert all(torch.equal(a, b) for a, b in zip(frozen_nets[1].values(), module_state(stage.disc).values()))
+    assert (tmp_path / "final.safetensors").is_file()
+
+
+def test_stage1_resume_is_bit_exact(files, stage1_run):
+    import shutil
+
+    straight = train(stage1_config(files), outdir=files["root"] / "straight1", progress=False)
+    # resume a copy of the 2-step run (the fixture's run stays at step 2 for the Stage II tests)
+    half = files["root"] / "half1"
+    shutil.copytree(stage1_run, half)
+    train(resume=half, steps=4, progress=False)
+    a = load_checkpoint(straight / "checkpoints/step-000004.safetensors").tensors
+    b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    final = load_checkpoint(half / "final.safetensors", kind="stylizer")
+    assert final.meta["stage"] == "pretrain-encoder" and final.meta["prior"] == str(files["prior"].resolve())
+    assert all(torch.equal(final.tensors[k], a["stylizer_ema." + k]) for k in final.tensors)
+
+
+# --- Stage II -----------------------------------------------------------------------------------------------
+def test_stage2_runs_r1_on_its_interval_and_trains_g_and_d(files, stage1_run, tmp_path):
+    init = stage1_run / "final.safetensors"
+    cfg = stage2_config(files, init, steps=4, checkpoint_every=0)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    stage = trainer.stage
+    g0 = {k: v.clone() for k, v in stage.nets["stylizer"].state_dict().items()}
+    d0 = {k: v.clone() for k, v in stage.nets["disc"].state_dict().items()}
+    dino0 = module_state(stage.dino)
+    # D starts from the prior's discriminator, found through the Stage I file's metadata
+    prior_d = load_checkpoint(files["prior"]).subset("d.")
+    assert all(torch.equal(d0[k], prior_d[k]) for k in prior_d)
+    trainer.run()
+    lines = read_log(tmp_path / "log.jsonl")
+    assert [x["step"] for x in lines if "D_reg/r1" in x] == [2, 4]
+    assert all({"G/adv", "G/structure", "D/adv"} <= x.keys() for x in lines)
+    g1, d1 = stage.nets["stylizer"].state_dict(), stage.nets["disc"].state_dict()
+    changed_g = [k for k in g0 if not torch.equal(g0[k], g1[k])]
+    assert any(k.startswith("mapping_z.") for k in changed_g) and any(k.startswith("encoder.") for k in changed_g)
+    assert any(k.startswith("decoder2a.") for k in changed_g)
+    assert sum(not torch.equal(d0[k], d1[k]) for k in d0) == len(d0)  # every D tensor moved
+    assert all(torch.equal(a, b) for a, b in zip(dino0.values(), module_state(stage.dino).values()))
+
+
+def test_stage2_resume_is_bit_exact_and_the_preview_is_written(files, stage1_run):
+    init = stage1_run / "final.safetensors"
+    straight = train(stage2_config(files, init, preview_every=4), outdir=files["root"] / "s2a", progress=False)
+    half = train(stage2_config(files, init, steps=2, preview_every=4), outdir=files["root"] / "s2b", progress=False)
+    train(resume=half, steps=4, progress=False)
+    a = load_checkpoint(straight / "checkpoints/step-000004.safetensors").tensors
+    b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
+    assert {k.split(".")[0] for k in a} == {"stylizer", "stylizer_ema", "disc"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from PIL import Image
+
+    with Image.open(straight / "previews" / "step-000004.png") as img:  # 5 photos x (photo + 3 styles)
+        assert img.size == (4 * 32, 5 * 32)
+
+
+def test_stage2_without_a_discriminator_source_is_a_clear_error(files, tmp_path):
+    from mmfs.nn import Stylizer
+
+    bare = save_checkpoint(tmp_path / "bare.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY)
+    with pytest.raises(CheckpointError, match="no discriminator found.*pass --disc"):
+        Trainer(stage2_config(files, bare), tmp_path, progress=False)
+    options = {"photos": str(files["photos"]), "art": str(files["art"]), "init": str(bare),
+               "disc": str(files["prior"]), "dino": "tiny"}
+    trainer = Trainer(make_config("finetune", TINY, options=options, workers=0), tmp_path, progress=False)
+    assert torch.equal(trainer.stage.nets["disc"].state_dict()["final_linear.1.bias"],
+                       load_checkpoint(files["prior"]).tensors["d.final_linear.1.bias"])
