@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from mmfs.checkpoint import save_checkpoint  # noqa: E402
 from mmfs.config import PRESETS  # noqa: E402
 from mmfs.errors import InputError  # noqa: E402
 from mmfs.faces import Face  # noqa: E402
-from mmfs.video.io import DecodedFrame, FrameClock, VideoReader, VideoWriter, is_video_path, upright  # noqa: E402
+from mmfs.video.formats import FrameClock, is_video_path  # noqa: E402
+from mmfs.video.io import DecodedFrame, VideoReader, VideoWriter, upright  # noqa: E402
 from mmfs.video.smoothing import (  # noqa: E402
     ExponentialFilter,
     FaceTracker,
@@ -73,7 +75,9 @@ def write_clip(path: Path, frames: list[np.ndarray], *, rate=RATE, audio: str | 
         frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
         frame.sample_rate, frame.pts = SAMPLE_RATE, 0
         ctx = tone.codec_context
-        resampler = av.AudioResampler(format=ctx.format.name, layout="mono", rate=SAMPLE_RATE, frame_size=ctx.frame_size or 1024)
+        resampler = av.AudioResampler(
+            format=ctx.format.name, layout="mono", rate=SAMPLE_RATE, frame_size=ctx.frame_size or 1024
+        )
         for chunk in resampler.resample(frame) + resampler.resample(None):
             for packet in tone.encode(chunk):
                 out.mux(packet)
@@ -180,11 +184,11 @@ def test_stylize_video_keeps_frames_rate_and_audio(tmp_path, clip, detector, mod
     assert dst["audio"]["seconds"] == pytest.approx(src["audio"]["seconds"], abs=0.05)
     assert dst["audio"]["peak_hz"] == pytest.approx(TONE_HZ, abs=5)
     # Faces changed, the frame's corners (far from the face) did not beyond codec noise.
-    diff = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(src["frames"], dst["frames"])]
+    diff = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(src["frames"], dst["frames"], strict=True)]
     assert np.mean([d[40:90, 55:105].mean() for d in diff]) > 10
     assert np.mean([d[:12, :12].mean() for d in diff]) < 3
     assert set(summary.seconds) == {"decode", "detect", "align", "stylize", "paste", "encode"}
-    assert "30 frames" in summary.describe()
+    assert "30 frames" in summary.describe() and json.loads(json.dumps(summary.to_dict()))["frames"] == N_FRAMES
     assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
@@ -264,7 +268,7 @@ def test_faceless_frames_pass_through_bit_exactly(model, ws, detector):
     strict = FrameStylizer(model, ws, detector, batch_size=3, smoothing=SmoothingConfig(hold_frames=0))
     out = list(strict.run(decoded(frames)))
     assert [o.index for o in out] == list(range(len(frames)))
-    for i, (o, f) in enumerate(zip(out, frames)):
+    for i, (o, f) in enumerate(zip(out, frames, strict=True)):
         if i in with_face:
             assert o.faces == 1 and not np.array_equal(o.image, f)
         else:
@@ -276,7 +280,9 @@ def test_faceless_frames_pass_through_bit_exactly(model, ws, detector):
 
 def crop_change(crops: list[np.ndarray]) -> float:
     """Mean absolute change between consecutive crops, in 8-bit levels."""
-    return float(np.mean([np.abs(a.astype(float) - b.astype(float)).mean() for a, b in zip(crops[1:], crops[:-1])]))
+    return float(
+        np.mean([np.abs(a.astype(float) - b.astype(float)).mean() for a, b in zip(crops[1:], crops[:-1], strict=True)])
+    )
 
 
 def run_recording(engine: FrameStylizer, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -305,7 +311,9 @@ def test_stylized_crop_is_steadier_than_the_input(model, ws, detector):
     _, random_out = run_recording(FrameStylizer(model, ws, detector, batch_size=4, noise="random"), frames)
     assert crop_change(random_out) > 4 * crop_change(crops_in)
     # ... and without smoothing the crop jitters with the detector's landmark noise, and so does the output.
-    raw_in, raw_out = run_recording(FrameStylizer(model, ws, detector, smoothing=SmoothingConfig(method="none")), frames)
+    raw_in, raw_out = run_recording(
+        FrameStylizer(model, ws, detector, smoothing=SmoothingConfig(method="none")), frames
+    )
     assert crop_change(crops_in) < crop_change(raw_in) and crop_change(crops_out) < crop_change(raw_out)
 
 
@@ -313,7 +321,7 @@ def test_same_noise_maps_as_photo_mode(model, ws, detector):
     from mmfs.pipeline import seed_noise
 
     engine = FrameStylizer(model, ws, detector, noise_seed=7)
-    for got, want in zip(engine.noise, seed_noise(model, 7)):
+    for got, want in zip(engine.noise, seed_noise(model, 7), strict=True):
         assert torch.equal(got, want)
     with pytest.raises(ValueError, match="ws must be"):
         FrameStylizer(model, ws[0], detector)
@@ -362,7 +370,7 @@ def test_tracker_links_faces_holds_misses_and_restarts_after_jumps():
     tracker = FaceTracker(SmoothingConfig(hold_frames=1))
     faces, held = tracker.update([make_face(100, 100), make_face(300, 100)], 0.0)
     assert len(faces) == 2 and held == 0
-    ids = {round(f.landmarks.mean(0)[0]): tr.id for f, tr in zip(faces, tracker.tracks)}
+    ids = {round(f.landmarks.mean(0)[0]): tr.id for f, tr in zip(faces, tracker.tracks, strict=True)}
     # Detections arrive in the other order and moved a little: the same two tracks continue.
     faces, held = tracker.update([make_face(302, 101), make_face(101, 100)], 0.04)
     assert len(tracker.tracks) == 2 and {tr.id for tr in tracker.tracks} == set(ids.values())

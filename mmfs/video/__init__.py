@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "VIDEO_EXTENSIONS": "io",
-    "OUTPUT_FORMATS": "io",
+    "VIDEO_EXTENSIONS": "formats",
+    "OUTPUT_FORMATS": "formats",
+    "FrameClock": "formats",
     "DecodedFrame": "io",
     "VideoInfo": "io",
     "VideoReader": "io",
     "VideoWriter": "io",
-    "is_video_path": "io",
+    "is_video_path": "formats",
     "FaceTracker": "smoothing",
     "OneEuroFilter": "smoothing",
     "ExponentialFilter": "smoothing",

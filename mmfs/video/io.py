@@ -9,8 +9,6 @@ the codec, else re-encodes them (aac; opus for .webm).
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,31 +20,9 @@ import numpy as np
 
 from mmfs.errors import InputError
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
-# Output extension -> (muxer, video encoders in order of preference, audio encoder for re-encoding).
-OUTPUT_FORMATS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    ".mp4": ("mp4", ("libx264", "mpeg4"), "aac"),
-    ".m4v": ("mp4", ("libx264", "mpeg4"), "aac"),
-    ".mov": ("mov", ("libx264", "mpeg4"), "aac"),
-    ".mkv": ("matroska", ("libx264", "mpeg4"), "aac"),
-    ".webm": ("webm", ("libvpx-vp9", "libvpx"), "libopus"),
-    ".avi": ("avi", ("libx264", "mpeg4"), "libmp3lame"),
-}
-# Audio codecs copied without re-encoding, per muxer: what ffmpeg accepts *and* players handle there
-# (ffmpeg's mp4 muxer takes PCM headers, then fails at the trailer on unlabelled channel layouts).
-COPY_AUDIO: dict[str, frozenset[str]] = {
-    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}),
-    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
-    "matroska": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac", "vorbis", "pcm_s16le", "pcm_s24le", "pcm_f32le", "dts", "truehd"}),
-    "webm": frozenset({"opus", "vorbis"}),
-    "avi": frozenset({"mp3", "mp2", "ac3", "pcm_s16le", "pcm_u8"}),
-}
-DEFAULT_RATE = Fraction(25)  # only when a file states no frame rate at all
+from .formats import DEFAULT_RATE, OUTPUT_FORMATS, FrameClock, can_copy_audio, has_encoder, is_video_path
 
-
-def is_video_path(path: str | os.PathLike[str]) -> bool:
-    """True for the file extensions `mmfs stylize` treats as video."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+__all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "VideoWriter", "is_video_path", "upright"]
 
 
 @dataclass(frozen=True)
@@ -246,9 +222,11 @@ class VideoWriter:
             raise InputError(f"{path}: unsupported video output extension; use one of {', '.join(OUTPUT_FORMATS)}")
         muxer, video_codecs, self._audio_codec_name = OUTPUT_FORMATS[suffix]
         self._muxer = muxer
-        self.codec = codec or next((c for c in video_codecs if _has_encoder(c)), None)
-        if self.codec is None or not _has_encoder(self.codec):
-            raise InputError(f"no usable video encoder for {suffix} in this PyAV build (tried {', '.join(video_codecs)})")
+        self.codec = codec or next((c for c in video_codecs if has_encoder(c)), None)
+        if self.codec is None or not has_encoder(self.codec):
+            raise InputError(
+                f"no usable video encoder for {suffix} in this PyAV build (tried {', '.join(video_codecs)})"
+            )
         self.seconds = 0.0  # time spent encoding and muxing
         self.frames = 0
         self._width, self._height = int(width), int(height)
@@ -263,7 +241,10 @@ class VideoWriter:
             if self._audio is not None and self._resampler is None and self.audio.startswith("re-encoded"):
                 ctx = self._audio.codec_context
                 self._resampler = av.AudioResampler(
-                    format=ctx.format.name, layout=ctx.layout.name, rate=ctx.sample_rate, frame_size=ctx.frame_size or None
+                    format=ctx.format.name,
+                    layout=ctx.layout.name,
+                    rate=ctx.sample_rate,
+                    frame_size=ctx.frame_size or None,
                 )
         except BaseException:
             self._out.close()
@@ -294,7 +275,7 @@ class VideoWriter:
     def _add_audio(self, source, muxer: str) -> None:
         av = _av()
         name = source.codec_context.name if source.codec_context is not None else None
-        if name is not None and _can_copy(source, muxer):
+        if name is not None and can_copy_audio(source, muxer):
             self._audio = self._out.add_stream_from_template(source)
             self.audio = f"copied ({name})"
             return
@@ -322,7 +303,9 @@ class VideoWriter:
         av = _av()
         start = time.perf_counter()
         if image.shape[:2] != (self._height, self._width):
-            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, the writer was opened for {self._width}x{self._height}")
+            raise ValueError(
+                f"frame is {image.shape[1]}x{image.shape[0]}, the writer was opened for {self._width}x{self._height}"
+            )
         if self._width % 2 or self._height % 2:
             image = np.pad(image, ((0, self._height % 2), (0, self._width % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
@@ -387,74 +370,6 @@ class VideoWriter:
         try:
             self._out.close()
         except Exception:  # noqa: BLE001 - already failing; the file is discarded anyway
-            pass
-
-
-def _fraction_gcd(a: Fraction, b: Fraction) -> Fraction:
-    """The largest fraction of which both `a` and `b` are whole multiples."""
-    return Fraction(math.gcd(a.numerator * b.denominator, b.numerator * a.denominator), a.denominator * b.denominator)
-
-
-class FrameClock:
-    """Source pts -> output pts in a time base that holds both the source's ticks and the nominal frame grid.
-
-    Timestamps are kept as they are (variable frame rates and gaps survive), except that a timestamp
-    which is only the source tick's rounding of a nominal frame time (29.97 fps stored in 1/1000 s)
-    is put back on the exact grid, so the output's rate is exactly the source's nominal rate.
-    """
-
-    def __init__(self, rate: Fraction, time_base: Fraction | None, *, max_denominator: int = 2**31 - 1) -> None:
-        self.rate = Fraction(rate)
-        self.source_tb = Fraction(time_base) if time_base else 1 / self.rate
-        tb = _fraction_gcd(1 / self.rate, self.source_tb)
-        # Beyond `max_denominator` (0: always), fall back to counting frames on the nominal grid.
-        self.time_base = tb if tb.denominator <= max_denominator else 1 / self.rate
-        self._start: Fraction | None = None
-        self._last: int | None = None
-
-    def __call__(self, pts: int) -> int:
-        t = pts * self.source_tb
-        if self._start is None:
-            self._start = t
-        nominal = self._start + Fraction(round((t - self._start) * self.rate)) / self.rate
-        if abs(t - nominal) <= self.source_tb / 2 or self.time_base == 1 / self.rate:
-            t = nominal
-        out = round(t / self.time_base)
-        if self._last is not None and out <= self._last:
-            out = self._last + 1
-        self._last = out
-        return int(out)
-
-
-def _has_encoder(name: str) -> bool:
-    av = _av()
-    try:
-        av.Codec(name, "w")
-    except (av.FFmpegError, ValueError):
-        return False
-    return True
-
-
-def _can_copy(source, muxer: str) -> bool:
-    """Whether `muxer` accepts the source audio codec as is: asked of ffmpeg by writing a header in memory."""
-    av = _av()
-    try:
-        probe = av.open(io.BytesIO(), mode="w", format=muxer)
-    except (av.FFmpegError, ValueError):
-        return False
-    try:
-        name = source.codec_context.name
-        if name not in COPY_AUDIO.get(muxer, frozenset()) or name not in probe.supported_codecs:
-            return False
-        probe.add_stream_from_template(source)
-        probe.start_encoding()
-        return True
-    except (av.FFmpegError, ValueError, TypeError):
-        return False
-    finally:
-        try:
-            probe.close()
-        except Exception:  # noqa: BLE001 - a probe that failed to start may not close cleanly
             pass
 
 

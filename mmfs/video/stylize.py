@@ -28,10 +28,11 @@ from mmfs.data.images import to_tensor, to_uint8
 from mmfs.errors import InputError
 from mmfs.faces import AlignedFace, Face, FaceDetector, align_face, paste_back
 from mmfs.pipeline import seed_noise
-from mmfs.utils.device import autocast
+from mmfs.utils.device import autocast, parse_dtype
 from mmfs.utils.files import atomic_path
 
-from .io import OUTPUT_FORMATS, DecodedFrame, VideoReader, VideoWriter
+from .formats import OUTPUT_FORMATS
+from .io import DecodedFrame, VideoReader, VideoWriter
 from .smoothing import FaceTracker, SmoothingConfig, crop_side
 
 NOISE_MODES = ("seeded", "zero", "random")  # "random": fresh maps per batch (flickers; for comparison only)
@@ -76,6 +77,17 @@ class VideoSummary:
         """Frames processed per wall-clock second."""
         return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
+    def to_dict(self) -> dict:
+        """JSON-ready form (for `--json` summaries)."""
+        return {
+            "input": str(self.input), "output": str(self.output), "frames": self.frames,
+            "frames_with_faces": self.frames_with_faces, "frames_without_face": self.frames_without_face,
+            "faces": self.faces, "held_faces": self.held_faces, "width": self.width, "height": self.height,
+            "frame_rate": str(self.frame_rate), "duration": round(self.duration, 3), "video_codec": self.video_codec,
+            "audio": self.audio, "decode_errors": self.decode_errors, "fps": round(self.fps, 3),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "wall_seconds": round(self.wall_seconds, 3),
+        }  # fmt: skip
+
     def describe(self) -> str:
         """One line for the terminal."""
         rate = f"{float(self.frame_rate):.3g} fps"
@@ -104,7 +116,7 @@ class FrameStylizer:
         detector: FaceDetector,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         batch_size: int = 8,
         feather: float = 0.1,
         smoothing: SmoothingConfig | None = None,
@@ -119,9 +131,9 @@ class FrameStylizer:
         num_ws = model.cfg.num_ws
         if ws.ndim != 3 or ws.shape[0] != 1 or ws.shape[1] != num_ws or ws.shape[2] != model.cfg.w_dim:
             raise ValueError(f"ws must be [1, {num_ws}, {model.cfg.w_dim}], got {tuple(ws.shape)}")
-        self.model = model
         self.device = torch.device(device) if device is not None else _model_device(model)
-        self.dtype = dtype
+        self.model = model.to(self.device) if _model_device(model) != self.device else model
+        self.dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
         self.ws = ws.to(self.device, torch.float32)
         self.detector = detector
         self.size = model.cfg.resolution
@@ -200,7 +212,9 @@ class FrameStylizer:
                 for face in aligned:
                     image = paste_back(image, next(styled), face, feather=self.feather)
                 self.seconds["paste"] += time.perf_counter() - start
-            yield StyledFrame(frame.index, image, frame.pts, frame.time, faces=len(aligned), held=held if aligned else 0)
+            yield StyledFrame(
+                frame.index, image, frame.pts, frame.time, faces=len(aligned), held=held if aligned else 0
+            )
 
 
 def stylize_video(
@@ -212,7 +226,7 @@ def stylize_video(
     detector: FaceDetector,
     batch_size: int = 8,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     feather: float = 0.1,
     progress: bool = True,
     smoothing: SmoothingConfig | None = None,

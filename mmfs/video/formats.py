@@ -1,0 +1,109 @@
+"""Containers and codecs: which extensions are video, what each output muxer gets, and the output clock."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+# Output extension -> (muxer, video encoders in order of preference, audio encoder for re-encoding).
+OUTPUT_FORMATS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    ".mp4": ("mp4", ("libx264", "mpeg4"), "aac"),
+    ".m4v": ("mp4", ("libx264", "mpeg4"), "aac"),
+    ".mov": ("mov", ("libx264", "mpeg4"), "aac"),
+    ".mkv": ("matroska", ("libx264", "mpeg4"), "aac"),
+    ".webm": ("webm", ("libvpx-vp9", "libvpx"), "libopus"),
+    ".avi": ("avi", ("libx264", "mpeg4"), "libmp3lame"),
+}
+# Audio codecs copied without re-encoding, per muxer: what ffmpeg accepts *and* players handle there
+# (ffmpeg's mp4 muxer takes PCM headers, then fails at the trailer on unlabelled channel layouts).
+COPY_AUDIO: dict[str, frozenset[str]] = {
+    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}),
+    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
+    "matroska": frozenset("aac mp3 ac3 eac3 alac opus flac vorbis pcm_s16le pcm_s24le pcm_f32le dts truehd".split()),
+    "webm": frozenset({"opus", "vorbis"}),
+    "avi": frozenset({"mp3", "mp2", "ac3", "pcm_s16le", "pcm_u8"}),
+}
+DEFAULT_RATE = Fraction(25)  # only when a file states no frame rate at all
+
+
+def is_video_path(path: str | os.PathLike[str]) -> bool:
+    """True for the file extensions `mmfs stylize` treats as video."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _fraction_gcd(a: Fraction, b: Fraction) -> Fraction:
+    """The largest fraction of which both `a` and `b` are whole multiples."""
+    return Fraction(math.gcd(a.numerator * b.denominator, b.numerator * a.denominator), a.denominator * b.denominator)
+
+
+class FrameClock:
+    """Source pts -> output pts in a time base that holds both the source's ticks and the nominal frame grid.
+
+    Timestamps are kept as they are (variable frame rates and gaps survive), except that a timestamp
+    which is only the source tick's rounding of a nominal frame time (29.97 fps stored in 1/1000 s)
+    is put back on the exact grid, so the output's rate is exactly the source's nominal rate.
+    """
+
+    def __init__(self, rate: Fraction, time_base: Fraction | None, *, max_denominator: int = 2**31 - 1) -> None:
+        self.rate = Fraction(rate)
+        self.source_tb = Fraction(time_base) if time_base else 1 / self.rate
+        tb = _fraction_gcd(1 / self.rate, self.source_tb)
+        # Beyond `max_denominator` (0: always), fall back to counting frames on the nominal grid.
+        self.time_base = tb if tb.denominator <= max_denominator else 1 / self.rate
+        self._start: Fraction | None = None
+        self._last: int | None = None
+
+    def __call__(self, pts: int) -> int:
+        t = pts * self.source_tb
+        if self._start is None:
+            self._start = t
+        nominal = self._start + Fraction(round((t - self._start) * self.rate)) / self.rate
+        if abs(t - nominal) <= self.source_tb / 2 or self.time_base == 1 / self.rate:
+            t = nominal
+        out = round(t / self.time_base)
+        if self._last is not None and out <= self._last:
+            out = self._last + 1
+        self._last = out
+        return int(out)
+
+
+def has_encoder(name: str) -> bool:
+    av = _av_module()
+    try:
+        av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def can_copy_audio(source, muxer: str) -> bool:
+    """Whether `muxer` accepts the source audio codec as is: asked of ffmpeg by writing a header in memory."""
+    av = _av_module()
+    try:
+        probe = av.open(io.BytesIO(), mode="w", format=muxer)
+    except (av.FFmpegError, ValueError):
+        return False
+    try:
+        name = source.codec_context.name
+        if name not in COPY_AUDIO.get(muxer, frozenset()) or name not in probe.supported_codecs:
+            return False
+        probe.add_stream_from_template(source)
+        probe.start_encoding()
+        return True
+    except (av.FFmpegError, ValueError, TypeError):
+        return False
+    finally:
+        try:
+            probe.close()
+        except Exception:  # noqa: BLE001 - a probe that failed to start may not close cleanly
+            pass
+
+
+def _av_module():
+    import av
+
+    return av
