@@ -234,7 +234,7 @@ class StylizePipeline:
         noise: str | list[Tensor] = "zero"
         if self.noise == "seeded":
             per_style = [self._noise_maps(s) for s in styles]
-            noise = [torch.cat(maps) for maps in zip(*per_style)]
+            noise = [torch.cat(maps) for maps in zip(*per_style, strict=True)]
         with torch.inference_mode(), autocast(self.device, self.dtype):
             out = self.model(x, ws, noise=noise)
         return out[:n].float().cpu()

@@ -109,7 +109,7 @@ class InputResult:
 
 def safe_label(label: str) -> str:
     """A style label as it appears in file names: letters, digits, '.', '-' and '_' only."""
-    cleaned = "".join(c if c.isalnum() or c in ".-_" else "-" for c in label).strip(".")
+    cleaned = "".join(c if c.isalnum() or c in ".-_" else "-" for c in label).strip(".-")
     return cleaned or "style"
 
 
@@ -147,6 +147,11 @@ class _Item:
     finish: Future | None = None
 
 
+# dlib's HOG detector and shape predictor keep scratch buffers: two threads inside them at once return
+# garbage faces. Detection is therefore serialised; decoding and alignment still run in parallel.
+_DETECT_LOCK = threading.Lock()
+
+
 def _prepare(file: InputFile, opts: StylizeOptions, detector: Any, resolution: int, stats: _Stats) -> tuple:
     """Worker thread: decode the photo, find and align its faces (or take it as one aligned crop)."""
     from mmfs.faces import align_face
@@ -159,12 +164,13 @@ def _prepare(file: InputFile, opts: StylizeOptions, detector: Any, resolution: i
         if h != w:
             raise InputError(f"{file.path}: --aligned expects square FFHQ-aligned crops, got {w}x{h}")
         start = time.perf_counter()
-        crop = image if h == resolution else np.asarray(Image.fromarray(image).resize((resolution,) * 2, Image.LANCZOS))
+        crop = image if h == resolution else np.array(Image.fromarray(image).resize((resolution,) * 2, Image.LANCZOS))
         stats.add("align", start)
         return None, [None], [to_tensor(crop)]
-    start = time.perf_counter()
-    faces = detector.detect(image)
-    stats.add("detect", start)
+    with _DETECT_LOCK:
+        start = time.perf_counter()
+        faces = detector.detect(image)
+        stats.add("detect", start)
     if not faces:
         raise NoFaceError(f"{file.path}: no face found (try --detector insightface, or --aligned for aligned crops)")
     start = time.perf_counter()
@@ -245,7 +251,7 @@ def stylize_files(
         start = time.perf_counter()
         out = pipeline(torch.stack([it.crops[f] for it, f, _ in jobs]), [styles[s] for _, _, s in jobs])
         timer.add("generator", start)
-        for (it, f, s), img in zip(jobs, to_uint8(out)):
+        for (it, f, s), img in zip(jobs, to_uint8(out), strict=True):
             it.done[(f, s)] = img
             if len(it.done) == len(it.jobs) and it.finish is None:
                 it.finish = save_pool.submit(_finish, it, styles, opts, res, timer)
@@ -309,9 +315,10 @@ def stylize_files(
             yield settle(item)
         clean = True
     finally:
-        # On an interrupt, drop queued work at once; a save already running finishes its atomic rename.
+        # On an interrupt, drop queued work at once; a save already running (well under a second)
+        # finishes its atomic rename before we return, so no temp file is left behind.
         prep_pool.shutdown(wait=clean, cancel_futures=not clean)
-        save_pool.shutdown(wait=clean, cancel_futures=not clean)
+        save_pool.shutdown(wait=True, cancel_futures=not clean)
 
 
 def stage_shares(stats: dict[str, float]) -> dict[str, float]:

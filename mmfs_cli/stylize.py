@@ -102,7 +102,9 @@ def _clip_embeddings(texts: list[str], refs: list[Path], weights: Path | None, m
             labels = [safe_label(f"ref-{r.stem}")[:60] for r in refs]
             infos = [{"source": "ref", "ref": str(r)} for r in refs]
     if emb.shape[1] != pipeline.model.cfg.clip_dim:
-        raise CheckpointError(f"CLIP embeddings have {emb.shape[1]} dims, the mapper takes {pipeline.model.cfg.clip_dim}")
+        raise CheckpointError(
+            f"CLIP embeddings have {emb.shape[1]} dims, the mapper takes {pipeline.model.cfg.clip_dim}"
+        )
     if len(set(labels)) < len(labels):  # two prompts with the same label would write the same files
         labels = [f"{label}-{i}" for i, label in enumerate(labels)]
     return emb.cpu(), labels, infos
@@ -111,7 +113,9 @@ def _clip_embeddings(texts: list[str], refs: list[Path], weights: Path | None, m
 def stylize(
     inputs: Annotated[
         list[str] | None,
-        typer.Argument(help="Photos: files, folders (recursive), globs, or - to read paths from stdin.", show_default=False),
+        typer.Argument(
+            help="Photos: files, folders (recursive), globs, or - to read paths from stdin.", show_default=False
+        ),
     ] = None,
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Stylizer checkpoint (.safetensors).")] = ...,
     seed: Annotated[int | None, typer.Option(help="Style: the random style of this seed.", show_default=False)] = None,
@@ -122,15 +126,20 @@ def stylize(
         Path | None, typer.Option("--w", help="Styles: a saved w+ file (every style in it).", show_default=False)
     ] = None,
     text: Annotated[
-        list[str] | None, typer.Option(help="Styles: a CLIP text prompt (repeatable); needs a mapper.", show_default=False)
+        list[str] | None,
+        typer.Option(help="Styles: a CLIP text prompt (repeatable); needs a mapper.", show_default=False),
     ] = None,
     ref: Annotated[
-        list[Path] | None, typer.Option(help="Styles: a CLIP reference image (repeatable); needs a mapper.", show_default=False)
+        list[Path] | None,
+        typer.Option(help="Styles: a CLIP reference image (repeatable); needs a mapper.", show_default=False),
     ] = None,
     clip_weights: Annotated[
-        Path | None, typer.Option(help="Local CLIP weights for --text/--ref (default: open_clip's cache).", show_default=False)
+        Path | None,
+        typer.Option(help="Local CLIP weights for --text/--ref (default: open_clip's cache).", show_default=False),
     ] = None,
-    clip_model: Annotated[str, typer.Option(help="open_clip model name for --text/--ref, or local-dir:PATH.")] = "ViT-B-32",
+    clip_model: Annotated[
+        str, typer.Option(help="open_clip model name for --text/--ref, or local-dir:PATH.")
+    ] = "ViT-B-32",
     outdir: OutdirOpt = Path("stylized"),
     paste_back: Annotated[bool, typer.Option(help="Write whole photos with every face stylized in place.")] = False,
     aligned: Annotated[bool, typer.Option(help="Inputs are FFHQ-aligned square crops: skip detection.")] = False,
@@ -141,21 +150,29 @@ def stylize(
     detector_model: Annotated[
         Path | None, typer.Option(help="Detector weights: SCRFD .onnx for insightface, or a dlib 68-point .dat.")
     ] = None,
-    feather: Annotated[float, typer.Option(min=0.0, max=0.5, help="Paste-back edge blend, fraction of the crop side.")] = 0.1,
+    feather: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Paste-back edge blend, fraction of the crop side.")
+    ] = 0.1,
     ext: Annotated[Ext, typer.Option(help="Output format.")] = Ext.png,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
     batch_size: Annotated[
         int | None, typer.Option(min=1, max=1024, help="Faces per generator call (default: 1 on CPU, 8 on CUDA).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Background threads decoding and aligning photos.")] = 2,
-    noise: Annotated[Noise, typer.Option(help="seeded: noise maps from the style's seed; zero: no noise.")] = Noise.seeded,
+    noise: Annotated[
+        Noise, typer.Option(help="seeded: noise maps from the style's seed; zero: no noise.")
+    ] = Noise.seeded,
     save_w: Annotated[
         Path | None, typer.Option(help="Also save the styles used to this w+ file (replay them with --w).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: keep them, report skipped).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs (default: keep them, report skipped).")
+    ] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout; messages go to stderr.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary on stdout; messages go to stderr.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Stylize every face in photos: detect, align to FFHQ, stylize, save crops or paste back.
@@ -220,6 +237,8 @@ def _run(a: dict[str, Any]) -> None:
         save_latents(save_w, _stack(styles), labels=[s.label for s in styles], seeds=[s.seed for s in styles],
                      config=pipeline.model.cfg, source=f"mmfs stylize {a['option']} with {a['checkpoint']}")  # fmt: skip
         echo_err(f"saved {len(styles)} style(s) to {save_w}")
+    if not files:
+        return
     summary: dict[str, Any] = {
         "checkpoint": str(a["checkpoint"]), "outdir": str(opts.outdir), "device": str(dev), "dtype": a["dtype"],
         "batch_size": batch, "styles": [s.describe() for s in styles], "inputs": [], "interrupted": False,

@@ -1,0 +1,267 @@
+"""`mmfs stylize` end to end through the real CLI, with a tiny random checkpoint made here and real photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmfs.checkpoint import module_state, save_checkpoint
+from mmfs.config import PRESETS
+from mmfs.nn.stylizer import Stylizer
+from mmfs_cli.app import app
+
+pytest.importorskip("dlib")
+skimage_data = pytest.importorskip("skimage.data")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Stylizer(PRESETS["tiny"])
+    with torch.no_grad():  # noise weights start at 0: make the noise visible so seeding is really tested
+        for name, p in model.named_parameters():
+            if name.endswith("noise.weight"):
+                p.fill_(0.5)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return str(save_checkpoint(path, module_state(model), kind="stylizer", config=PRESETS["tiny"]))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """astronaut.png (one face), mirror.png (her mirror image) and two.png (both side by side)."""
+    folder = tmp_path_factory.mktemp("photos")
+    astro = skimage_data.astronaut()
+    Image.fromarray(astro).save(folder / "astronaut.png")
+    Image.fromarray(astro[:, ::-1]).save(folder / "mirror.png")
+    Image.fromarray(np.concatenate([astro, astro[:, ::-1]], axis=1)).save(folder / "two.png")
+    return folder
+
+
+def _stylize(*args, stdin: str | None = None):
+    return runner.invoke(app, ["stylize", *map(str, args)], input=stdin)
+
+
+def _json(result) -> dict:
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.stdout)
+
+
+def _read(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _leftovers(folder) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".partial" in p.name or p.name.startswith(".")]
+
+
+def test_paste_back_changes_only_the_face(tmp_path, ckpt, photos):
+    from mmfs.faces import build_detector, ffhq_quad
+
+    out = tmp_path / "out"
+    result = _stylize(photos / "astronaut.png", "-c", ckpt, "--seed", 5, "--paste-back", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = _json(result)
+    (entry,) = summary["inputs"]
+    assert (entry["status"], entry["faces"], entry["error"]) == ("ok", 1, None)
+    assert entry["outputs"] == [{"path": str(out / "astronaut_seed5.png"), "style": "seed5", "face": None}]
+    assert summary["styles"] == [{"label": "seed5", "seed": 5, "source": "seed"}]
+    before, after = _read(photos / "astronaut.png"), _read(out / "astronaut_seed5.png")
+    assert after.shape == before.shape
+    changed = np.abs(after.astype(int) - before).max(axis=2) > 0
+    (face,) = build_detector("dlib").detect(before)
+    quad = ffhq_quad(face.landmarks)
+    x0, y0 = np.floor(quad.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(quad.max(0)).astype(int) + 2
+    outside = changed.copy()
+    outside[max(y0, 0) : y1, max(x0, 0) : x1] = False
+    assert not outside.any()  # nothing changes away from the face's crop square
+    bx0, by0, bx1, by1 = face.box.astype(int)
+    assert changed[by0:by1, bx0:bx1].mean() > 0.9  # and the face itself is replaced
+    assert _leftovers(tmp_path) == []
+
+
+def test_two_faces_are_both_stylized(tmp_path, ckpt, photos):
+    crops = _json(_stylize(photos / "two.png", "-c", ckpt, "--seed", 1, "-o", tmp_path / "c", "--size", 48, "--json"))
+    (entry,) = crops["inputs"]
+    assert entry["faces"] == 2 and len(entry["boxes"]) == 2
+    names = sorted(o["path"].rsplit("/", 1)[1] for o in entry["outputs"])
+    assert names == ["two_face0_seed1.png", "two_face1_seed1.png"]
+    assert _read(tmp_path / "c" / "two_face0_seed1.png").shape == (48, 48, 3)
+
+    pasted = _json(
+        _stylize(photos / "two.png", "-c", ckpt, "--seed", 1, "--paste-back", "-o", tmp_path / "p", "--json")
+    )
+    assert pasted["inputs"][0]["faces"] == 2 and pasted["counts"]["outputs"] == 1
+    before, after = _read(photos / "two.png"), _read(tmp_path / "p" / "two_seed1.png")
+    for x0, y0, x1, y1 in pasted["inputs"][0]["boxes"]:
+        region = np.abs(after.astype(int) - before)[int(y0) : int(y1), int(x0) : int(x1)].max(axis=2) > 0
+        assert region.mean() > 0.9  # each face has its own paste
+
+
+def test_same_seed_same_bytes_whatever_else_is_in_the_batch(tmp_path, ckpt, photos):
+    def run(out, *inputs, batch=2):
+        result = _stylize(*inputs, "-c", ckpt, "--seeds", "3,4", "-o", out, "--batch-size", batch, "--quiet")
+        assert result.exit_code == 0, result.output
+        return {p.name: p.read_bytes() for p in out.iterdir()}
+
+    first = run(tmp_path / "a", photos / "astronaut.png")
+    again = run(tmp_path / "b", photos / "astronaut.png")
+    assert first == again and sorted(first) == ["astronaut_face0_seed3.png", "astronaut_face0_seed4.png"]
+    crowded = run(tmp_path / "c", photos / "mirror.png", photos / "two.png", photos / "astronaut.png")
+    assert {k: crowded[k] for k in first} == first  # other faces in its batches change nothing
+    assert len(crowded) == 2 + 4 + 2
+    # Another batch size rounds a few values differently inside batched kernels, never by more than 1/255.
+    run(tmp_path / "d", photos / "astronaut.png", batch=1)
+    for name in first:
+        diff = np.abs(_read(tmp_path / "d" / name).astype(int) - _read(tmp_path / "a" / name))
+        assert diff.max() <= 1
+
+
+def test_bad_files_are_reported_and_the_rest_is_done(tmp_path, ckpt, photos):
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "astronaut.png").write_bytes((photos / "astronaut.png").read_bytes())
+    buffer = io.BytesIO()
+    Image.fromarray(skimage_data.astronaut()).save(buffer, format="JPEG")
+    (folder / "broken.jpg").write_bytes(buffer.getvalue()[:3000])  # truncated
+    (folder / "notes.png").write_text("not an image at all\n")
+    (folder / "readme.txt").write_text("ignored: folders yield image names only\n")
+    ramp = np.linspace(0, 255, 128 * 128 * 3).reshape(128, 128, 3).astype(np.uint8)
+    Image.fromarray(ramp).save(folder / "noface.png")
+    out = tmp_path / "out"
+
+    result = _stylize(folder, "-c", ckpt, "--seed", 2, "--paste-back", "-o", out, "--json")
+    assert result.exit_code == 1
+    by_name = {e["input"].rsplit("/", 1)[1]: e for e in _json(result)["inputs"]}
+    assert sorted(by_name) == ["astronaut.png", "broken.jpg", "noface.png", "notes.png"]
+    assert by_name["astronaut.png"]["status"] == "ok"
+    assert "corrupt or truncated" in by_name["broken.jpg"]["error"]
+    assert "not an image file" in by_name["notes.png"]["error"]
+    assert "no face found" in by_name["noface.png"]["error"] and by_name["noface.png"]["status"] == "error"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    assert [str(p.relative_to(out)) for p in out.rglob("*.png")] == ["sub/astronaut_seed2.png"]  # tree kept
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, ckpt, photos):
+    out = tmp_path / "out"
+    args = (photos / "astronaut.png", "-c", ckpt, "--seed", 8, "--paste-back", "-o", out, "--json")
+    assert _stylize(*args).exit_code == 0
+    target = out / "astronaut_seed8.png"
+    target.write_bytes(b"user's own file")
+    skipped = _json(_stylize(*args))
+    assert skipped["inputs"][0]["status"] == "skipped" and skipped["inputs"][0]["skipped"] == [str(target)]
+    assert target.read_bytes() == b"user's own file"
+    assert _stylize(*args, "--overwrite").exit_code == 0
+    assert _read(target).shape == (512, 512, 3)
+
+
+def test_interrupted_runs_leave_only_whole_files_and_resume(tmp_path, ckpt, photos, monkeypatch):
+    from mmfs.pipeline import StylizePipeline
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes((photos / "astronaut.png").read_bytes())
+    out = tmp_path / "out"
+    real_run, calls = StylizePipeline._run, []
+
+    def interrupted(self, x, styles):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(self, x, styles)
+
+    monkeypatch.setattr(StylizePipeline, "_run", interrupted)
+    result = _stylize(folder, "-c", ckpt, "--seed", 1, "--paste-back", "-o", out, "--json")
+    assert result.exit_code == 130
+    summary = json.loads(result.stdout)
+    assert summary["interrupted"] is True
+    assert _leftovers(tmp_path) == []
+    written = sorted(p.name for p in out.iterdir())
+    assert written in ([], ["a_seed1.png"])
+    for name in written:
+        assert _read(out / name).shape == (512, 512, 3)  # whole, decodable files only
+
+    # A save interrupted half-way through its bytes leaves nothing under the final name.
+    import mmfs.stylize_files as engine
+    from mmfs.utils.files import atomic_path
+
+    def half_save(array, path, *, quality=95):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(StylizePipeline, "_run", real_run)
+    monkeypatch.setattr(engine, "save_image", half_save)
+    assert _stylize(folder, "-c", ckpt, "--seed", 1, "--paste-back", "-o", out).exit_code == 130
+    assert _leftovers(tmp_path) == [] and sorted(p.name for p in out.iterdir()) == written
+
+    monkeypatch.undo()
+    resumed = _json(_stylize(folder, "-c", ckpt, "--seed", 1, "--paste-back", "-o", out, "--json"))
+    assert [e["status"] for e in resumed["inputs"]] == ["skipped"] * len(written) + ["ok"] * (3 - len(written))
+    assert sorted(p.name for p in out.iterdir()) == ["a_seed1.png", "b_seed1.png", "c_seed1.png"]
+
+
+def test_saved_w_replays_the_seed_byte_for_byte(tmp_path, ckpt, photos):
+    wfile = tmp_path / "styles.safetensors"
+    seeded = _stylize(photos / "astronaut.png", "-c", ckpt, "--seeds", "6-7", "--save-w", wfile, "-o", tmp_path / "s")
+    assert seeded.exit_code == 0, seeded.output
+    replayed = _stylize(photos / "astronaut.png", "-c", ckpt, "--w", wfile, "-o", tmp_path / "w", "--json")
+    assert [s["label"] for s in _json(replayed)["styles"]] == ["seed6", "seed7"]
+    for name in ("astronaut_face0_seed6.png", "astronaut_face0_seed7.png"):
+        assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "w" / name).read_bytes()
+    only = _stylize("-c", ckpt, "--seed", 9, "--save-w", tmp_path / "nine.safetensors")  # no inputs: styles only
+    assert only.exit_code == 0 and (tmp_path / "nine.safetensors").is_file()
+
+
+def test_aligned_inputs_skip_detection(tmp_path, ckpt, photos):
+    from mmfs.faces import build_detector, detect_and_align
+
+    (aligned,) = detect_and_align(skimage_data.astronaut(), build_detector("dlib"), 96)
+    folder = tmp_path / "aligned"
+    folder.mkdir()
+    Image.fromarray(aligned.image).save(folder / "crop.png")
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(folder / "wide.png")
+    result = _stylize("-", "-c", ckpt, "--seed", 3, "--aligned", "--size", 64, "--ext", "jpg", "--quality", 90,
+                      "-o", tmp_path / "out", "--json", stdin=f"{folder / 'crop.png'}\n{folder / 'wide.png'}\n")  # fmt: skip
+    assert result.exit_code == 1
+    entries = _json(result)["inputs"]
+    assert entries[0]["outputs"][0]["path"] == str(tmp_path / "out" / "crop_seed3.jpg")
+    assert entries[0]["faces"] == 1 and entries[0]["boxes"] == []
+    assert Image.open(tmp_path / "out" / "crop_seed3.jpg").format == "JPEG"
+    assert _read(tmp_path / "out" / "crop_seed3.jpg").shape == (64, 64, 3)
+    assert "expects square FFHQ-aligned crops, got 60x40" in entries[1]["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "choose exactly one style source"),
+        (("--seed", "1", "--w", "x.safetensors"), "got --seed and --w"),
+        (("--seeds", "1,a"), "'a' is not a seed"),
+        (("--seed", "1", "--paste-back", "--aligned"), "cannot be used with --aligned"),
+        (("--seed", "1", "--paste-back", "--size", "64"), "--paste-back keeps the photo"),
+        (("--seed", "1", "--ext", "gif"), "gif"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, ckpt, photos, args, message):
+    result = _stylize(photos / "astronaut.png", "-c", ckpt, "-o", tmp_path, *args)
+    assert result.exit_code == 2
+    assert message in re.sub(r"[\s│╭╮╰╯─]+", " ", result.stderr)  # Typer may draw a box around it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_text_styles_need_a_mapper(tmp_path, ckpt, photos):
+    result = _stylize(photos / "astronaut.png", "-c", ckpt, "--text", "pop art", "-o", tmp_path)
+    assert result.exit_code == 1
+    assert "need a checkpoint with a CLIP mapper" in result.stderr
