@@ -211,6 +211,8 @@ def load_square(path: Path, size: int) -> np.ndarray:
 
 
 class _SquareImages(torch.utils.data.Dataset):
+    """Image files as uint8 tensors [3, size, size], the layout the FID extractor takes."""
+
     def __init__(self, files: list[Path], size: int) -> None:
         self.files, self.size = files, size
 
@@ -256,7 +258,10 @@ def reference_stats(
     for images in batches:
         stats.update(extractor(images))
     if cache_file is not None:
-        stats.save(
-            cache_file, metadata={"cache_key": key, "folder": str(folder.resolve()), "image_size": str(image_size)}
-        )
+        try:
+            stats.save(
+                cache_file, metadata={"cache_key": key, "folder": str(folder.resolve()), "image_size": str(image_size)}
+            )
+        except OSError as exc:  # an unwritable cache must not throw away statistics already computed
+            warnings.warn(f"could not cache FID statistics in {cache_file.parent}: {exc.strerror or exc}", stacklevel=2)
     return stats
