@@ -417,3 +417,36 @@ def test_rotated_video_is_read_upright_and_odd_sizes_are_padded(tmp_path):
     writer.close()
     dst = probe(odd)
     assert (dst["width"], dst["height"]) == (64, 48) and len(dst["frames"]) == 3 and dst["audio"] is None
+
+
+def test_colour_tags_are_kept_so_colours_survive(tmp_path):
+    # A full-range BT.709 source: decoding and re-encoding must use (and tag) the same matrix and range.
+    bars = np.zeros((48, 64, 3), np.uint8)
+    bars[:, :21], bars[:, 21:42], bars[:, 42:] = [200, 30, 40], [20, 180, 60], [30, 60, 220]
+    src = tmp_path / "709.mp4"
+    out = av.open(str(src), "w")
+    stream = out.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    stream.codec_context.color_range, stream.codec_context.colorspace = 2, 1  # JPEG (full) range, BT.709
+    for i in range(3):
+        frame = av.VideoFrame.from_ndarray(bars, format="rgb24")
+        frame.color_range, frame.colorspace, frame.pts = 2, 1, i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    dst = tmp_path / "out.mkv"
+    with VideoReader(src) as reader:
+        assert reader.color == {"colorspace": 1, "color_range": 2}
+        first = None
+        writer = VideoWriter(dst, width=64, height=48, frame_rate=reader.info.frame_rate, color=reader.color)
+        for frame in reader.frames():
+            first = frame.image if first is None else first
+            writer.write(frame.image, frame.pts)
+        writer.close()
+    assert np.abs(first.astype(int) - bars).mean() < 6  # the source decodes to its colours
+    with VideoReader(dst) as again:
+        assert again.color == {"colorspace": 1, "color_range": 2}
+        image = next(iter(again.frames())).image
+    assert np.abs(image.astype(int) - first.astype(int)).mean() < 3

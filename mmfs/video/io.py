@@ -182,9 +182,11 @@ class VideoReader:
         """The source's colour tags (matrix, range, primaries, transfer), copied to the output."""
         ctx = self._video.codec_context
         tags = {}
-        for name in ("colorspace", "color_range", "color_primaries", "color_trc"):
+        # Values that mean "unspecified" (and RGB, which a yuv420p output cannot carry) are not copied.
+        skip = {"colorspace": (0, 2), "color_range": (0,), "color_primaries": (0, 2), "color_trc": (0, 2)}
+        for name, unspecified in skip.items():
             value = getattr(ctx, name, None)
-            if value is not None and int(value) not in (0, 2):  # 0/2: reserved/unspecified
+            if value is not None and int(value) not in unspecified:
                 tags[name] = int(value)
         return tags
 
