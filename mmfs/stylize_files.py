@@ -8,7 +8,6 @@ Outputs are written atomically (temp name + rename), so an interrupted run leave
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -272,8 +271,8 @@ def stylize_files(
     try:
         while pending or prepping or queue:
             while pending and len(prepping) < window:
-                item = _Item(pending.popleft(), None)  # type: ignore[arg-type]
-                item.result = InputResult(str(item.file.path))
+                file = pending.popleft()
+                item = _Item(file, InputResult(str(file.path)))
                 order.append(item)
                 if (opts.paste_back or opts.aligned) and not opts.overwrite:
                     # Names are known before decoding: a resumed run skips finished photos at once.
@@ -326,7 +325,3 @@ def stage_shares(stats: dict[str, float]) -> dict[str, float]:
     total = sum(stats.get(s, 0.0) for s in STAGES) or 1.0
     return {s: stats.get(s, 0.0) / total for s in STAGES}
 
-
-def default_workers() -> int:
-    """Prep threads: enough to keep a GPU fed, not more than the machine has cores."""
-    return max(1, min(4, (os.cpu_count() or 2)))

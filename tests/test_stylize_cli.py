@@ -265,3 +265,37 @@ def test_text_styles_need_a_mapper(tmp_path, ckpt, photos):
     result = _stylize(photos / "astronaut.png", "-c", ckpt, "--text", "pop art", "-o", tmp_path)
     assert result.exit_code == 1
     assert "need a checkpoint with a CLIP mapper" in result.stderr
+
+
+def test_text_and_reference_styles_through_a_local_clip(tmp_path, photos):
+    from safetensors.torch import save_file
+
+    from mmfs.external.base import CLIP_MEAN
+    from mmfs.external.tiny import tiny_clip, tiny_clip_config
+    from mmfs.latents import load_latents
+
+    cfg = PRESETS["tiny"]
+    torch.manual_seed(0)
+    model = Stylizer(cfg, with_mapper=True).eval()
+    ckpt = save_checkpoint(tmp_path / "mapper.safetensors", module_state(model), kind="stylizer", config=cfg)
+    clip = tiny_clip(embed_dim=cfg.clip_dim)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": tiny_clip_config(), "preprocess_cfg": {"mean": list(CLIP_MEAN)}})
+    )
+    save_file(clip.model.state_dict(), str(folder / "open_clip_model.safetensors"))
+    common = (photos / "astronaut.png", "-c", ckpt, "--clip-model", f"local-dir:{folder}", "-o", tmp_path / "out")
+
+    text = _stylize(*common, "--text", "Pop Art", "--text", "sketch", "--save-w", tmp_path / "t.safetensors", "--json")
+    assert text.exit_code == 0, text.output
+    assert [s["label"] for s in _json(text)["styles"]] == ["pop-art", "sketch"]
+    assert (tmp_path / "out" / "astronaut_face0_pop-art.png").is_file()
+    with torch.no_grad():
+        expected = model.ws_from_clip(clip.encode_text(["Pop Art", "sketch"]))
+    torch.testing.assert_close(load_latents(tmp_path / "t.safetensors").ws, expected, rtol=0, atol=1e-6)
+
+    ref = _stylize(*common, "--ref", photos / "mirror.png", "--json")
+    assert ref.exit_code == 0, ref.output
+    assert _json(ref)["styles"] == [{"label": "ref-mirror", "seed": None, "source": "ref", "ref": str(photos / "mirror.png")}]
+    assert (tmp_path / "out" / "astronaut_face0_ref-mirror.png").is_file()
