@@ -113,11 +113,13 @@ class LatentStyles:
             lat = load_latents(lat, config=model.cfg)
         rows = self.indices if self.indices is not None else range(len(lat))
         where = str(lat.path) if lat.path else "memory"
+        unique = len(set(lat.labels)) == len(lat.labels)  # repeated labels would name the same files
         out = []
         for i in rows:
             if not -len(lat) <= i < len(lat):
                 raise ValueError(f"{where}: has {len(lat)} styles, no index {i}")
-            out.append(Style(lat.labels[i], lat.ws[i].clone(), lat.seeds[i], {"source": "w", "w": where, "index": i}))
+            label = lat.labels[i] if unique else f"{lat.labels[i]}-{i}"
+            out.append(Style(label, lat.ws[i].clone(), lat.seeds[i], {"source": "w", "w": where, "index": i}))
         return out
 
 

@@ -217,6 +217,9 @@ def stylize_files(
     """
     if not styles:
         raise ValueError("need at least one style")
+    labels = [safe_label(s.label) for s in styles]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"two styles would write the same files: labels {labels}")
     if detector is None and not opts.aligned:
         raise ValueError("a face detector is needed unless the inputs are aligned")
     res, timer = pipeline.resolution, _Stats(stats)

@@ -128,6 +128,8 @@ def test_latent_styles_replay_labels_and_seeds(tmp_path, model):
     assert all(torch.equal(a.ws, b.ws) for a, b in zip(styles, seeds, strict=False))
     assert [s.label for s in LatentStyles(path, indices=[1]).styles(model)] == ["seed9"]
     assert styles[0].describe() == {"label": "seed2", "seed": 2, "source": "w", "w": str(path), "index": 0}
+    twins = save_latents(tmp_path / "t.safetensors", torch.randn(2, CFG.num_ws, CFG.w_dim), labels=["a", "a"])
+    assert [s.label for s in LatentStyles(twins).styles(model)] == ["a-0", "a-1"]  # never the same file name
 
 
 def test_embedding_styles_go_through_the_mapper(model):

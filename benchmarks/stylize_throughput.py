@@ -1,0 +1,125 @@
+"""`mmfs stylize` throughput at 512 px: seconds per photo and where the time goes.
+
+Runs the real engine (`mmfs.stylize_files.stylize_files`, the code behind `mmfs stylize`) with a random
+ffhq512 Stylizer (weights do not change the cost) on copies of the public-domain skimage astronaut:
+
+- "photo": a 512x512 photo -> dlib detection -> FFHQ alignment -> generator -> paste-back -> PNG;
+- "aligned": a 512 px FFHQ-aligned crop (`--aligned`) -> generator -> PNG.
+
+Each row is fp32 or bf16 (autocast). Stage seconds are summed over the worker threads (decoding,
+detection and alignment overlap with the generator), so shares are of the summed stage time, and
+s/photo is wall time over the photos (after one warm-up photo). A second table times the generator
+alone per batch size and memory format, which is how `mmfs stylize` picks its defaults.
+
+    python benchmarks/stylize_throughput.py --photos 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def make_inputs(folder: Path, n: int) -> tuple[list, list]:
+    """n copies of the astronaut photo and n copies of its 512 px aligned crop, under distinct names."""
+    from skimage.data import astronaut
+
+    from mmfs.data.images import save_image
+    from mmfs.faces import build_detector, detect_and_align
+    from mmfs.stylize_files import InputFile
+
+    photo = astronaut()
+    (crop,) = detect_and_align(photo, build_detector("dlib"), 512)
+    photos, crops = [], []
+    for i in range(n + 1):  # +1: the warm-up
+        photos.append(InputFile(save_image(photo, folder / "photos" / f"p{i}.png")))
+        crops.append(InputFile(save_image(crop.image, folder / "crops" / f"c{i}.png")))
+    return photos, crops
+
+
+def run_engine(model, dtype: torch.dtype, files: list, aligned: bool, out: Path, batch: int) -> tuple[float, dict]:
+    """Wall seconds per photo (warm-up excluded) and per-stage seconds per photo."""
+    from mmfs.faces import build_detector
+    from mmfs.pipeline import SeedStyles, StylizePipeline
+    from mmfs.stylize_files import StylizeOptions, stylize_files
+
+    pipe = StylizePipeline(model, dtype=dtype, batch_size=batch)
+    styles = pipe.styles(SeedStyles([0]))
+    detector = None if aligned else build_detector("dlib")
+    opts = StylizeOptions(outdir=out, paste_back=not aligned, aligned=aligned, overwrite=True)
+    warm, rest = files[:1], files[1:]
+    list(stylize_files(pipe, warm, styles, opts, detector=detector))
+    stats: dict[str, float] = {}
+    start = time.perf_counter()
+    results = list(stylize_files(pipe, rest, styles, opts, detector=detector, stats=stats))
+    wall = time.perf_counter() - start
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    return wall / len(rest), {k: v / len(rest) for k, v in stats.items()}
+
+
+def generator_variants(model, repeats: int) -> list[tuple[str, int, str, float]]:
+    """Generator-only seconds per face at batch 1 and 4, contiguous vs channels-last, fp32 and bf16."""
+    from mmfs.pipeline import SeedStyles, StylizePipeline
+
+    rows = []
+    style = SeedStyles([0]).styles(model)[0]
+    for memory in ("contiguous", "channels-last"):  # last: the pipeline converts the model's weights in place
+        for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            for batch in (1, 4):
+                pipe = StylizePipeline(model, dtype=dtype, batch_size=batch, channels_last=memory == "channels-last")
+                x = torch.rand(batch, 3, 512, 512) * 2 - 1
+                pipe(x[:1], style)  # warm-up (and pads to the batch)
+                best = min(_timed(lambda: pipe(x, style)) for _ in range(repeats))  # noqa: B023
+                rows.append((dtype_name, batch, memory, best / batch))
+    return rows
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    from mmfs.config import PRESETS
+    from mmfs.nn.stylizer import Stylizer
+    from mmfs.stylize_files import STAGES
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=4, help="photos timed per row (after one warm-up)")
+    parser.add_argument("--batch-size", type=int, default=1, help="generator batch of the engine rows")
+    parser.add_argument("--repeats", type=int, default=2, help="best-of repeats in the generator table")
+    parser.add_argument("--skip-variants", action="store_true", help="only the engine table")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = Stylizer(PRESETS["ffhq512"]).eval().requires_grad_(False)
+    print(f"# mmfs stylize throughput, random ffhq512 Stylizer, batch {args.batch_size}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+    header = "| input | dtype | s/photo | " + " | ".join(STAGES) + " |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        photos, crops = make_inputs(Path(tmp), args.photos)
+        for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            for label, files, aligned in (("photo + detect/align/paste", photos, False), ("aligned crop", crops, True)):
+                per_photo, stages = run_engine(model, dtype, files, aligned, Path(tmp) / "out", args.batch_size)
+                total = sum(stages.get(s, 0.0) for s in STAGES) or 1.0
+                cells = [f"{stages.get(s, 0.0):.3f} s ({100 * stages.get(s, 0.0) / total:.0f}%)" for s in STAGES]
+                print(f"| {label} | {dtype_name} | {per_photo:.2f} | " + " | ".join(cells) + " |", flush=True)
+    if not args.skip_variants:
+        print("\n| dtype | batch | memory format | generator s/face |\n|---|---|---|---|")
+        for dtype_name, batch, memory, seconds in generator_variants(model, args.repeats):
+            print(f"| {dtype_name} | {batch} | {memory} | {seconds:.2f} |", flush=True)
+    print(f"\nload average after the run: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
