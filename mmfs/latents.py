@@ -78,7 +78,9 @@ def save_latents(
     seeds = list(seeds) if seeds is not None else [None] * n
     if len(labels) != n or len(seeds) != n:
         raise ValueError(f"need one label and one seed (or None) per style: {n} styles")
-    styles = [{"label": lab} | ({"seed": int(s)} if s is not None else {}) for lab, s in zip(labels, seeds, strict=False)]
+    styles = [
+        {"label": lab} | ({"seed": int(s)} if s is not None else {}) for lab, s in zip(labels, seeds, strict=True)
+    ]
     metadata = {
         _P + "format_version": LATENTS_VERSION,
         _P + "kind": LATENTS_KIND,

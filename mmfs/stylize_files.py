@@ -327,4 +327,3 @@ def stage_shares(stats: dict[str, float]) -> dict[str, float]:
     """Each stage's share of the summed stage time, for reports."""
     total = sum(stats.get(s, 0.0) for s in STAGES) or 1.0
     return {s: stats.get(s, 0.0) / total for s in STAGES}
-

@@ -297,5 +297,7 @@ def test_text_and_reference_styles_through_a_local_clip(tmp_path, photos):
 
     ref = _stylize(*common, "--ref", photos / "mirror.png", "--json")
     assert ref.exit_code == 0, ref.output
-    assert _json(ref)["styles"] == [{"label": "ref-mirror", "seed": None, "source": "ref", "ref": str(photos / "mirror.png")}]
+    assert _json(ref)["styles"] == [
+        {"label": "ref-mirror", "seed": None, "source": "ref", "ref": str(photos / "mirror.png")}
+    ]
     assert (tmp_path / "out" / "astronaut_face0_ref-mirror.png").is_file()
