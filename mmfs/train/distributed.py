@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,10 +91,14 @@ def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel over the parameters that currently require grad (the trained ones)."""
+    # A [1, C] weight (D's last linear layer) gets a grad with strides (1, 1), which differ from the
+    # bucket's (C, 1) only in the stride of a size-1 dimension: the same memory layout, so not a problem.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return nn.parallel.DistributedDataParallel(
         module,
         device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False,  # our nets' buffers are constants (blur kernels)
+        forward_sync_buffers=False,  # our nets' buffers are constants (blur kernels): no sync per forward
+        gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copy, no stride mismatch
     )
 
 

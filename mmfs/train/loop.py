@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -232,8 +233,9 @@ class Trainer:
         skipped = set().union(*self.dist.all_gather_object(sorted(self.skipped)))
         line = self.log.flush(self.step, self.dist, images_per_step=self.cfg.loop.batch_size,
                               extra={"data/skipped": len(skipped)} if self.data is not None else None)
-        for path in sorted(skipped - self._reported):
-            bar.write(f"warning: skipped unreadable image {path}")
+        if self.dist.is_main:
+            for path in sorted(skipped - self._reported):
+                tqdm.write(f"warning: skipped unreadable image {path}", file=sys.stderr)
         self._reported |= skipped
         bar.set_postfix({k: f"{v:.4g}" for k, v in line.items() if "/" in k and not k.startswith("data/")}, refresh=False)
 

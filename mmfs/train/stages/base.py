@@ -96,6 +96,8 @@ class FinetuneStage(Stage):
         from mmfs.nn import Discriminator, Stylizer
 
         opts: FinetuneOptions = cfg.options
+        self._dataset = None
+        self.dataset()  # check the folders first: a wrong folder is reported before any weights load
         if not opts.init:
             raise CheckpointError("Stage II needs --init (the output of `mmfs pretrain-encoder`)")
         init = load_checkpoint(opts.init, kind=("stylizer", "training"))
@@ -117,7 +119,6 @@ class FinetuneStage(Stage):
         gen = torch.Generator().manual_seed(cfg.loop.seed)
         self.preview_z = torch.randn(PREVIEW_STYLES, cfg.model.z_dim, generator=gen).to(device)
         self._preview_photos: Tensor | None = None
-        self._dataset = None
 
     def dataset(self):
         from mmfs.data.datasets import UnpairedFolders

@@ -1,0 +1,312 @@
+"""Phase 4, `mmfs adapt`: zero-shot (text) or one-shot (reference image) fine-tuning of the decoder (reference §3.4).
+
+The style code is the frozen mapper applied to the CLIP target (the prompt's text embedding, or the
+reference's image embedding through CLIP's PIL preprocessing), and every decoder layer (decoder0..N,
+to_rgb0..N: convolutions, modulation affines, noise weights, biases) is fine-tuned; the encoder, the
+z-mapping and the mapper stay frozen. Per step, on a batch of photos `real_A`:
+
+- `real_A_clip = CLIP(real_A)` (no grad); `fake_B = stylizer(real_A, mapper(target))`;
+- the style direction is `target - source`, with source = the batch mean of `real_A_clip` (one-shot,
+  not re-normalised, recomputed every step) or the text embedding of "photo" (zero-shot);
+- `clip_dir = mean_b (1 - cos(CLIP(fake_B)_b - real_A_clip_b, target - source))`;
+- `proj` (one-shot only) = `L1(P T, T)` on the fake's block-3 CLIP tokens (CLS dropped, per-token
+  L2-normalised), with `P = U U^T` the projector onto the reference's own tokens;
+- `structure` = the DINO self-similarity loss against `real_A`, summed over the batch as the reference;
+- total `0.5 * structure + 1.0 * clip_dir + 100 * proj`.
+
+Adam lr 2e-4, betas (0.9, 0.999), EMA 0.99, batch 8, 200 steps at a constant lr (the saved recipe).
+The frozen mapper's dropout stays active while adapting, as in the reference (`mapper_dropout=False`
+turns it off). The fake images go through CLIP once for both the embedding and the tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmfs.checkpoint import load_checkpoint, load_state_strict
+from mmfs.errors import CheckpointError, MMFSError
+from mmfs.losses import clip_direction_loss, dino_structure_loss, projector_from_tokens, token_projection_loss
+from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """Phase-4 options: base weights, the style (exactly one of text / ref), externals and loss weights."""
+
+    checkpoint: str = ""  # base Stylizer with a CLIP mapper (`mmfs train-mapper` output, or a converted release)
+    photos: str = ""  # face photos to adapt on (the reference uses FFHQ)
+    text: str | None = None  # zero-shot: target style as text
+    ref: str | None = None  # one-shot: target style image
+    source_text: str = "photo"  # zero-shot source anchor (reference src_text_prompt)
+    clip_model: str = "ViT-B-32"  # open_clip architecture, local-dir:PATH, or "tiny" (random, smoke runs)
+    clip_weights: str | None = None  # local CLIP weights file
+    clip_tag: str = "openai"  # open_clip pretrained tag
+    dino: str = "dino_vitb8"  # DINO for the structure loss: name, local weights file, or "tiny"
+    structure: float = 0.5  # reference lambda_ST
+    clip_dir: float = 1.0  # reference lambda_CLIP
+    proj: float = 100.0  # reference lambda_PROJ (one-shot only)
+    proj_block: int = 3  # CLIP image block whose tokens the projection loss uses (reference: resblocks[3])
+    mapper_dropout: bool = True  # keep the frozen mapper's dropout active while adapting (reference)
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.ref is None):
+            raise ValueError("adapt needs exactly one style: text (zero-shot) or ref (one-shot)")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("the text prompt must not be empty")
+
+    @property
+    def one_shot(self) -> bool:
+        return self.ref is not None
+
+
+def adapt_losses(
+    fake_emb: Tensor,
+    photo_emb: Tensor,
+    target: Tensor,
+    source: Tensor,
+    structure_sum: Tensor,
+    images: int,
+    batch_size: int,
+    *,
+    structure: float,
+    clip_dir: float,
+    fake_tokens: Tensor | None = None,
+    projector: Tensor | None = None,
+    proj: float = 0.0,
+) -> dict[str, Tensor]:
+    """The phase-4 objective; `proj` appears only when a projector is given (one-shot).
+
+    Args:
+        fake_emb, photo_emb: normalised CLIP embeddings `[B, D]` of the stylized images and their photos.
+        target, source: the anchors `[1, D]` or `[D]`; the style direction is `target - source`.
+        structure_sum: the DINO structure loss summed over this micro-batch of `images` images; it is
+            rescaled to a sum over the full `batch_size` (the reference sums over its batch of 8).
+        fake_tokens: block tokens `[B, N, C]` of the stylized images (one-shot).
+        projector: `P = U U^T` `[C, C]` of the reference's tokens (one-shot).
+    """
+    losses = {
+        "structure": structure_sum * (batch_size / images),
+        "clip_dir": clip_direction_loss(fake_emb, photo_emb, (target - source).reshape(-1)),
+    }
+    total = structure * losses["structure"] + clip_dir * losses["clip_dir"]
+    if projector is not None:
+        if fake_tokens is None:
+            raise ValueError("the projection loss needs the fake images' tokens")
+        losses["proj"] = token_projection_loss(fake_tokens, projector)
+        total = total + proj * losses["proj"]
+    losses["total"] = total
+    return losses
+
+
+def load_base(path: str | os.PathLike[str], cfg) -> torch.nn.Module:
+    """The base Stylizer (EMA weights of a stylizer/training file), which must have a CLIP mapper."""
+    from mmfs.nn import Stylizer
+
+    base = load_checkpoint(path, kind=("stylizer", "training"))
+    if base.config is not None and base.config != cfg:
+        raise CheckpointError(f"{base.path}: model config differs from the run's")
+    tensors = init_stylizer_tensors(base, with_mapper=True)
+    if not any(k.startswith(MAPPER_PREFIX) for k in tensors):
+        raise CheckpointError(f"{base.path}: this checkpoint has no CLIP mapper; train one with `mmfs train-mapper`")
+    stylizer = Stylizer(cfg, with_mapper=True)
+    load_state_strict(stylizer, tensors, source=f"{base.path} [stylizer]")
+    return stylizer
+
+
+@register_stage
+class AdaptStage(Stage):
+    """Phase 4 on the shared loop: one phase "G" over the decoder's parameters."""
+
+    command = "adapt"
+    Options = AdaptOptions
+    # exp/sp2pII-phase4.yaml: lr 2e-4, beta1 0.9, EMA 0.99, batch 8; 200 saved updates at constant lr.
+    defaults: dict[str, Any] = {
+        "lr": 2e-4, "betas": (0.9, 0.999), "ema_decay": 0.99, "batch_size": 8, "steps": 200,
+        "checkpoint_every": 0, "preview_every": 100, "log_every": 10,
+    }  # fmt: skip
+
+    def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
+        super().__init__(cfg, device)
+        from mmfs.clip_styles import build_clip, check_clip_dim
+
+        opts: AdaptOptions = cfg.options
+        if not opts.checkpoint:
+            raise CheckpointError("adapt needs --checkpoint (a Stylizer with a CLIP mapper)")
+        stylizer = load_base(opts.checkpoint, cfg.model).to(device)
+        stylizer.train()  # only the mapper has train-mode behaviour (dropout)
+        if not opts.mapper_dropout:
+            stylizer.clip_mapper.eval()
+        self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval()}
+        self.optimizers = {"G": adam(stylizer.decoder_parameters(), cfg.loop.lr, cfg.loop.betas)}
+        if clip is None:
+            clip = build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=cfg.model.clip_dim)
+        check_clip_dim(clip, cfg.model.clip_dim)
+        self.clip = clip.to(device)
+        if dino is None:
+            from mmfs.train.stages.base import build_dino
+
+            dino = build_dino(opts.dino, device)
+        self.dino = dino.to(device)
+        self.base_path = os.path.abspath(opts.checkpoint)
+        self.target, self.source, self.projector = self._anchors(opts)
+        self._preview_photos: Tensor | None = None
+        self._dataset = None
+
+    @torch.no_grad()
+    def _anchors(self, opts: AdaptOptions) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Target embedding `[1, D]`, the zero-shot source `[1, D]` (None: batch mean) and the one-shot projector."""
+        from mmfs.clip_styles import load_reference, text_embeddings
+
+        clip = self.clip
+        if opts.one_shot:
+            image = load_reference(opts.ref)
+            target, tokens = clip.encode_reference_image_with_tokens(image, opts.proj_block)
+            return target.float(), None, projector_from_tokens(tokens[0])
+        target = text_embeddings(clip, [opts.text]).to(self.device)
+        source = text_embeddings(clip, [opts.source_text]).to(self.device)
+        return target, source, None
+
+    def dataset(self):
+        from mmfs.data.datasets import UnpairedFolders
+
+        if self._dataset is None:
+            self._dataset = UnpairedFolders({"photo": self.cfg.options.photos}, self.cfg.model.resolution)
+        return self._dataset
+
+    def phases(self) -> list[Phase]:
+        return [Phase("G", "G", self.g_loss, module="stylizer")]
+
+    def ema(self) -> list[EmaSpec]:
+        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
+
+    def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        opts: AdaptOptions = self.cfg.options
+        photo = ctx.batch["photo"]
+        stylizer = self.nets["stylizer"]
+        with torch.no_grad():
+            photo_emb = self.clip.encode_image(photo).float()  # [B, D]
+            # The reference keeps the frozen mapper's dropout on: a new mask per sample and step.
+            ws = stylizer.ws_from_clip(self.target.expand(ctx.size, -1))
+        source = photo_emb.mean(0, keepdim=True) if self.source is None else self.source
+        fake = self.train_view("stylizer")(photo, ws)
+        tokens = None
+        if self.projector is not None:
+            fake_emb, tokens = self.clip.encode_image_with_tokens(fake, opts.proj_block)
+        else:
+            fake_emb = self.clip.encode_image(fake)
+        structure = dino_structure_loss(self.dino, fake, photo)
+        return adapt_losses(
+            fake_emb.float(), photo_emb, self.target, source, structure, ctx.size, self.cfg.loop.batch_size,
+            structure=opts.structure, clip_dir=opts.clip_dir, fake_tokens=tokens, projector=self.projector,
+            proj=opts.proj,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def preview(self) -> tuple[Tensor, int]:
+        """Two rows: fixed photos, and the EMA Stylizer's rendering of them in the target style (fixed noise)."""
+        if self._preview_photos is None:
+            source = self.dataset().sources[0]
+            count = min(self.cfg.loop.preview_count, len(source))
+            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
+        ema = self.nets["stylizer_ema"]
+        photos = self._preview_photos
+        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
+        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), generator=gen)
+        return torch.cat([photos, fake]).float(), len(photos)
+
+    def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, meta = super().final()
+        return tensors, {**meta, "base": self.base_path, "clip_embedding": _floats(self.target)}
+
+
+# --- the adapted file -----------------------------------------------------------------------------
+
+
+DECODER_PREFIXES = ("decoder", "to_rgb")
+
+
+def changed_decoder_tensors(adapted: dict[str, Tensor], base: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The decoder tensors (`decoder*`, `to_rgb*`) of `adapted` that differ from `base`; anything else must be equal."""
+    out = {}
+    for key, value in adapted.items():
+        if key not in base:
+            raise MMFSError(f"adapted weight {key} is not in the base model")
+        if torch.equal(value, base[key]):
+            continue
+        if not key.startswith(DECODER_PREFIXES):
+            raise MMFSError(f"adapting changed {key}, which is not a decoder weight")
+        out[key] = value
+    return out
+
+
+def _floats(x: Tensor) -> list[float]:
+    return [float(v) for v in x.detach().float().reshape(-1).cpu()]
+
+
+def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: int, embedding: list[float]) -> dict[str, Any]:
+    """Metadata of an adapted file: the base (relative to the file's folder when possible), its hash, the style."""
+    from mmfs.models import file_sha256
+
+    base = Path(opts.checkpoint).resolve()
+    try:
+        base_ref = os.path.relpath(base, Path(out_path).resolve().parent)
+    except ValueError:  # another drive on Windows
+        base_ref = str(base)
+    meta: dict[str, Any] = {
+        "base": base_ref, "base_sha256": file_sha256(base), "steps": str(steps), "clip_model": opts.clip_model,
+        "clip_embedding": embedding,  # the style code's CLIP target, to re-create the style without CLIP
+    }  # fmt: skip
+    if opts.one_shot:
+        meta["reference"] = str(opts.ref)
+    else:
+        meta["prompt"] = opts.text
+    return meta
+
+
+def save_adapted(final_path: str | os.PathLike[str], cfg, out: str | os.PathLike[str]) -> Path:
+    """Write the `adapted` file of a finished adapt run: its changed decoder weights plus a pointer to the base."""
+    from mmfs.checkpoint import save_checkpoint
+
+    opts: AdaptOptions = cfg.options
+    final = load_checkpoint(final_path, kind="stylizer")
+    base = init_stylizer_tensors(load_checkpoint(opts.checkpoint, kind=("stylizer", "training")), with_mapper=True)
+    changed = changed_decoder_tensors(final.tensors, base)
+    embedding = json.loads(final.meta["clip_embedding"])
+    meta = adapted_meta(opts, out, int(final.meta.get("step", cfg.loop.steps)), embedding)
+    return save_checkpoint(out, changed, kind="adapted", config=cfg.model, meta=meta)
+
+
+def run_adapt(
+    cfg,
+    out: str | os.PathLike[str],
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    externals: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[Path, Path | None]:
+    """Adapt on the shared loop, then write the small `adapted` file `out`.
+
+    The training run (logs, previews, a full checkpoint) goes under `run_dir` when given and is kept;
+    otherwise it lives in a temporary folder next to `out` that is deleted afterwards.
+    Returns `(out, run directory or None)`.
+    """
+    from mmfs.train.loop import train
+
+    out = Path(out)
+    if run_dir is not None:
+        run = train(cfg, outdir=run_dir, externals=externals, progress=progress)
+        return save_adapted(run / "final.safetensors", cfg, out), run
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mmfs-adapt-", dir=out.parent) as tmp:
+        run = train(cfg, outdir=tmp, externals=externals, progress=progress)
+        return save_adapted(run / "final.safetensors", cfg, out), None

@@ -1,0 +1,176 @@
+"""Phase 3, `mmfs train-mapper`: the CLIP -> w+ mapper, trained by image reconstruction (reference §3.3, §4).
+
+Each step: a photo batch `real_A`; a random style of the Stage-II model, `real_B = stylizer_ema(real_A,
+ws(z))` (style mixing with `mixing_prob`, reference default 0), under no_grad; its CLIP image embedding
+`c = normalize(CLIP(real_B))`; the reconstruction `fake_B = stylizer(real_A, mapper(c))`; the loss
+`1.0 * L1(fake_B, real_B) + 4.0 * sum_k L1(D_k(fake_B), D_k(real_B))` with the frozen Stage-II
+discriminator. Only the mapper trains (Adam lr 2e-4, betas (0.1, 0.999), EMA 0.999); its dropout is
+active while training, as in the reference (the whole generator is in train mode there).
+
+No text is seen in training: a text prompt works at inference because CLIP embeds text and images in
+one space. The mapper starts as the reference's (four identical deep-copied layers, position embedding
+w_dim^-0.5 N(0, 1)), or from the mapper already in `--init` if it has one (to continue training).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
+from mmfs.errors import CheckpointError
+from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.train.stages.encoder import reconstruction_losses
+from mmfs.train.weights import MAPPER_PREFIX, discriminator_tensors, init_stylizer_tensors
+
+PREVIEW_STYLES = 2  # random styles per preview photo (each shown as target and reconstruction)
+
+
+@dataclass(frozen=True)
+class MapperOptions:
+    """Phase-3 options: data, initial weights, CLIP and loss weights."""
+
+    photos: str = ""  # photo folder (the reference uses FFHQ)
+    init: str = ""  # Stage II weights with their discriminator: a training checkpoint or a run directory
+    disc: str | None = None  # discriminator file (training checkpoint or prior); default: found from `init`
+    clip_model: str = "ViT-B-32"  # open_clip architecture, local-dir:PATH, or "tiny" (random, smoke runs)
+    clip_weights: str | None = None  # local CLIP weights file (default: open_clip's cache / download)
+    clip_tag: str = "openai"  # open_clip pretrained tag
+    l1: float = 1.0  # pixel L1 weight (reference lambda_L1)
+    feat: float = 4.0  # discriminator-feature L1 weight (reference lambda_Feat)
+    mixing_prob: float = 0.0  # style-mixing probability of the random target styles (reference default 0)
+
+
+def resolve_init(path: str | os.PathLike[str]) -> Path:
+    """A run directory -> its latest training checkpoint; a file stays as it is."""
+    path = Path(path)
+    if path.is_dir():
+        from mmfs.train.state import read_latest
+
+        return Path(read_latest(path)["weights"])
+    return path
+
+
+def stylizer_with_mapper(cfg, init: Checkpoint) -> tuple[torch.nn.Module, bool]:
+    """A Stylizer with a CLIP mapper: every other weight strictly from `init`; the mapper too if `init` has one.
+
+    Returns the network and whether the mapper came from `init` (else it keeps its fresh reference init).
+    """
+    from mmfs.nn import Stylizer
+
+    stylizer = Stylizer(cfg, with_mapper=True)
+    tensors = init_stylizer_tensors(init, with_mapper=True)
+    has_mapper = any(k.startswith(MAPPER_PREFIX) for k in tensors)
+    if not has_mapper:
+        fresh = {k: v for k, v in stylizer.state_dict().items() if k.startswith(MAPPER_PREFIX)}
+        tensors = {**tensors, **fresh}
+    load_state_strict(stylizer, tensors, source=f"{init.path} [stylizer]")
+    return stylizer, has_mapper
+
+
+@register_stage
+class MapperStage(Stage):
+    """Phase 3 on the shared loop: one phase "G" over the CLIP mapper's parameters."""
+
+    command = "train-mapper"
+    Options = MapperOptions
+    # Reference phase-3 defaults (§3.3): lr 2e-4, beta1 0.1, EMA 0.999; released after 10k iterations.
+    defaults: dict[str, Any] = {"lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 10_000}
+
+    def __init__(self, cfg, device: torch.device, *, clip: Any = None, **externals: Any) -> None:
+        super().__init__(cfg, device)
+        from mmfs.nn import Discriminator
+
+        opts: MapperOptions = cfg.options
+        if not opts.init:
+            raise CheckpointError("train-mapper needs --init (a Stage II training checkpoint or run directory)")
+        init = load_checkpoint(resolve_init(opts.init), kind=("stylizer", "training"))
+        stylizer, self.mapper_from_init = stylizer_with_mapper(cfg.model, init)
+        disc = Discriminator(cfg.model)
+        d_tensors, d_path = discriminator_tensors(init, opts.disc)
+        load_state_strict(disc, d_tensors, source=f"{d_path} [discriminator]")
+        stylizer.to(device).train()  # train mode only matters for the mapper's dropout (reference)
+        disc.to(device).eval()
+        self.disc = disc
+        # The discriminator is saved in every checkpoint so that a later run can start from one file.
+        self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval(), "disc": disc}
+        self.optimizers = {"G": adam(list(stylizer.clip_mapper.parameters()), cfg.loop.lr, cfg.loop.betas)}
+        if clip is None:
+            from mmfs.clip_styles import build_clip
+
+            clip = build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=cfg.model.clip_dim)
+        else:
+            from mmfs.clip_styles import check_clip_dim
+
+            check_clip_dim(clip, cfg.model.clip_dim)
+        self.clip = clip.to(device)
+        self.init_path = os.path.abspath(init.path)
+        gen = torch.Generator().manual_seed(cfg.loop.seed)
+        self.preview_z = torch.randn(PREVIEW_STYLES, cfg.model.z_dim, generator=gen).to(device)
+        self._preview_photos: Tensor | None = None
+        self._dataset = None
+
+    def dataset(self):
+        from mmfs.data.datasets import UnpairedFolders
+
+        if self._dataset is None:
+            self._dataset = UnpairedFolders({"photo": self.cfg.options.photos}, self.cfg.model.resolution)
+        return self._dataset
+
+    def phases(self) -> list[Phase]:
+        return [Phase("G", "G", self.g_loss, module="stylizer")]
+
+    def ema(self) -> list[EmaSpec]:
+        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
+
+    def sample_ws(self, batch: int) -> Tensor:
+        """Random target styles as the reference draws them (Python `random` decides mixing, torch the z)."""
+        g = self.nets["stylizer_ema"]
+        z_dim = self.cfg.model.z_dim
+        if random.random() < self.cfg.options.mixing_prob:
+            z1 = torch.randn(batch, z_dim, device=self.device)
+            z2 = torch.randn(batch, z_dim, device=self.device)
+            return g.mixed_ws(z1, z2, random.randint(1, g.num_ws - 1))
+        return g.ws_from_z(torch.randn(batch, z_dim, device=self.device))
+
+    def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
+        opts: MapperOptions = self.cfg.options
+        photo = ctx.batch["photo"]
+        features = self.frozen_fn("disc_features", self.disc.features)
+        with torch.no_grad():
+            # The EMA copy's non-mapper weights are the Stage-II model's (frozen, never averaged).
+            real = self.nets["stylizer_ema"](photo, self.sample_ws(ctx.size))
+            emb = self.clip.encode_image(real).float()  # [B, D], L2-normalised
+            real_feats = features(real)
+        ws = self.nets["stylizer"].ws_from_clip(emb)  # the trained mapper (dropout active)
+        fake = self.train_view("stylizer")(photo, ws)
+        return reconstruction_losses(fake, real, features(fake), real_feats, l1=opts.l1, feat=opts.feat)
+
+    @torch.no_grad()
+    def preview(self) -> tuple[Tensor, int]:
+        """One row per fixed photo: the photo, then per fixed style its target and the EMA mapper's reconstruction."""
+        if self._preview_photos is None:
+            source = self.dataset().sources[0]
+            count = min(self.cfg.loop.preview_count, len(source))
+            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
+        ema = self.nets["stylizer_ema"]
+        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
+        photos = self._preview_photos
+        columns = [photos]
+        for z in self.preview_z:
+            target = ema(photos, ema.ws_from_z(z[None].expand(len(photos), -1)), generator=gen)
+            columns += [target, ema(photos, ema.ws_from_clip(self.clip.encode_image(target).float()), generator=gen)]
+        grid = torch.stack(columns, dim=1).flatten(0, 1)
+        return grid.float(), len(columns)
+
+    def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors, meta = super().final()  # the EMA stylizer, clip_mapper.* included
+        opts: MapperOptions = self.cfg.options
+        return tensors, {**meta, "init": self.init_path, "clip_model": opts.clip_model, "clip_tag": opts.clip_tag}

@@ -1,0 +1,117 @@
+"""`mmfs pretrain-encoder` and `mmfs finetune` end to end on the tiny preset, through the Typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
+from mmfs.config import PRESETS
+from mmfs_cli.app import app
+
+runner = CliRunner()
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    from mmfs.nn import Discriminator, Generator
+
+    torch.manual_seed(2)
+    path = tmp_path_factory.mktemp("cli") / "prior.safetensors"
+    return save_checkpoint(path, {**module_state(Generator(TINY), "g."), **module_state(Discriminator(TINY), "d.")},
+                           kind="prior", config=TINY)
+
+
+def images(folder: Path, n: int, seed: int = 0) -> Path:
+    from mmfs.data.images import save_image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        save_image(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8), folder / "sub" / f"{i}.jpg")
+    return folder
+
+
+def invoke(args: list[str]):
+    result = runner.invoke(app, args)
+    return result
+
+
+def test_stage1_then_stage2_then_resume(prior, tmp_path):
+    out = tmp_path / "runs"
+    r1 = invoke(["pretrain-encoder", "--prior", str(prior), "--steps", "2", "--batch-size", "2",
+                 "--preview-every", "2", "--log-every", "1", "-o", str(out), "--quiet"])
+    assert r1.exit_code == 0, r1.output
+    stage1 = out / "00000-pretrain-encoder"
+    assert r1.stdout.strip() == str(stage1 / "final.safetensors")
+    config = json.loads((stage1 / "config.json").read_text())
+    assert config["model"] == json.loads(TINY.to_json())  # the preset came from the prior's metadata
+    assert config["loop"]["lr"] == 2e-4 and config["loop"]["betas"] == [0.1, 0.999]
+    from mmfs.models import load_stylizer  # what `mmfs stylize` loads
+
+    stylizer = load_stylizer(stage1 / "final.safetensors")
+    assert stylizer(torch.zeros(1, 3, 32, 32), stylizer.ws_from_z(torch.zeros(1, 32))).shape == (1, 3, 32, 32)
+
+    photos, art = images(tmp_path / "photos", 3), images(tmp_path / "art", 3, seed=1)
+    (photos / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # sorted last: index 3
+    from mmfs.data.datasets import draw_indices
+
+    # a seed whose first 2 steps x 2 images draw the broken photo
+    seed = next(s for s in range(100) if any(draw_indices(s, n, (4, 3))[0] == 3 for n in range(4)))
+    args = ["finetune", "--photos", str(photos), "--art", str(art), "--init", str(stage1 / "final.safetensors"),
+            "--tiny", "--steps", "2", "--batch-size", "2", "--workers", "0", "--preview-every", "0",
+            "--log-every", "1", "--seed", str(seed), "-o", str(out), "--quiet"]
+    r2 = invoke(args)
+    assert r2.exit_code == 0, r2.output
+    stage2 = out / "00001-finetune"
+    lines = [json.loads(x) for x in (stage2 / "log.jsonl").read_text().splitlines()]
+    # the broken file is drawn by the seeded sampler, skipped, counted and reported once
+    assert lines[-1]["data/skipped"] == 1
+    assert r2.stderr.count("skipped unreadable image") == 1 and "broken.png" in r2.stderr
+    r3 = invoke(["finetune", "--resume", str(stage2), "--steps", "3", "--quiet"])
+    assert r3.exit_code == 0, r3.output
+    assert json.loads((stage2 / "latest.json").read_text())["step"] == 3
+    assert [x["step"] for x in (json.loads(x) for x in (stage2 / "log.jsonl").read_text().splitlines())] == [1, 2, 3]
+    final = load_checkpoint(stage2 / "final.safetensors", kind="stylizer")
+    assert final.meta["stage"] == "finetune" and final.meta["step"] == "3"
+
+
+def test_dry_run_prints_the_reference_settings(prior, tmp_path):
+    result = invoke(["finetune", "--photos", str(tmp_path), "--art", str(tmp_path), "--init", str(prior),
+                     "--dry-run"])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.stdout)
+    assert cfg["command"] == "finetune"
+    assert (cfg["loop"]["lr"], cfg["loop"]["betas"], cfg["loop"]["ema_decay"], cfg["loop"]["batch_size"]) == (
+        1e-3, [0.1, 0.999], 0.999, 8)
+    opts = cfg["options"]
+    assert (opts["adv"], opts["structure"], opts["d_adv"], opts["r1_gamma"], opts["r1_every"], opts["mixing_prob"]) == (
+        1.0, 0.5, 0.5, 10.0, 16, 0.5)
+    assert opts["dino"] == "dino_vitb8"
+    enc = json.loads(invoke(["pretrain-encoder", "--prior", str(prior), "--preset", "tiny64", "--dry-run"]).stdout)
+    assert enc["model"]["resolution"] == 64 and enc["options"] == {"prior": str(prior), "l1": 1.0, "feat": 4.0}
+
+
+def test_user_errors_are_one_line(prior, tmp_path):
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["pretrain-encoder", "--steps", "1"], "needs --prior"),
+        (["finetune", "--photos", str(tmp_path / "empty"), "--art", str(tmp_path / "empty"), "--init", str(prior),
+          "--tiny", "--steps", "1", "-o", str(tmp_path / "r")], "no images found"),
+        (["finetune", "--resume", str(tmp_path)], "not a training run directory"),
+        (["pretrain-encoder", "--prior", str(tmp_path / "missing.safetensors")], "no such checkpoint file"),
+        (["pretrain-encoder", "--prior", str(prior), "--preset", "huge"], "unknown preset 'huge'"),
+        (["pretrain-encoder", "--prior", str(prior), "--batch-size", "3", "--accum", "2", "--dry-run"], "divisible"),
+        (["pretrain-encoder", "--prior", str(prior), "--preset", "tiny64", "--steps", "1", "-o", str(tmp_path / "r")],
+         "does not fit"),
+    ]
+    for args, message in cases:
+        result = invoke(args)
+        assert result.exit_code == 1, (args, result.output)
+        error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and message in error[0], (args, result.stderr)
