@@ -450,3 +450,16 @@ def test_colour_tags_are_kept_so_colours_survive(tmp_path):
         assert again.color == {"colorspace": 1, "color_range": 2}
         image = next(iter(again.frames())).image
     assert np.abs(image.astype(int) - first.astype(int)).mean() < 3
+
+
+def test_truncated_stream_keeps_the_frames_before_the_cut(tmp_path):
+    full = write_clip(tmp_path / "full.mkv", face_frames(30), fmt="matroska")
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with VideoReader(cut) as reader:
+        frames = list(reader.frames(on_audio=lambda packet: None))
+    assert 0 < len(frames) < 30 and [f.index for f in frames] == list(range(len(frames)))
+    cut.write_bytes(data[: len(data) // 10])  # header only: nothing decodable is one clear line
+    with pytest.raises(InputError, match="no decodable frame"):
+        VideoReader(cut)

@@ -78,7 +78,9 @@ class VideoReader:
         try:
             self._container = av.open(str(self.path), mode="r", metadata_errors="ignore")
         except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{self.path}: not a video file this build of ffmpeg can read ({_reason(exc)})") from None
+            raise InputError(
+                f"{self.path}: cannot open as a video ({_reason(exc)}): damaged, truncated, or not a format ffmpeg reads"
+            ) from None
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"{self.path}: the file has no video stream")
@@ -137,42 +139,47 @@ class VideoReader:
         step = max(1, int(round(1 / (self.info.frame_rate * self.info.time_base))))  # pts per frame
         index, last_pts = 0, None
         start = time.perf_counter()
-        try:
-            for packet in self._container.demux(*streams):
-                if packet.stream.type == "audio":
-                    self.seconds += time.perf_counter() - start
-                    on_audio(packet)
-                    start = time.perf_counter()
-                    continue
-                try:
-                    decoded = packet.decode()
-                except av.FFmpegError:  # a damaged packet: ffmpeg conceals it, so do we
-                    self.decode_errors += 1
-                    continue
-                for frame in decoded:
-                    pts = frame.pts
-                    # Encoders need strictly increasing pts; streams without timestamps get a regular clock.
-                    if pts is None:
-                        pts = 0 if last_pts is None else last_pts + step
-                    elif last_pts is not None and pts <= last_pts:
-                        pts = last_pts + 1
-                    last_pts = pts
-                    image = upright(frame.to_ndarray(format="rgb24"), self.info.rotation)
-                    if image.shape[:2] != (self.info.height, self.info.width):
-                        raise InputError(
-                            f"{self.path}: the picture size changes mid-stream at frame {index} "
-                            f"({image.shape[1]}x{image.shape[0]}, was {self.info.width}x{self.info.height}); not supported"
-                        )
-                    item = DecodedFrame(index=index, image=image, pts=int(pts), time=float(pts * self.info.time_base))
-                    index += 1
-                    self.seconds += time.perf_counter() - start
-                    yield item
-                    start = time.perf_counter()
-        except av.FFmpegError as exc:
-            # A truncated or damaged tail: keep what was decoded, as players do.
-            self.decode_errors += 1
-            if index == 0:
-                raise InputError(f"{self.path}: cannot decode the video ({_reason(exc)})") from None
+        packets = self._container.demux(*streams)
+        while True:
+            # Only demuxing and decoding errors are the input's fault; errors of `on_audio` (the writer) propagate.
+            try:
+                packet = next(packets, None)
+            except av.FFmpegError as exc:  # a truncated or damaged tail: keep what was decoded, as players do
+                self.decode_errors += 1
+                if index == 0:
+                    raise InputError(f"{self.path}: cannot decode the video ({_reason(exc)})") from None
+                break
+            if packet is None:
+                break
+            if packet.stream.type == "audio":
+                self.seconds += time.perf_counter() - start
+                on_audio(packet)
+                start = time.perf_counter()
+                continue
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:  # a damaged packet: ffmpeg conceals it, so do we
+                self.decode_errors += 1
+                continue
+            for frame in decoded:
+                pts = frame.pts
+                # Encoders need strictly increasing pts; streams without timestamps get a regular clock.
+                if pts is None:
+                    pts = 0 if last_pts is None else last_pts + step
+                elif last_pts is not None and pts <= last_pts:
+                    pts = last_pts + 1
+                last_pts = pts
+                image = upright(frame.to_ndarray(format="rgb24"), self.info.rotation)
+                if image.shape[:2] != (self.info.height, self.info.width):
+                    raise InputError(
+                        f"{self.path}: the picture size changes mid-stream at frame {index} "
+                        f"({image.shape[1]}x{image.shape[0]}, was {self.info.width}x{self.info.height}); not supported"
+                    )
+                item = DecodedFrame(index=index, image=image, pts=int(pts), time=float(pts * self.info.time_base))
+                index += 1
+                self.seconds += time.perf_counter() - start
+                yield item
+                start = time.perf_counter()
         self.seconds += time.perf_counter() - start
         if index == 0:
             raise InputError(f"{self.path}: the video stream holds no decodable frame")
