@@ -81,33 +81,16 @@ def _style_source(option: str, *, seed, seeds, w, text, ref, clip_weights, clip_
 
 
 def _clip_embeddings(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, pipeline) -> tuple:
-    """CLIP embeddings, labels and descriptions of `--text` prompts or `--ref` images (reference preprocessing)."""
-    from mmfs.data.images import load_image
+    """CLIP embeddings, labels and descriptions of `--text` prompts or `--ref` images (see mmfs.clip_styles)."""
+    from mmfs.clip_styles import build_clip, reference_styles, text_styles
     from mmfs.errors import CheckpointError
-    from mmfs.external.clip import OpenClipEncoder
-    from mmfs.stylize_files import safe_label
 
     if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load
         raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
-    encoder = OpenClipEncoder.from_pretrained(weights, model_name=model_name, device=pipeline.device)
-    import torch
-
-    with torch.inference_mode():
-        if texts:
-            emb = encoder.encode_text(texts)
-            labels = [safe_label(t.lower().replace(" ", "-"))[:60] for t in texts]
-            infos = [{"source": "text", "text": t} for t in texts]
-        else:
-            emb = torch.cat([encoder.encode_reference_image(load_image(r)) for r in refs])
-            labels = [safe_label(f"ref-{r.stem}")[:60] for r in refs]
-            infos = [{"source": "ref", "ref": str(r)} for r in refs]
-    if emb.shape[1] != pipeline.model.cfg.clip_dim:
-        raise CheckpointError(
-            f"CLIP embeddings have {emb.shape[1]} dims, the mapper takes {pipeline.model.cfg.clip_dim}"
-        )
-    if len(set(labels)) < len(labels):  # two prompts with the same label would write the same files
-        labels = [f"{label}-{i}" for i, label in enumerate(labels)]
-    return emb.cpu(), labels, infos
+    # `--clip-model tiny` builds a random tiny CLIP of the mapper's size (smoke runs); the size is checked.
+    encoder = build_clip(model_name, weights, embed_dim=pipeline.model.cfg.clip_dim, device=pipeline.device)
+    source = text_styles(encoder, texts) if texts else reference_styles(encoder, refs)
+    return source.embeddings, source.labels, source.infos
 
 
 def stylize(
