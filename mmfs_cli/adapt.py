@@ -1,32 +1,129 @@
-"""`mmfs adapt`: zero-shot (--text) or one-shot (--ref) fine-tuning of the decoder (paper §3.3)."""
+"""`mmfs adapt`: zero-shot (--text) or one-shot (--ref) fine-tuning of the decoder (paper §3.3, reference phase 4)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
-from mmfs_cli.common import DeviceOpt, DtypeOpt, OutdirOpt, not_implemented
+from mmfs_cli.common import DeviceOpt, OutdirOpt, QuietOpt, echo_err, guarded
+from mmfs_cli.mapper import ClipModel, ClipWeights
+from mmfs_cli.stylize import Detector, Ext
 
 
 def adapt(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Photos to stylize right after adapting (optional).")] = None,
-    checkpoint: Annotated[Path, typer.Option(help="Stylizer with a CLIP mapper (from `mmfs train-mapper`).")] = ...,
-    text: Annotated[Optional[str], typer.Option(help="Zero-shot: the target style as text, e.g. 'pop art'.")] = None,
-    ref: Annotated[Optional[Path], typer.Option(help="One-shot: a style reference image.")] = None,
-    photos: Annotated[Optional[Path], typer.Option(help="Folder of face photos to adapt on.")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps (the reference saves after 200).")] = 200,
-    out: Annotated[Optional[Path], typer.Option(help="Output adapted checkpoint (.safetensors).")] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Photos to stylize right after adapting (files, folders, globs); optional.", show_default=False),
+    ] = None,
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", help="Stylizer with a CLIP mapper (from `mmfs train-mapper`).")
+    ] = ...,
+    text: Annotated[str | None, typer.Option(help="Zero-shot: the target style as text, e.g. 'pop art'.")] = None,
+    ref: Annotated[Path | None, typer.Option(help="One-shot: a style reference image.")] = None,
+    photos: Annotated[Path | None, typer.Option(help="Folder of face photos to adapt on (FFHQ-aligned).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (the reference saves after 200).")] = 200,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per step (reference 8).")] = 8,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (reference 2e-4).")] = 2e-4,
+    out: Annotated[
+        Path | None, typer.Option(help="Adapted checkpoint to write (default: adapted-<style>.safetensors).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file and existing stylized outputs.")] = False,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Keep the training run (log, previews, checkpoint) under this folder.")
+    ] = None,
+    clip_model: ClipModel = "ViT-B-32",
+    clip_weights: ClipWeights = None,
+    dino_weights: Annotated[
+        Path | None, typer.Option(help="Local DINO ViT-B/8 weights for the structure loss (default: timm's cache).")
+    ] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Random tiny CLIP and DINO (smoke runs, no download).")] = False,
+    mapper_dropout: Annotated[
+        bool, typer.Option(help="Keep the frozen mapper's dropout on while adapting, as the reference does.")
+    ] = True,
+    source_text: Annotated[str, typer.Option(help="Zero-shot source anchor prompt (reference: photo).")] = "photo",
+    seed: Annotated[int, typer.Option(help="Random seed (photo order, noise, dropout).")] = 0,
     outdir: OutdirOpt = Path("stylized"),
+    aligned: Annotated[bool, typer.Option(help="INPUTS are FFHQ-aligned square crops: skip detection.")] = False,
+    paste_back: Annotated[bool, typer.Option(help="Write whole photos with every face stylized in place.")] = False,
+    detector: Annotated[Detector, typer.Option(help="Face detector for INPUTS: dlib (offline) or insightface.")] = Detector.dlib,
+    ext: Annotated[Ext, typer.Option(help="Output format of stylized INPUTS.")] = Ext.png,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stylize JSON summary of INPUTS on stdout.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune the decoder towards a text prompt or a reference image; writes a small adapted checkpoint.
 
-    Example: mmfs adapt --checkpoint mapper.safetensors --ref style.png --photos faces/ --out style.safetensors
+    Trains decoder0..N and to_rgb0..N only (0.5 x DINO structure + 1.0 x CLIP direction, + 100 x token
+    projection with --ref). The adapted file holds just the changed decoder weights and points to
+    --checkpoint; `mmfs stylize -c adapted.safetensors --text/--ref ...` uses it. Given INPUTS, they are
+    stylized right away with the adapted model and the same style.
+
+    Example: mmfs adapt -c mapper.safetensors --ref style.png --photos faces/ --out style.safetensors photos/ -o out
     """
-    not_implemented("adapt", "CLIP guidance")
+    if (text is None) == (ref is None):
+        raise typer.BadParameter("choose exactly one style: --text (zero-shot) or --ref (one-shot)")
+    if paste_back and aligned:
+        raise typer.BadParameter("--paste-back needs face detection; it cannot be used with --aligned")
+    with guarded():
+        out = _adapt(locals())
+    if inputs:
+        from mmfs_cli.stylize import stylize
+
+        stylize(
+            inputs=inputs, checkpoint=out, text=[text] if text is not None else None, ref=[ref] if ref is not None else None,
+            clip_weights=clip_weights, clip_model="tiny" if tiny else clip_model, outdir=outdir, paste_back=paste_back,
+            aligned=aligned, detector=detector, ext=ext, overwrite=overwrite, device=device,
+            dtype="fp32" if dtype == "auto" else dtype, as_json=as_json, quiet=quiet,
+        )  # fmt: skip
+
+
+def _adapt(a: dict[str, Any]) -> Path:
+    """Check inputs, adapt, write the adapted file; returns its path."""
+    from mmfs.checkpoint import read_metadata
+    from mmfs.clip_styles import reference_label, text_label
+    from mmfs.config import ModelConfig
+    from mmfs.errors import CheckpointError, InputError, MMFSError
+    from mmfs.train import make_config
+    from mmfs.train.stages.adapt import run_adapt
+
+    if a["photos"] is None:
+        raise MMFSError("`mmfs adapt` needs --photos (a folder of face photos to adapt on)")
+    if a["ref"] is not None and not a["ref"].is_file():
+        raise InputError(f"{a['ref']}: no such reference image")
+    label = text_label(a["text"]) if a["text"] is not None else reference_label(a["ref"])
+    out: Path = a["out"] or Path(f"adapted-{label}.safetensors")
+    if out.exists() and not a["overwrite"]:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    config = read_metadata(a["checkpoint"]).get("mmfs.config")
+    if config is None:
+        raise CheckpointError(f"{a['checkpoint']}: no mmfs model config in its metadata")
+    tiny = a["tiny"]
+    options = {
+        "checkpoint": str(a["checkpoint"]), "photos": str(a["photos"]), "text": a["text"],
+        "ref": str(a["ref"]) if a["ref"] is not None else None, "source_text": a["source_text"],
+        "clip_model": "tiny" if tiny else a["clip_model"], "clip_weights": _str(a["clip_weights"]),
+        "dino": "tiny" if tiny else _str(a["dino_weights"]) or "dino_vitb8", "mapper_dropout": a["mapper_dropout"],
+    }  # fmt: skip
+    loop = {"steps": a["steps"], "batch_size": a["batch_size"], "lr": a["lr"], "seed": a["seed"],
+            "device": a["device"], "dtype": a["dtype"]}  # fmt: skip
+    try:
+        cfg = make_config("adapt", ModelConfig.from_json(config), options=options, **loop)
+    except ValueError as exc:
+        raise MMFSError(str(exc)) from None
+    path, run = run_adapt(cfg, out, run_dir=a["run_dir"], progress=not a["quiet"])
+    if run is not None:
+        echo_err(f"run directory: {run}")
+    echo_err(f"wrote {path} (adapted decoder, base {a['checkpoint']})")
+    if not a["inputs"]:
+        typer.echo(str(path))
+    return path
+
+
+def _str(value: Path | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,6 @@ turns it off). The fake images go through CLIP once for both the embedding and t
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -226,7 +225,7 @@ class AdaptStage(Stage):
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()
-        return tensors, {**meta, "base": self.base_path, "clip_embedding": _floats(self.target)}
+        return tensors, {**meta, "base": self.base_path}
 
 
 # --- the adapted file -----------------------------------------------------------------------------
@@ -249,11 +248,7 @@ def changed_decoder_tensors(adapted: dict[str, Tensor], base: dict[str, Tensor])
     return out
 
 
-def _floats(x: Tensor) -> list[float]:
-    return [float(v) for v in x.detach().float().reshape(-1).cpu()]
-
-
-def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: int, embedding: list[float]) -> dict[str, Any]:
+def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: int) -> dict[str, Any]:
     """Metadata of an adapted file: the base (relative to the file's folder when possible), its hash, the style."""
     from mmfs.models import file_sha256
 
@@ -264,7 +259,6 @@ def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: in
         base_ref = str(base)
     meta: dict[str, Any] = {
         "base": base_ref, "base_sha256": file_sha256(base), "steps": str(steps), "clip_model": opts.clip_model,
-        "clip_embedding": embedding,  # the style code's CLIP target, to re-create the style without CLIP
     }  # fmt: skip
     if opts.one_shot:
         meta["reference"] = str(opts.ref)
@@ -281,8 +275,7 @@ def save_adapted(final_path: str | os.PathLike[str], cfg, out: str | os.PathLike
     final = load_checkpoint(final_path, kind="stylizer")
     base = init_stylizer_tensors(load_checkpoint(opts.checkpoint, kind=("stylizer", "training")), with_mapper=True)
     changed = changed_decoder_tensors(final.tensors, base)
-    embedding = json.loads(final.meta["clip_embedding"])
-    meta = adapted_meta(opts, out, int(final.meta.get("step", cfg.loop.steps)), embedding)
+    meta = adapted_meta(opts, out, int(final.meta.get("step", cfg.loop.steps)))
     return save_checkpoint(out, changed, kind="adapted", config=cfg.model, meta=meta)
 
 

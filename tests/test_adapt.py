@@ -1,0 +1,207 @@
+"""`mmfs adapt` (phase 4): loss wiring against hand-computed values, what trains, the adapted file, the CLI."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
+from mmfs.config import PRESETS
+from mmfs.data.images import load_image, save_image
+from mmfs.models import load_stylizer
+from mmfs.nn import Stylizer
+from mmfs.train import StepContext, make_config
+from mmfs.train.log import read_log
+from mmfs.train.stages.adapt import AdaptStage, adapt_losses, run_adapt
+from mmfs_cli.app import app
+
+TINY = PRESETS["tiny"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models run fastest on one thread, and a busy machine does not slow them down.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A base Stylizer with a mapper, 6 photos and a style reference image."""
+    root = tmp_path_factory.mktemp("adapt")
+    torch.manual_seed(0)
+    base = Stylizer(TINY, with_mapper=True)
+    save_checkpoint(root / "base.safetensors", module_state(base), kind="stylizer", config=TINY)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        save_image(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), root / "photos" / f"{i}.png")
+    ramp = np.linspace(0, 255, 48 * 40 * 3).reshape(40, 48, 3).astype(np.uint8)
+    save_image(ramp, root / "ref.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def externals():
+    from mmfs.external.tiny import tiny_clip, tiny_dino
+
+    return {"clip": tiny_clip(embed_dim=TINY.clip_dim), "dino": tiny_dino()}
+
+
+def adapt_config(files, **options):
+    opts = {"checkpoint": str(files / "base.safetensors"), "photos": str(files / "photos"), **options}
+    return make_config("adapt", TINY, options=opts, batch_size=4, workers=0, log_every=1, preview_every=0)
+
+
+def test_reference_recipe_defaults(files):
+    cfg = adapt_config(files, text="pop art")
+    loop = cfg.loop
+    assert (loop.lr, loop.betas, loop.ema_decay, loop.steps) == (2e-4, (0.9, 0.999), 0.99, 200)
+    opts = cfg.options
+    assert (opts.structure, opts.clip_dir, opts.proj, opts.proj_block, opts.source_text) == (0.5, 1.0, 100.0, 3, "photo")
+    with pytest.raises(ValueError, match="exactly one style"):
+        adapt_config(files, text="pop art", ref=str(files / "ref.png"))
+    with pytest.raises(ValueError, match="exactly one style"):
+        adapt_config(files)
+
+
+def self_similarity_by_hand(keys):
+    k = F.normalize(keys, dim=-1)
+    return k @ k.transpose(1, 2)
+
+
+def test_one_shot_step_equals_hand_computed_losses(files, externals):
+    clip, dino = externals["clip"], externals["dino"]
+    torch.manual_seed(0)
+    stage = AdaptStage(adapt_config(files, ref=str(files / "ref.png"), mapper_dropout=False), CPU, **externals)
+    photo = torch.rand(4, 3, 32, 32) * 2 - 1
+    torch.manual_seed(1)
+    got = stage.g_loss(StepContext(step=1, micro=0, size=4, batch={"photo": photo}))
+
+    with torch.no_grad():
+        ref_emb, ref_tokens = clip.encode_reference_image_with_tokens(load_image(files / "ref.png"), block=3)
+        a = F.normalize(ref_tokens[0], dim=-1).T  # [C, N]
+        projector = a @ torch.linalg.pinv(a)  # orthogonal projector onto the reference tokens' span
+        g = stage.nets["stylizer"]
+        torch.manual_seed(1)  # same noise draws as the stage
+        photo_emb = clip.encode_image(photo)
+        fake = g(photo, g.ws_from_clip(ref_emb.expand(4, -1)))
+        fake_emb, tokens = clip.encode_image_with_tokens(fake, block=3)
+        direction = fake_emb - photo_emb
+        target = (ref_emb - photo_emb.mean(0, keepdim=True)).expand_as(direction)  # batch-mean source anchor
+        clip_dir = (1 - F.cosine_similarity(direction, target, dim=1)).mean()
+        t = F.normalize(tokens, dim=-1).reshape(-1, tokens.shape[-1]).T
+        proj = (projector @ t - t).abs().mean()
+        sim_fake, sim_real = self_similarity_by_hand(dino.keys(fake)), self_similarity_by_hand(dino.keys(photo))
+        structure = ((sim_fake - sim_real) ** 2).mean(dim=(1, 2)).sum()  # summed over the batch
+    assert set(got) == {"structure", "clip_dir", "proj", "total"}
+    torch.testing.assert_close(got["clip_dir"].detach(), clip_dir, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["proj"].detach(), proj, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got["structure"].detach(), structure, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got["total"].detach(), 0.5 * structure + clip_dir + 100 * proj, rtol=1e-4, atol=1e-5)
+    # the projector is exact: the reference's own tokens lose nothing, and the fakes' do
+    from mmfs.losses import token_projection_loss
+
+    assert float(token_projection_loss(ref_tokens, stage.projector)) < 1e-5
+    torch.testing.assert_close(stage.projector, projector, rtol=0, atol=1e-4)
+    assert float(proj) > 1e-3
+
+
+def test_zero_shot_anchors_are_text_and_there_is_no_projection_term(files, externals):
+    clip = externals["clip"]
+    torch.manual_seed(0)
+    stage = AdaptStage(adapt_config(files, text="pop art"), CPU, **externals)
+    with torch.no_grad():
+        torch.testing.assert_close(stage.target, clip.encode_text(["pop art"]))
+        torch.testing.assert_close(stage.source, clip.encode_text(["photo"]))
+    assert stage.projector is None
+    got = stage.g_loss(StepContext(step=1, micro=0, size=4, batch={"photo": torch.rand(4, 3, 32, 32) * 2 - 1}))
+    assert set(got) == {"structure", "clip_dir", "total"}
+    torch.testing.assert_close(got["total"], 0.5 * got["structure"] + got["clip_dir"])
+    # the frozen mapper's dropout is active while adapting (reference): two calls give two style codes
+    mapper = stage.nets["stylizer"].clip_mapper
+    assert mapper.training
+    with torch.no_grad():
+        assert not torch.equal(mapper(stage.target), mapper(stage.target))
+
+
+def test_structure_term_is_the_reference_sum_over_the_full_batch():
+    emb = F.normalize(torch.randn(2, 8), dim=-1)
+    # half a batch of 8 (accumulation / a second GPU): its sum counts as 8 / 2 of itself
+    got = adapt_losses(emb, emb.flip(0), emb[:1], emb[1:], torch.tensor(0.3), 2, 8, structure=0.5, clip_dir=1.0)
+    assert float(got["structure"]) == pytest.approx(1.2)
+    assert "proj" not in got
+
+
+def test_adapt_lowers_its_loss_and_changes_only_the_decoder(files, externals, tmp_path):
+    cfg = make_config(
+        "adapt", TINY, options={"checkpoint": str(files / "base.safetensors"), "photos": str(files / "photos"),
+                                "ref": str(files / "ref.png")},
+        steps=40, batch_size=4, workers=0, log_every=1, preview_every=0,
+    )  # fmt: skip
+    out, run = run_adapt(cfg, tmp_path / "style.safetensors", run_dir=tmp_path / "runs", externals=externals, progress=False)
+    totals = [line["G/total"] for line in read_log(run / "log.jsonl")]
+    assert len(totals) == 40
+    assert np.mean(totals[-5:]) < 0.95 * np.mean(totals[:5])  # 0.90 here
+
+    base = load_checkpoint(files / "base.safetensors").tensors
+    final = load_checkpoint(run / "final.safetensors", kind="stylizer").tensors
+    decoder = ("decoder", "to_rgb")
+    for key, value in base.items():
+        if key.startswith(decoder):
+            continue
+        assert torch.equal(final[key], value), key  # encoder, mapping_z and clip_mapper bit-identical
+    assert any(not torch.equal(final[k], base[k]) for k in base if k.startswith("decoder0."))
+    assert any(not torch.equal(final[k], base[k]) for k in base if k.startswith("to_rgb2."))
+
+    adapted = load_checkpoint(out, kind="adapted")
+    assert adapted.tensors and all(k.startswith(decoder) for k in adapted.tensors)
+    assert all(torch.equal(adapted.tensors[k], final[k]) for k in adapted.tensors)
+    assert adapted.meta["base"] == os.path.relpath(files / "base.safetensors", tmp_path)  # relative to the file
+    assert adapted.meta["reference"] == str(files / "ref.png") and adapted.meta["steps"] == "40"
+    assert out.stat().st_size < (files / "base.safetensors").stat().st_size
+
+    # it loads with its base and renders differently from the base for the same style and noise
+    model, base_model = load_stylizer(out), load_stylizer(files / "base.safetensors")
+    photo = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ws = base_model.ws_from_clip(F.normalize(torch.randn(2, TINY.clip_dim), dim=-1))
+        a, b = model(photo, ws, noise="zero"), base_model(photo, ws, noise="zero")
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_adapt_needs_a_mapper(files, externals, tmp_path):
+    from mmfs.errors import CheckpointError
+
+    no_mapper = save_checkpoint(tmp_path / "plain.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY)
+    cfg = adapt_config(files, text="pop art")
+    cfg = make_config("adapt", TINY, options={**cfg.options.__dict__, "checkpoint": str(no_mapper)}, workers=0)
+    with pytest.raises(CheckpointError, match="no CLIP mapper; train one with `mmfs train-mapper`"):
+        AdaptStage(cfg, CPU, **externals)
+
+
+def test_cli_adapts_then_stylizes_inputs(files, tmp_path):
+    out = tmp_path / "pop.safetensors"
+    args = ["adapt", "-c", str(files / "base.safetensors"), "--text", "pop art", "--photos", str(files / "photos"),
+            "--steps", "2", "--batch-size", "2", "--tiny", "--quiet", "--out", str(out),
+            str(files / "photos" / "0.png"), "--aligned", "-o", str(tmp_path / "styled")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out).kind == "adapted"
+    assert (tmp_path / "styled" / "0_pop-art.png").is_file()
+    again = CliRunner().invoke(app, args)  # the adapted file exists: refused before any work
+    assert again.exit_code == 1 and "already exists; pass --overwrite" in again.output
+
+
+def test_cli_usage_errors(files):
+    both = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--ref", "y.png"])
+    assert both.exit_code == 2 and "exactly one style" in both.output
+    no_photos = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x"])
+    assert no_photos.exit_code == 1 and "needs --photos" in no_photos.output
