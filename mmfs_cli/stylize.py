@@ -68,8 +68,8 @@ def _one_style_source(given: dict[str, Any]) -> str:
 
 
 def _style_source(option: str, *, seed, seeds, w, text, ref, clip_weights, clip_model, pipeline) -> Any:
-    """Build the style source for the chosen option (see mmfs.pipeline: SeedStyles, LatentStyles, EmbeddingStyles)."""
-    from mmfs.pipeline import EmbeddingStyles, LatentStyles, SeedStyles
+    """The style source of the chosen option: SeedStyles, LatentStyles or (CLIP) EmbeddingStyles."""
+    from mmfs.pipeline import LatentStyles, SeedStyles
 
     if option == "--seed":
         return SeedStyles([seed])
@@ -77,11 +77,11 @@ def _style_source(option: str, *, seed, seeds, w, text, ref, clip_weights, clip_
         return SeedStyles(parse_seeds(seeds))
     if option == "--w":
         return LatentStyles(w)
-    return EmbeddingStyles(*_clip_embeddings(text, ref, clip_weights, clip_model, pipeline))
+    return _clip_source(text, ref, clip_weights, clip_model, pipeline)
 
 
-def _clip_embeddings(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, pipeline) -> tuple:
-    """CLIP embeddings, labels and descriptions of `--text` prompts or `--ref` images (see mmfs.clip_styles)."""
+def _clip_source(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, pipeline) -> Any:
+    """`EmbeddingStyles` of `--text` prompts or `--ref` images through the checkpoint's mapper (mmfs.clip_styles)."""
     from mmfs.clip_styles import build_clip, reference_styles, text_styles
     from mmfs.errors import CheckpointError
 
@@ -89,8 +89,7 @@ def _clip_embeddings(texts: list[str], refs: list[Path], weights: Path | None, m
         raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
     # `--clip-model tiny` builds a random tiny CLIP of the mapper's size (smoke runs); the size is checked.
     encoder = build_clip(model_name, weights, embed_dim=pipeline.model.cfg.clip_dim, device=pipeline.device)
-    source = text_styles(encoder, texts) if texts else reference_styles(encoder, refs)
-    return source.embeddings, source.labels, source.infos
+    return text_styles(encoder, texts) if texts else reference_styles(encoder, refs)
 
 
 def stylize(
