@@ -21,7 +21,6 @@ from mmfs.errors import CheckpointError, MMFSError
 from mmfs.external.clip import DEFAULT_MODEL, DEFAULT_TAG, OpenClipEncoder
 from mmfs.pipeline import EmbeddingStyles
 
-
 TINY_CLIP = "tiny"  # `--clip-model tiny`: a seeded random tiny CLIP (tests and smoke runs, no download)
 
 

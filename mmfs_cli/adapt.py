@@ -15,7 +15,9 @@ from mmfs_cli.stylize import Detector, Ext
 def adapt(
     inputs: Annotated[
         list[str] | None,
-        typer.Argument(help="Photos to stylize right after adapting (files, folders, globs); optional.", show_default=False),
+        typer.Argument(
+            help="Photos to stylize right after adapting (files, folders, globs); optional.", show_default=False
+        ),
     ] = None,
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", "-c", help="Stylizer with a CLIP mapper (from `mmfs train-mapper`).")
@@ -29,7 +31,9 @@ def adapt(
     out: Annotated[
         Path | None, typer.Option(help="Adapted checkpoint to write (default: adapted-<style>.safetensors).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file and existing stylized outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing --out file and existing stylized outputs.")
+    ] = False,
     run_dir: Annotated[
         Path | None, typer.Option(help="Keep the training run (log, previews, checkpoint) under this folder.")
     ] = None,
@@ -47,11 +51,15 @@ def adapt(
     outdir: OutdirOpt = Path("stylized"),
     aligned: Annotated[bool, typer.Option(help="INPUTS are FFHQ-aligned square crops: skip detection.")] = False,
     paste_back: Annotated[bool, typer.Option(help="Write whole photos with every face stylized in place.")] = False,
-    detector: Annotated[Detector, typer.Option(help="Face detector for INPUTS: dlib (offline) or insightface.")] = Detector.dlib,
+    detector: Annotated[
+        Detector, typer.Option(help="Face detector for INPUTS: dlib (offline) or insightface.")
+    ] = Detector.dlib,
     ext: Annotated[Ext, typer.Option(help="Output format of stylized INPUTS.")] = Ext.png,
     device: DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the stylize JSON summary of INPUTS on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the stylize JSON summary of INPUTS on stdout.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune the decoder towards a text prompt or a reference image; writes a small adapted checkpoint.

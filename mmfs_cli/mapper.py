@@ -53,7 +53,8 @@ def train_mapper(
     clip_weights: ClipWeights = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Random tiny CLIP (smoke runs, no download).")] = False,
     mixing_prob: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Style-mixing probability of the target styles (reference 0).")
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Style-mixing probability of the target styles (reference 0)."),
     ] = None,
     preset: Preset = None,
     steps: Steps = None,

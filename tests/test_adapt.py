@@ -65,7 +65,8 @@ def test_reference_recipe_defaults(files):
     loop = cfg.loop
     assert (loop.lr, loop.betas, loop.ema_decay, loop.steps) == (2e-4, (0.9, 0.999), 0.99, 200)
     opts = cfg.options
-    assert (opts.structure, opts.clip_dir, opts.proj, opts.proj_block, opts.source_text) == (0.5, 1.0, 100.0, 3, "photo")
+    weights = (opts.structure, opts.clip_dir, opts.proj)
+    assert weights == (0.5, 1.0, 100.0) and (opts.proj_block, opts.source_text) == (3, "photo")
     with pytest.raises(ValueError, match="exactly one style"):
         adapt_config(files, text="pop art", ref=str(files / "ref.png"))
     with pytest.raises(ValueError, match="exactly one style"):
@@ -146,7 +147,9 @@ def test_adapt_lowers_its_loss_and_changes_only_the_decoder(files, externals, tm
                                 "ref": str(files / "ref.png")},
         steps=40, batch_size=4, workers=0, log_every=1, preview_every=0,
     )  # fmt: skip
-    out, run = run_adapt(cfg, tmp_path / "style.safetensors", run_dir=tmp_path / "runs", externals=externals, progress=False)
+    out, run = run_adapt(
+        cfg, tmp_path / "style.safetensors", run_dir=tmp_path / "runs", externals=externals, progress=False
+    )
     totals = [line["G/total"] for line in read_log(run / "log.jsonl")]
     assert len(totals) == 40
     assert np.mean(totals[-5:]) < 0.95 * np.mean(totals[:5])  # 0.90 here
@@ -180,7 +183,9 @@ def test_adapt_lowers_its_loss_and_changes_only_the_decoder(files, externals, tm
 def test_adapt_needs_a_mapper(files, externals, tmp_path):
     from mmfs.errors import CheckpointError
 
-    no_mapper = save_checkpoint(tmp_path / "plain.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY)
+    no_mapper = save_checkpoint(
+        tmp_path / "plain.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY
+    )
     cfg = adapt_config(files, text="pop art")
     cfg = make_config("adapt", TINY, options={**cfg.options.__dict__, "checkpoint": str(no_mapper)}, workers=0)
     with pytest.raises(CheckpointError, match="no CLIP mapper; train one with `mmfs train-mapper`"):

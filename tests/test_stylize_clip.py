@@ -66,7 +66,9 @@ def test_text_style_is_deterministic_and_is_the_mapper_of_the_text_embedding(fil
     first = stylize(files, tmp_path / "a", "-c", files / "mapper.safetensors", "--text", "Pop Art")
     second = stylize(files, tmp_path / "b", "-c", files / "mapper.safetensors", "--text", "Pop Art")
     assert first.exit_code == 0 and second.exit_code == 0, first.output
-    assert json.loads(first.stdout)["styles"] == [{"label": "pop-art", "seed": None, "source": "text", "text": "Pop Art"}]
+    assert json.loads(first.stdout)["styles"] == [
+        {"label": "pop-art", "seed": None, "source": "text", "text": "Pop Art"}
+    ]
     a, b = tmp_path / "a" / "face_pop-art.png", tmp_path / "b" / "face_pop-art.png"
     assert a.read_bytes() == b.read_bytes()
     clip = build_clip("tiny", embed_dim=TINY.clip_dim)
