@@ -64,10 +64,9 @@ def adapt(
 ) -> None:
     """Fine-tune the decoder towards a text prompt or a reference image; writes a small adapted checkpoint.
 
-    Trains decoder0..N and to_rgb0..N only (0.5 x DINO structure + 1.0 x CLIP direction, + 100 x token
-    projection with --ref). The adapted file holds just the changed decoder weights and points to
-    --checkpoint; `mmfs stylize -c adapted.safetensors --text/--ref ...` uses it. Given INPUTS, they are
-    stylized right away with the adapted model and the same style.
+    Trains decoder0..N and to_rgb0..N only: 0.5 x DINO structure + 1.0 x CLIP direction (+ 100 x token projection with --ref).
+    The adapted file holds the changed decoder weights and points to --checkpoint; stylize it with the same --text/--ref.
+    Given INPUTS, they are stylized right away with the adapted model and the same style.
 
     Example: mmfs adapt -c mapper.safetensors --ref style.png --photos faces/ --out style.safetensors photos/ -o out
     """

@@ -77,9 +77,8 @@ def train_mapper(
 ) -> None:
     """Train the CLIP-to-w+ mapper by reconstructing random styles from their CLIP image embeddings.
 
-    Only the mapper trains (loss 1.0 x L1 + 4.0 x discriminator-feature L1, frozen Stage II model and
-    discriminator). final.safetensors is the Stage II Stylizer plus the mapper: use it with
-    `mmfs stylize --text/--ref` and `mmfs adapt`.
+    Only the mapper trains: 1.0 x L1 + 4.0 x discriminator-feature L1, Stage II model and discriminator frozen.
+    final.safetensors is the Stage II Stylizer plus the mapper, for `mmfs stylize --text/--ref` and `mmfs adapt`.
 
     Example: mmfs train-mapper --photos ffhq/ --init runs/00001-finetune --clip-weights open_clip_pytorch_model.bin
     """
