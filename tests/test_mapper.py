@@ -163,3 +163,15 @@ def test_cli_trains_from_a_run_directory_and_reports_missing_options(files, tmp_
 
     missing = CliRunner().invoke(app, ["train-mapper", "--photos", str(files / "photos")])
     assert missing.exit_code == 1 and "needs --init" in missing.output
+
+
+def test_resume_is_bit_exact(files, clip, tmp_path):
+    straight = train(mapper_config(files, steps=4, preview_every=0, checkpoint_every=2), outdir=tmp_path / "a",
+                     externals={"clip": clip}, progress=False)  # fmt: skip
+    half = train(mapper_config(files, steps=2, preview_every=0, checkpoint_every=2), outdir=tmp_path / "b",
+                 externals={"clip": clip}, progress=False)  # fmt: skip
+    torch.manual_seed(123), random.seed(5)  # resume must restore the RNG (dropout, z, noise) itself
+    train(resume=half, steps=4, externals={"clip": clip}, progress=False)
+    a = load_checkpoint(straight / "checkpoints" / "step-000004.safetensors").tensors
+    b = load_checkpoint(half / "checkpoints" / "step-000004.safetensors").tensors
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
