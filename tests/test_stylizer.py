@@ -167,7 +167,7 @@ def test_implementations_agree(cfg):
 
 @pytest.mark.parametrize("cfg", [TINY, MID], ids=["tiny", "mid"])
 def test_bf16_autocast_close_to_fp32(cfg):
-    """bf16 has an 8-bit mantissa: we require mean |diff| < 0.02 and max |diff| < 0.15 on images in [-1, 1]."""
+    """bf16 has an 8-bit mantissa: we require mean |diff| < 0.01 and max |diff| < 0.1 on images in [-1, 1]."""
     s = _noisy(cfg)
     x, ws = torch.rand(2, 3, cfg.resolution, cfg.resolution) * 2 - 1, torch.randn(2, s.num_ws, cfg.w_dim)
     with torch.no_grad():
@@ -177,7 +177,7 @@ def test_bf16_autocast_close_to_fp32(cfg):
     assert low.dtype == torch.float32  # the RGB sum stays fp32
     diff = (low - ref).abs()
     assert float(ref.std()) > 0.05
-    assert float(diff.mean()) < 0.02 and float(diff.max()) < 0.15, (float(diff.mean()), float(diff.max()))
+    assert float(diff.mean()) < 0.01 and float(diff.max()) < 0.1, (float(diff.mean()), float(diff.max()))
 
 
 def test_gradients_reach_every_stage1_parameter():

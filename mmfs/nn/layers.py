@@ -140,7 +140,11 @@ class Upsample(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """Style-modulated (and optionally demodulated) convolution; optional 2x up-sampling (transposed conv + blur)."""
+    """Style-modulated (and optionally demodulated) convolution; optional 2x up-sampling (transposed conv + blur).
+
+    `forward(x, style, gain, bias)` returns `gain * modconv(x, style) + bias`: callers fold their constant
+    gains and the following bias into the convolution so no extra pass over the activations is needed.
+    """
 
     def __init__(
         self,
@@ -165,48 +169,99 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + 1, p // 2 + 1), upsample_factor=2)
         self.modconv = "auto"
 
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
+        b, _, h, w = x.shape
         s = self.modulation(style)  # [B, in_ch]
         impl = self.modconv
         if impl == "auto":
-            impl = "fused" if x.shape[0] == 1 else "unfused"
-        out = self._fused(x, s) if impl == "fused" else self._unfused(x, s)
+            impl = "fused" if b == 1 else "unfused"
+        coef = self._out_coef(s, gain)  # [B, out]: demodulation x gain, or None
+        fast_up = self.upsample and self.blur.resample == "fast"
+        # [out, in, k, k], or the 4 output phases [4, out, in, T, T] of the transposed conv
+        base = ops.polyphase_weight(self.weight[0]) if fast_up else self.weight[0]
+        if impl == "fused":
+            # per-sample weights w * scale * s[in] * coef[out]: one pass over the weights
+            mod = s.to(base.dtype)[:, None, :] * self.scale
+            if coef is not None:
+                mod = mod * coef.to(base.dtype)[:, :, None]
+            weight = base[None] * mod.reshape((b, *([1] if fast_up else []), mod.shape[1], self.in_ch, 1, 1))
+            groups, out_coef = b, None
+        else:
+            # one shared weight: the style scales the input, the demodulation scales the output
+            weight = (base * self.scale)[None]
+            x = x * s.to(x.dtype)[:, :, None, None]
+            groups, out_coef = 1, coef
         if self.upsample:
-            out = self.blur(out)
-        return out
+            return self._up(x, weight, groups, out_coef, bias)
+        k = self.kernel_size
+        if groups == 1:
+            out = F.conv2d(x, weight[0], _cast(bias, x) if out_coef is None else None, padding=self.padding)
+        else:
+            out = F.conv2d(
+                x.reshape(1, b * self.in_ch, h, w),
+                weight.reshape(b * self.out_ch, self.in_ch, k, k),
+                _cast(bias.repeat(b), x) if bias is not None else None,
+                padding=self.padding,
+                groups=b,
+            ).reshape(b, self.out_ch, h, w)
+        if out_coef is None:
+            return out
+        out_coef = out_coef.to(out.dtype)[:, :, None, None]
+        if bias is None:
+            return out * out_coef
+        return torch.addcmul(_cast(bias, out).view(1, -1, 1, 1), out, out_coef)
 
-    def _fused(self, x: Tensor, s: Tensor) -> Tensor:
+    def _out_coef(self, s: Tensor, gain: float) -> Tensor | None:
+        """gain * rsqrt(sum_{in,k,k} (scale * w * s)^2 + 1e-8) per (sample, out) via one small GEMM, or None."""
+        if not self.demodulate:
+            return None if gain == 1.0 else torch.full((s.shape[0], self.out_ch), gain, device=s.device)
+        w2 = self.weight[0].float().square().sum(dim=(2, 3)) * self.scale**2  # [out, in]
+        return torch.rsqrt(s.float().square() @ w2.t() + 1e-8) * gain
+
+    def _up(self, x: Tensor, weight: Tensor, groups: int, coef: Tensor | None, bias: Tensor | None) -> Tensor:
+        """Stride-2 transposed conv, output scale `coef` [B, out], blur, bias: H x W -> 2H x 2W.
+
+        `weight` is [G, out, in, k, k] (reference) or its phases [G, 4, out, in, T, T] (fast), G = groups.
+        """
         b, _, h, w = x.shape
-        weight = self.weight * (self.scale * s.to(self.weight.dtype)[:, None, :, None, None])  # [B, out, in, k, k]
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-        if b == 1:  # a plain conv: no grouping, keeps the input's memory format
-            weight = weight[0]
-            if self.upsample:
-                return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-            return F.conv2d(x, weight, padding=self.padding)
-        x = x.reshape(1, b * self.in_ch, h, w)
-        if self.upsample:
-            weight = weight.transpose(1, 2).reshape(b * self.in_ch, self.out_ch, self.kernel_size, self.kernel_size)
-            out = F.conv_transpose2d(x, weight, stride=2, groups=b)
-        else:
-            weight = weight.reshape(b * self.out_ch, self.in_ch, self.kernel_size, self.kernel_size)
-            out = F.conv2d(x, weight, padding=self.padding, groups=b)
-        return out.reshape(b, self.out_ch, out.shape[2], out.shape[3])
+        k = self.kernel_size
+        if groups > 1:
+            x = x.reshape(1, b * self.in_ch, h, w)
+        if self.blur.resample == "reference":
+            wt = weight.transpose(1, 2).reshape(groups * self.in_ch, self.out_ch, k, k)
+            out = F.conv_transpose2d(x, wt, stride=2, groups=groups).reshape(b, self.out_ch, 2 * h + k - 2, -1)
+            if coef is not None:
+                out = out * coef.to(out.dtype)[:, :, None, None]
+            out = ops.upfirdn2d(out, self.blur.kernel, pad=self.blur.pad)
+            return out if bias is None else out + _cast(bias, out).view(1, -1, 1, 1)
+        # fast: the 4 output phases from one regular conv at the input resolution (no zero insertion)
+        t = (k + 1) // 2
+        y = F.conv2d(x, weight.reshape(groups * 4 * self.out_ch, self.in_ch, t, t), padding=t - 1, groups=groups)
+        y = y.reshape(b, 4 * self.out_ch, y.shape[-2], y.shape[-1])
+        if coef is not None:
+            y = y * coef.to(y.dtype).repeat(1, 4)[:, :, None, None]
+        # the shuffled phases hold the transposed conv's 2H + k - 2 samples, then 2T - k zeros: write them into
+        # a buffer with the blur's padding around them, so the blur is one dense, unpadded depthwise conv
+        p0, p1 = self.blur.pad
+        extra = 2 * t - k
+        if extra > p1:
+            y_full = ops.pixel_shuffle_2x(y)[:, :, : 2 * h + k - 2, : 2 * w + k - 2]
+            return ops.blur(y_full, self.blur.kernel, (p0, p1), bias=_cast(bias, y))
+        padded = ops.pixel_shuffle_2x(y, pad=(p0, p1 - extra))
+        return ops.blur(padded, self.blur.kernel, 0, bias=_cast(bias, y))
 
-    def _unfused(self, x: Tensor, s: Tensor) -> Tensor:
-        weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
-        x = x * s.to(x.dtype)[:, :, None, None]
-        if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-        else:
-            out = F.conv2d(x, weight, padding=self.padding)
-        if self.demodulate:
-            # sum_{in,k,k} (w * s)^2 = (s^2) @ (sum_{k,k} w^2)^T: one small GEMM instead of a per-sample weight
-            w2 = weight.square().sum(dim=(2, 3))  # [out, in]
-            demod = torch.rsqrt(s.float().square() @ w2.float().t() + 1e-8)  # [B, out]
-            out = out * demod.to(out.dtype)[:, :, None, None]
-        return out
+
+def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
+    return None if t is None else t.to(like.dtype)
+
+
+def _is_dense(x: Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _leaky_relu(x: Tensor) -> Tensor:
+    """Leaky ReLU 0.2 (its sqrt 2 gain is folded into the conv before); in place when no graph needs x."""
+    return F.leaky_relu(x, 0.2, inplace=_is_dense(x) and not x.requires_grad)
 
 
 class NoiseInjection(nn.Module):
@@ -216,14 +271,16 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: Tensor, noise: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, noise: Tensor | None, gain: float = 1.0) -> Tensor:
         if noise is None:
             return x
-        return x + (self.weight * noise).to(x.dtype)
+        noise = (self.weight * gain * noise).to(x.dtype)
+        # in place when no graph needs x: an out-of-place add costs a fresh (page-faulting) buffer
+        return x + noise if x.requires_grad or not _is_dense(x) else x.add_(noise)
 
 
 class StyledConv(nn.Module):
-    """Modulated conv -> noise -> bias + leaky ReLU."""
+    """Modulated conv -> noise -> bias + leaky ReLU (x sqrt 2); gain and bias folded into the conv."""
 
     def __init__(
         self,
@@ -241,7 +298,9 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        # lrelu(y + n + b) * sqrt2 == lrelu(sqrt2 * y + sqrt2 * n + sqrt2 * b): the gain rides on the weights
+        out = self.conv(x, style, gain=ops.SQRT2, bias=self.activate.bias * ops.SQRT2)
+        return _leaky_relu(self.noise(out, noise, gain=ops.SQRT2))
 
 
 class ToRGB(nn.Module):
@@ -255,7 +314,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, style).float() + self.bias  # the RGB sum is kept in fp32 under autocast
+        out = self.conv(x, style, bias=self.bias.view(3)).float()  # the RGB sum is kept in fp32 under autocast
         if skip is not None:
             out = out + self.upsample(skip).float()
         return out
@@ -286,18 +345,27 @@ class ConvLayer(nn.Sequential):
             layers.append(FusedLeakyReLU(out_ch) if bias else ScaledLeakyReLU())
         super().__init__(*layers)
         self.downsample = downsample
+        self.activate = activate
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+        """`gain * layer(x)`, with every constant folded into the convolution (lrelu is positively homogeneous)."""
+        conv: EqualConv2d = self[1] if self.downsample else self[0]
+        act = self[-1] if self.activate else None
+        if act is not None:
+            gain = gain * ops.SQRT2
+        bias = act.bias if isinstance(act, FusedLeakyReLU) else conv.bias
+        weight = conv.weight * (conv.scale * gain)
+        bias = bias * gain if bias is not None else None
+        stride, padding = conv.stride, conv.padding
         if self.downsample:
-            blur, conv = self[0], self[1]
+            blur: Blur = self[0]
             if blur.resample == "fast" and conv.weight.shape[-1] == 1:
                 # a 1x1 stride-2 conv only reads every second blurred sample: blur straight to those
-                x = ops.blur_down(x, blur.kernel, blur.pad)
-                x = F.conv2d(x, conv.weight * conv.scale, conv.bias)
+                x, stride = ops.blur_down(x, blur.kernel, blur.pad), 1
             else:
-                x = conv(blur(x))
-            return self[2](x) if len(self) > 2 else x
-        return super().forward(x)
+                x = blur(x)
+        out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+        return _leaky_relu(out) if act is not None else out
 
 
 class ResBlock(nn.Module):
@@ -310,8 +378,10 @@ class ResBlock(nn.Module):
         self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, blur_kernel=blur_kernel, activate=False, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(self.conv1(x))
-        return (out + self.skip(x)) * (1 / math.sqrt(2))
+        g = 1 / math.sqrt(2)  # folded into both branches' convolutions
+        out = self.conv2(self.conv1(x), gain=g)
+        skip = self.skip(x, gain=g)
+        return out + skip if out.requires_grad else out.add_(skip)
 
 
 def set_implementation(module: nn.Module, *, modconv: str | None = None, resample: str | None = None) -> None:
