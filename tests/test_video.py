@@ -463,3 +463,12 @@ def test_truncated_stream_keeps_the_frames_before_the_cut(tmp_path):
     cut.write_bytes(data[: len(data) // 10])  # header only: nothing decodable is one clear line
     with pytest.raises(InputError, match="no decodable frame"):
         VideoReader(cut)
+
+
+def test_detection_on_a_downscaled_copy_maps_landmarks_back(model, ws, detector):
+    frame = face_frames(1, width=320, height=256)[0]
+    full = FrameStylizer(model, ws, detector).detect(frame)
+    small = FrameStylizer(model, ws, detector, detect_max_side=160).detect(frame)
+    assert len(full) == len(small) == 1
+    side = crop_side(full[0].landmarks)
+    assert np.abs(small[0].landmarks - full[0].landmarks).max() < 0.05 * side
