@@ -19,6 +19,7 @@ from mmfs.metrics.fid import (
     reference_stats,
 )
 from mmfs.metrics.identity import IdentityMetric, RunningMean, build_identity_encoder, canonical_landmarks
+from mmfs.metrics.networks import MetricNets, load_metric_nets
 
 # The names a user types after --metrics; "arcface" falls back to dlib_id_dist without an ArcFace model.
 METRIC_NAMES = ("fid", "arcface", "lpips")
@@ -38,6 +39,7 @@ __all__ = [
     "DiversityMetric",
     "FidMetric",
     "IdentityMetric",
+    "MetricNets",
     "RunningMean",
     "RunningStats",
     "build_identity_encoder",
@@ -45,6 +47,7 @@ __all__ = [
     "default_cache_dir",
     "fid_from_stats",
     "frechet_distance",
+    "load_metric_nets",
     "parse_metric_names",
     "reference_cache_key",
     "reference_stats",

@@ -1,0 +1,346 @@
+"""`mmfs evaluate`: stream photos through the stylizer under random styles and fold the outputs into metrics.
+
+Protocol (paper §4.1-4.2; docs/evaluate.md). The photos are the image files under a folder, sorted by
+path; output i (i = 0 .. n-1) stylizes photo i mod P with its own random style, whose seed
+`style_seed(seed, i)` depends only on `--seed` and i. FID compares the n outputs with the art set; the
+identity distance compares every output with its photo (n pairs); LPIPS diversity compares every output
+with a second stylization of the same photo under a second random style `style_seed(seed, i, 1)`
+(n pairs). Photos are read, stylized and measured one batch at a time and only running sums are kept,
+so memory does not depend on n. Stylization is `mmfs.pipeline.StylizePipeline`, as in `mmfs stylize`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmfs.errors import InputError
+from mmfs.metrics import METRIC_NAMES, DiversityMetric, FidMetric, IdentityMetric
+from mmfs.metrics.networks import MetricNets, load_metric_nets
+
+REPORT_FORMAT = "mmfs-evaluation"
+REPORT_FORMAT_VERSION = 1
+DEFAULT_REPORT = "evaluation.json"
+STYLE_DRAW, SECOND_STYLE_DRAW = 0, 1  # per output: the measured style, and LPIPS's second style
+# Packages whose versions shape the numbers (reported when installed).
+_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "torch-fidelity", "lpips", "insightface",
+             "onnxruntime", "dlib-bin", "dlib")  # fmt: skip
+
+
+def style_seed(seed: int, index: int, draw: int = STYLE_DRAW) -> int:
+    """The style seed (63-bit) of output `index`: a hash of (seed, index, draw), independent of batching."""
+    words = np.random.SeedSequence(seed, spawn_key=(index, draw)).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) | (int(words[1]) >> 1)
+
+
+# ------------------------------------------------------------------------------------------ photos
+
+
+def list_photos(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files under `folder`, sorted by path (the order outputs cycle through)."""
+    from mmfs.metrics.fid import list_images
+
+    return list_images(folder)
+
+
+def check_photos(files: Sequence[Path]) -> None:
+    """Read only the headers: every photo must open and be square (an FFHQ-aligned crop)."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError is an OSError
+            raise InputError(f"{path}: not an image file PIL can read") from None
+        if width != height:
+            raise InputError(
+                f"{path}: evaluation expects square FFHQ-aligned crops, got {width}x{height}; align with `mmfs align`"
+            )
+
+
+def load_aligned(path: Path, resolution: int) -> Tensor:
+    """An aligned photo as [3, R, R] in [-1, 1], Lanczos-resized to the model resolution as `stylize --aligned` does."""
+    from PIL import Image
+
+    from mmfs.data.images import load_image, to_tensor
+
+    image = load_image(path)
+    if image.shape[0] != image.shape[1]:
+        raise InputError(f"{path}: evaluation expects square FFHQ-aligned crops, got {image.shape[1]}x{image.shape[0]}")
+    if image.shape[0] != resolution:
+        image = np.array(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
+    return to_tensor(image)
+
+
+# ------------------------------------------------------------------------------------------ the stream
+
+
+@dataclass
+class StreamMetrics:
+    """The running metrics after a stream (each None when not selected) and the number of outputs."""
+
+    fid: FidMetric | None
+    identity: IdentityMetric | None
+    diversity: DiversityMetric | None
+    count: int = 0
+
+
+def evaluate_stream(
+    pipeline: Any,  # a StylizePipeline (or anything with batch_size, resolution, styles(), __call__)
+    photos: Sequence[Path],
+    nets: MetricNets,
+    *,
+    n: int,
+    seed: int = 0,
+    progress: bool = False,
+    load: Callable[[Path, int], Tensor] = load_aligned,
+) -> StreamMetrics:
+    """Stylize n outputs batch by batch (output i: photo i mod P, style `style_seed(seed, i)`) into the metrics."""
+    from tqdm import tqdm
+
+    from mmfs.pipeline import SeedStyles
+
+    if not photos:
+        raise InputError("no photos to evaluate")
+    result = StreamMetrics(
+        FidMetric(nets.inception) if nets.inception is not None else None,
+        IdentityMetric(nets.identity) if nets.identity is not None else None,
+        DiversityMetric(nets.lpips) if nets.lpips is not None else None,
+    )
+    batch, resolution = pipeline.batch_size, pipeline.resolution
+
+    def read(start: int) -> Tensor:
+        return torch.stack([load(photos[i % len(photos)], resolution) for i in range(start, min(start + batch, n))])
+
+    def styles(start: int, count: int, draw: int) -> list:
+        return pipeline.styles(SeedStyles([style_seed(seed, i, draw) for i in range(start, start + count)]))
+
+    bar = tqdm(total=n, desc="evaluate", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    # One background thread decodes the next batch while this one is stylized: at most two batches of photos exist.
+    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmfs-eval-read") as pool:
+        pending = pool.submit(read, 0)
+        for start in range(0, n, batch):
+            images = pending.result()
+            if start + batch < n:
+                pending = pool.submit(read, start + batch)
+            count = images.shape[0]
+            outputs = pipeline(images, styles(start, count, STYLE_DRAW))
+            if result.fid is not None:
+                result.fid.update_fake(outputs)
+            if result.identity is not None:
+                result.identity.update(images, outputs)  # FFHQ-aligned: canonical landmarks at this size
+            if result.diversity is not None:
+                result.diversity.update(outputs, pipeline(images, styles(start, count, SECOND_STYLE_DRAW)))
+            result.count += count
+            bar.update(count)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    photos: str | os.PathLike[str],
+    art: str | os.PathLike[str] | None = None,
+    *,
+    n: int = 10_000,
+    metrics: Sequence[str] = METRIC_NAMES,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "fp32",
+    inception_weights: str | os.PathLike[str] | None = None,
+    arcface_weights: str | os.PathLike[str] | None = None,
+    lpips_weights: str | os.PathLike[str] | None = None,
+    fid_cache: bool = True,  # cache the art set's FID statistics
+    fid_cache_dir: str | os.PathLike[str] | None = None,  # None: mmfs.metrics.default_cache_dir()
+    tiny_metrics: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole evaluation: quick checks and every network first, then the art statistics, the stream, the report."""
+    from mmfs.checkpoint import read_metadata
+    from mmfs.errors import CheckpointError
+    from mmfs.metrics import default_cache_dir, reference_stats
+    from mmfs.models import STYLIZER_KINDS
+    from mmfs.pipeline import StylizePipeline, check_seed
+    from mmfs.utils.device import parse_dtype, pick_device
+
+    started = time.perf_counter()
+    metrics = tuple(name for name in METRIC_NAMES if name in metrics)
+    if not metrics:
+        raise ValueError(f"choose at least one metric of {METRIC_NAMES}")
+    if n < (2 if "fid" in metrics else 1):
+        raise ValueError(f"n must be at least {2 if 'fid' in metrics else 1}, got {n}")
+    check_seed(seed)
+    if "fid" in metrics and art is None:
+        raise ValueError("FID needs the art folder")
+    dev, _ = pick_device(device), parse_dtype(dtype)
+    # Cheap checks that catch user errors before anything slow: files, folders, weights.
+    meta = read_metadata(checkpoint)
+    if meta.get("mmfs.kind") not in STYLIZER_KINDS:
+        kind = meta.get("mmfs.kind")
+        raise CheckpointError(
+            f"{checkpoint}: {'a ' + repr(kind) if kind else 'not an mmfs'} checkpoint, not a stylizer"
+        )
+    photo_files = list_photos(photos)
+    check_photos(photo_files[:n])
+    if "fid" in metrics:
+        list_photos(art)  # an empty or missing art folder fails now, not after the networks are built
+    nets = load_metric_nets(
+        metrics,
+        inception_weights=inception_weights,
+        arcface_weights=arcface_weights,
+        lpips_weights=lpips_weights,
+        device=dev,
+        tiny=tiny_metrics,
+    )
+    pipeline = StylizePipeline.from_checkpoint(checkpoint, device=dev, dtype=dtype, batch_size=batch_size)
+    seconds: dict[str, float] = {"setup": time.perf_counter() - started}
+
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        real = None
+        if nets.inception is not None:
+            mark = time.perf_counter()
+            cache_dir = (Path(fid_cache_dir) if fid_cache_dir else default_cache_dir()) if fid_cache else None
+            real = reference_stats(
+                art,
+                nets.inception,
+                image_size=pipeline.resolution,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            seconds["art_statistics"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        stream = evaluate_stream(pipeline, photo_files, nets, n=n, seed=seed, progress=progress)
+        seconds["stream"] = time.perf_counter() - mark
+        values: dict[str, float] = {}
+        details: dict[str, dict[str, Any]] = {}
+        if stream.fid is not None:
+            if progress:
+                print(f"computing FID ({nets.inception.feature_dim}-d matrix square root) ...", file=sys.stderr)
+            mark = time.perf_counter()
+            values["fid"] = stream.fid.compute(real)
+            seconds["fid"] = time.perf_counter() - mark
+            details["fid"] = {
+                "n_outputs": stream.fid.stats.count,
+                "n_art": real.count,
+                "image_size": pipeline.resolution,
+                "art_cache_dir": str(cache_dir) if cache_dir else None,
+                "art_cache_hit": bool(real.metadata),
+            }
+        for metric in (stream.identity, stream.diversity):
+            if metric is not None:
+                values[metric.name] = metric.compute()
+                details[metric.name] = {"pairs": metric.count, "std": metric.values.std}
+        for record in records:
+            caught.append(f"{record.category.__name__}: {record.message}")
+    seconds["total"] = time.perf_counter() - started
+
+    report = {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n": n,
+        "metrics": values,
+        "details": details,
+        "comparable": nets.comparable,
+        "checkpoint": _checkpoint_info(Path(checkpoint), meta),
+        "data": {
+            "photos": str(Path(photos).resolve()),
+            "n_photos": len(photo_files),
+            "photos_used": min(n, len(photo_files)),
+            "passes_over_photos": math.ceil(n / len(photo_files)),
+            "art": str(Path(art).resolve()) if art is not None and "fid" in metrics else None,
+        },
+        "metric_networks": nets.info,
+        "settings": {
+            "metrics": list(metrics),
+            "seed": seed,
+            "batch_size": batch_size,
+            "device": str(dev),
+            "dtype": dtype,
+            "noise": pipeline.noise,
+            "resolution": pipeline.resolution,
+            "tiny_metrics": tiny_metrics,
+            "photo_order": "sorted paths; output i uses photo i mod n_photos",
+            "style_seeds": "output i: mmfs.evaluate.style_seed(seed, i, 0); LPIPS second style: style_seed(seed, i, 1)",
+        },
+        "versions": package_versions(),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "warnings": list(dict.fromkeys(caught)),
+    }
+    return report
+
+
+def _checkpoint_info(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    """Path, sha256, kind and model config of the checkpoint, plus its short metadata entries."""
+    from mmfs.models import file_sha256
+
+    info: dict[str, Any] = {"path": str(path.resolve()), "sha256": file_sha256(path)}
+    for key, value in sorted(meta.items()):
+        name = key.removeprefix("mmfs.")
+        if name == "config":
+            info["config"] = json.loads(value)
+        elif len(value) <= 200:
+            info[name] = value
+    return info
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, mmfs and the packages that shape the numbers (those installed)."""
+    import platform
+
+    import mmfs
+
+    versions = {"python": platform.python_version(), "mmfs": mmfs.__version__}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the report as indented JSON, atomically."""
+    from mmfs.utils.files import atomic_path
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+    return path
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line for people: each metric, n, wall time, and a warning when the numbers are not comparable."""
+    parts = [f"{name} {value:.4g}" for name, value in report["metrics"].items()]
+    line = f"{', '.join(parts)} (n={report['n']}, {report['seconds']['total']:.0f} s)"
+    tiny = any(entry.get("tiny") for entry in report["metric_networks"].values())
+    if tiny:
+        line += "; tiny stand-in metric networks: NOT comparable with any published number"
+    elif not report["comparable"]:
+        line += "; non-standard metric weights: not comparable with published numbers"
+    return line

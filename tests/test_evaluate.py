@@ -1,0 +1,235 @@
+"""`mmfs evaluate`: the streaming driver's wiring, its memory bound, and the command end to end (tiny everything)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmfs.checkpoint import module_state, save_checkpoint
+from mmfs.config import PRESETS
+from mmfs.demo.synthetic import make_dataset
+from mmfs.evaluate import SECOND_STYLE_DRAW, evaluate_stream, list_photos, load_aligned, style_seed
+from mmfs.metrics import DiversityMetric, IdentityMetric, RunningStats, load_metric_nets
+from mmfs.nn.stylizer import Stylizer
+from mmfs.pipeline import SeedStyles, StylizePipeline
+from mmfs_cli.app import app
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("insightface")
+pytest.importorskip("torch_fidelity")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Stylizer(PRESETS["tiny"])
+    with torch.no_grad():  # noise weights start at 0: make styles and noise matter for the outputs
+        for name, p in model.named_parameters():
+            if name.endswith("noise.weight"):
+                p.fill_(0.5)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return save_checkpoint(path, module_state(model), kind="stylizer", config=PRESETS["tiny"])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """5 synthetic aligned photos at 48 px (resized to the model's 32) and 4 artworks."""
+    return make_dataset(
+        tmp_path_factory.mktemp("data"), n_photos=5, n_art_per_style=2, size=48, styles=("cel", "sketch")
+    )
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return load_metric_nets(("fid", "arcface", "lpips"), tiny=True)
+
+
+@pytest.fixture(scope="module")
+def pipeline(ckpt):
+    return StylizePipeline.from_checkpoint(ckpt, device="cpu", batch_size=4)
+
+
+# ------------------------------------------------------------------------------------------ the driver
+
+
+def test_style_seeds_are_distinct_per_output_and_draw_and_follow_the_seed():
+    seeds = {style_seed(0, i, d) for i in range(2000) for d in (0, 1)}
+    assert len(seeds) == 4000 and all(0 <= s < 2**63 for s in seeds)
+    assert style_seed(0, 7) == style_seed(0, 7, 0)  # a pure function of (seed, index, draw)
+    assert style_seed(1, 7) not in seeds
+
+
+def test_each_metric_gets_output_i_of_photo_i_mod_p_under_style_i(pipeline, nets, data):
+    photos = list_photos(data["photos"])
+    n = 7  # more outputs than the 5 photos; batches of 4 with a short last one
+    stream = evaluate_stream(pipeline, photos, nets, n=n, seed=3)
+    # The same outputs made directly, in one call, in the documented order.
+    images = torch.stack([load_aligned(photos[i % len(photos)], 32) for i in range(n)])
+    styles_a = pipeline.styles(SeedStyles([style_seed(3, i) for i in range(n)]))
+    styles_b = pipeline.styles(SeedStyles([style_seed(3, i, SECOND_STYLE_DRAW) for i in range(n)]))
+    out_a, out_b = pipeline(images, styles_a), pipeline(images, styles_b)
+    expected = RunningStats(nets.inception.feature_dim, extractor_id=nets.inception.extractor_id)
+    expected.update(nets.inception(out_a))
+    assert stream.count == stream.fid.stats.count == n
+    np.testing.assert_allclose(stream.fid.stats.sum.numpy(), expected.sum.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stream.fid.stats.outer.numpy(), expected.outer.numpy(), rtol=1e-9, atol=1e-9)
+    identity, diversity = IdentityMetric(nets.identity), DiversityMetric(nets.lpips)
+    identity.update(images, out_a)
+    diversity.update(out_a, out_b)
+    assert stream.identity.count == stream.diversity.count == n
+    assert stream.identity.compute() == pytest.approx(identity.compute(), rel=1e-6)
+    assert stream.diversity.compute() == pytest.approx(diversity.compute(), rel=1e-5)
+    assert stream.diversity.compute() > 1e-3  # two random styles do differ
+
+
+class _Echo:
+    """A stand-in pipeline whose 'stylization' is the photo itself (or its neighbour's, with shift=1)."""
+
+    def __init__(self, batch_size: int, shift: int = 0) -> None:
+        self.batch_size, self.resolution, self.shift = batch_size, 32, shift
+
+    def styles(self, source):
+        return list(source.seeds)
+
+    def __call__(self, images, styles):
+        assert len(styles) == images.shape[0]
+        return images.roll(self.shift, dims=0).clone()
+
+
+def test_identity_and_diversity_are_zero_when_outputs_equal_their_photo(nets, data):
+    photos = list_photos(data["photos"])
+    echo = evaluate_stream(_Echo(4), photos, nets, n=8)
+    assert echo.identity.count == echo.diversity.count == 8
+    assert abs(echo.identity.compute()) < 1e-6 and echo.identity.values.std < 1e-6
+    assert echo.diversity.compute() == 0.0
+    # Pairing a photo with another photo's output is caught: the wiring, not the metric, makes it zero above.
+    shifted = evaluate_stream(_Echo(4, shift=1), photos, nets, n=8)
+    assert shifted.identity.compute() > 1e-3
+
+
+class _Tracked(StylizePipeline):
+    """The real pipeline, recording batch sizes and how many image tensors it has seen are still alive."""
+
+    def __init__(self, model, batch_size):
+        super().__init__(model, batch_size=batch_size)
+        self.live: dict[int, weakref.ref] = {}  # by id: tensors compare element-wise, so no WeakSet
+        self.max_batch = self.max_live = self.calls = 0
+
+    def __call__(self, images, styles):
+        self.calls += 1
+        self.max_batch = max(self.max_batch, images.shape[0])
+        self.live[id(images)] = weakref.ref(images)
+        self.max_live = max(self.max_live, sum(ref() is not None for ref in self.live.values()))
+        out = super().__call__(images, styles)
+        self.live[id(out)] = weakref.ref(out)
+        return out
+
+
+def test_memory_is_bounded_by_a_batch_whatever_n(pipeline, nets, data):
+    photos = list_photos(data["photos"])
+    tracked = _Tracked(pipeline.model, batch_size=3)
+    stream = evaluate_stream(tracked, photos, nets, n=15)  # five batches, three passes over the photos
+    assert stream.count == 15 and tracked.calls == 2 * 5  # one call per style draw and batch
+    assert tracked.max_batch <= 3
+    # Alive at any call: this batch's photos and the outputs of this (or the previous) batch. Nothing accumulates.
+    assert tracked.max_live <= 3
+    # The metrics' own state is fixed-size: sums of the features, three scalars per mean.
+    assert stream.fid.stats.outer.shape == (64, 64)
+    assert set(vars(stream.identity.values)) == {"count", "total", "total_sq"}
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+def _evaluate(*args):
+    return runner.invoke(app, ["evaluate", *map(str, args)])
+
+
+def test_command_report_has_every_metric_and_n_and_is_reproducible(ckpt, data, tmp_path):
+    common = ["-c", ckpt, "--photos", data["photos"], "--art", data["art"], "--n", 4, "--batch-size", 2,
+              "--tiny-metrics", "--device", "cpu", "--fid-cache", tmp_path / "cache", "--quiet"]  # fmt: skip
+    first = _evaluate(*common, "--report", tmp_path / "a.json")
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report == json.loads((tmp_path / "a.json").read_text())  # printed and written
+    assert report["n"] == 4
+    assert set(report["metrics"]) == {"fid", "arcface_dist", "lpips_diversity"}
+    assert report["details"]["arcface_dist"]["pairs"] == report["details"]["lpips_diversity"]["pairs"] == 4
+    assert report["details"]["fid"]["n_outputs"] == 4 and report["details"]["fid"]["n_art"] == 4
+    assert report["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert report["checkpoint"]["kind"] == "stylizer" and report["checkpoint"]["config"]["resolution"] == 32
+    assert report["comparable"] is False
+    assert all(entry["tiny"] for entry in report["metric_networks"].values())
+    assert report["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert report["data"]["n_photos"] == 5 and report["data"]["photos_used"] == 4
+    assert report["settings"]["seed"] == 0 and report["settings"]["batch_size"] == 2
+    assert not report["details"]["fid"]["art_cache_hit"]
+
+    again = _evaluate(*common, "--report", tmp_path / "b.json")
+    assert again.exit_code == 0, again.output
+    repeat = json.loads(again.stdout)
+    assert repeat["metrics"] == report["metrics"]  # bit-identical numbers
+    assert repeat["details"]["fid"]["art_cache_hit"]
+    other = json.loads(_evaluate(*common, "--seed", 1, "--report", tmp_path / "c.json").stdout)
+    assert all(other["metrics"][k] != report["metrics"][k] for k in ("fid", "arcface_dist", "lpips_diversity"))
+
+
+def test_command_metrics_subset_needs_no_art_and_no_cache(ckpt, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMFS_CACHE", str(tmp_path / "mmfs-cache"))
+    result = _evaluate("-c", ckpt, "--photos", data["photos"], "--metrics", "lpips", "--n", 4, "--tiny-metrics",
+                       "--device", "cpu", "--report", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report["metrics"]) == ["lpips_diversity"] and list(report["metric_networks"]) == ["lpips_diversity"]
+    assert report["data"]["art"] is None
+    assert "lpips_diversity" in result.stderr and "NOT comparable" in result.stderr  # the one-line summary
+    result = _evaluate("-c", ckpt, "--photos", data["photos"], "--art", data["art"], "--metrics", "fid", "--n", 4,
+                       "--tiny-metrics", "--no-fid-cache", "--quiet", "--report", tmp_path / "f.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["metrics"]) == ["fid"]
+    assert not (tmp_path / "mmfs-cache").exists()
+
+
+def test_missing_weights_are_one_line_naming_files_and_flags_before_any_work(ckpt, data, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the stylizer was loaded before the weights were checked")
+
+    monkeypatch.setattr(StylizePipeline, "from_checkpoint", no_work)
+    result = _evaluate("-c", ckpt, "--photos", data["photos"], "--art", data["art"], "--n", 4,
+                       "--arcface-weights", tmp_path / "w600k_r50.onnx", "--report", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for needed in ("alexnet-owt-7be5be79.pth", "--lpips-weights", "w600k_r50.onnx", "--arcface-weights",
+                   "pt_inception-2015-12-05-6726825d.pth", "--inception-weights"):  # fmt: skip
+        assert needed in lines[0]
+    assert not (tmp_path / "r.json").exists()
+    # --tiny-metrics never replaces weights that were asked for.
+    result = _evaluate("-c", ckpt, "--photos", data["photos"], "--art", data["art"], "--metrics", "fid",
+                       "--tiny-metrics", "--inception-weights", tmp_path / "nope.pth")  # fmt: skip
+    assert result.exit_code == 1 and "nope.pth" in result.stderr and "--inception-weights" in result.stderr
+
+
+def test_usage_and_input_errors(ckpt, data, tmp_path):
+    base = ["-c", ckpt, "--photos", data["photos"], "--tiny-metrics", "--report", tmp_path / "r.json"]
+    assert _evaluate(*base, "--metrics", "fid").exit_code == 2  # fid without --art
+    bad = _evaluate(*base, "--metrics", "lpips,ssim")
+    assert bad.exit_code == 2 and "ssim" in bad.output
+    both = _evaluate(*base, "--art", data["art"], "--fid-cache", tmp_path, "--no-fid-cache")
+    assert both.exit_code == 2
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    Image.new("RGB", (40, 32)).save(wide / "a.png")
+    result = _evaluate("-c", ckpt, "--photos", wide, "--metrics", "lpips", "--tiny-metrics")
+    assert result.exit_code == 1 and "square" in result.stderr and "a.png" in result.stderr
+    result = _evaluate("-c", data["photos"] / "photo_00000.png", "--photos", data["photos"], "--metrics", "lpips")
+    assert result.exit_code == 1 and "error:" in result.stderr
