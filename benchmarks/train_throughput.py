@@ -39,9 +39,12 @@ def make_inputs(model: ModelConfig, root: Path) -> dict[str, Path]:
     from mmfs.nn import Discriminator, Generator, Stylizer
 
     torch.manual_seed(0)
-    prior = save_checkpoint(root / "prior.safetensors",
-                            {**module_state(Generator(model), "g."), **module_state(Discriminator(model), "d.")},
-                            kind="prior", config=model)
+    prior = save_checkpoint(
+        root / "prior.safetensors",
+        {**module_state(Generator(model), "g."), **module_state(Discriminator(model), "d.")},
+        kind="prior",
+        config=model,
+    )
     init = save_checkpoint(root / "init.safetensors", module_state(Stylizer(model)), kind="stylizer", config=model)
     rng = np.random.default_rng(0)
     for name in ("photos", "art"):
@@ -63,18 +66,44 @@ def dino_for(preset: str):
     return DinoViT(timm.create_model(DEFAULT_MODEL, pretrained=False))
 
 
-def measure(command: str, preset: str, dtype: str, compiled: bool, batch: int, steps: int, warmup: int,
-            inputs: dict[str, Path], dino, root: Path) -> float:
+def measure(
+    command: str,
+    preset: str,
+    dtype: str,
+    compiled: bool,
+    batch: int,
+    steps: int,
+    warmup: int,
+    inputs: dict[str, Path],
+    dino,
+    root: Path,
+) -> float:
     """Images per second of the median of `steps` timed training steps, after `warmup` steps."""
     model = PRESETS[preset]
     if command == "pretrain-encoder":
         options, externals = {"prior": str(inputs["prior"])}, {}
     else:
-        options = {"photos": str(inputs["photos"]), "art": str(inputs["art"]), "init": str(inputs["init"]),
-                   "disc": str(inputs["prior"])}
+        options = {
+            "photos": str(inputs["photos"]),
+            "art": str(inputs["art"]),
+            "init": str(inputs["init"]),
+            "disc": str(inputs["prior"]),
+        }
         externals = {"dino": dino}
-    cfg = make_config(command, model, options=options, steps=10**6, batch_size=batch, device="cpu", dtype=dtype,
-                      compile=compiled, workers=0, log_every=0, preview_every=0, checkpoint_every=0)
+    cfg = make_config(
+        command,
+        model,
+        options=options,
+        steps=10**6,
+        batch_size=batch,
+        device="cpu",
+        dtype=dtype,
+        compile=compiled,
+        workers=0,
+        log_every=0,
+        preview_every=0,
+        checkpoint_every=0,
+    )
     run_dir = Path(tempfile.mkdtemp(dir=root))
     trainer = Trainer(cfg, run_dir, externals=externals, progress=False)
     for _ in range(warmup):
@@ -99,8 +128,10 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args()
 
-    print(f"# {datetime.date.today()}  torch {torch.__version__}  {platform.processor() or platform.machine()}  "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"# {datetime.date.today()}  torch {torch.__version__}  {platform.processor() or platform.machine()}  "
+        f"threads {torch.get_num_threads()}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -114,14 +145,26 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     for dtype in args.dtypes.split(","):
                         try:
-                            ips = measure(command, preset, dtype, mode == "compiled", batch, args.steps, args.warmup,
-                                          inputs, dino, folder)
+                            ips = measure(
+                                command,
+                                preset,
+                                dtype,
+                                mode == "compiled",
+                                batch,
+                                args.steps,
+                                args.warmup,
+                                inputs,
+                                dino,
+                                folder,
+                            )
                             cell = f"{ips:.3g}"
                         except Exception as exc:  # a variant that cannot run here is reported, not fatal
                             traceback.print_exc()
                             cell = f"failed ({type(exc).__name__})"
                         rows.append((command, preset, batch, mode, dtype, cell))
-                        print(f"{command:17s} {preset:8s} batch {batch}  {mode:8s} {dtype:4s}  {cell} img/s", flush=True)
+                        print(
+                            f"{command:17s} {preset:8s} batch {batch}  {mode:8s} {dtype:4s}  {cell} img/s", flush=True
+                        )
     if args.markdown:
         print("\n| stage | preset | batch | mode | dtype | images/s |\n|---|---|---|---|---|---|")
         for row in rows:

@@ -32,7 +32,8 @@ Dtype = Annotated[str | None, typer.Option(help="auto (bf16 autocast on CUDA, fp
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trained networks.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loading worker processes per GPU.")]
 Resume = Annotated[
-    Path | None, typer.Option(help="Continue this run directory from its latest checkpoint (other options ignored but --steps).")
+    Path | None,
+    typer.Option(help="Continue this run directory from its latest checkpoint (other options ignored but --steps)."),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -77,7 +78,9 @@ def finetune(
     disc: Annotated[
         Path | None, typer.Option(help="Discriminator to start from (prior or checkpoint); default: found from --init.")
     ] = None,
-    dino: Annotated[str, typer.Option(help="DINO for the structure loss: dino_vitb8 (by name) or a local weights file.")] = "dino_vitb8",
+    dino: Annotated[
+        str, typer.Option(help="DINO for the structure loss: dino_vitb8 (by name) or a local weights file.")
+    ] = "dino_vitb8",
     dino_weights: Annotated[Path | None, typer.Option(help="Local DINO ViT-B/8 weights (overrides --dino).")] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Random tiny DINO (smoke runs, no download).")] = False,
     r1_every: Annotated[int | None, typer.Option(help="Lazy R1 interval in steps (reference 16).")] = None,
@@ -107,15 +110,31 @@ def finetune(
     with guarded():
         dino_spec = "tiny" if tiny else str(dino_weights) if dino_weights else dino
         options = {
-            "photos": _path(photos), "art": _path(art), "init": _path(init), "disc": _path(disc),
-            "dino": dino_spec, "r1_every": r1_every,
+            "photos": _path(photos),
+            "art": _path(art),
+            "init": _path(init),
+            "disc": _path(disc),
+            "dino": dino_spec,
+            "r1_every": r1_every,
         }
         loop = _loop(locals())
         _run("finetune", init, preset, options, loop, outdir, resume, dry_run, quiet)
 
 
-_LOOP_KEYS = ("steps", "batch_size", "accum", "lr", "checkpoint_every", "preview_every", "log_every",
-              "keep_checkpoints", "seed", "workers", "device", "dtype")
+_LOOP_KEYS = (
+    "steps",
+    "batch_size",
+    "accum",
+    "lr",
+    "checkpoint_every",
+    "preview_every",
+    "log_every",
+    "keep_checkpoints",
+    "seed",
+    "workers",
+    "device",
+    "dtype",
+)
 
 
 def _loop(args: dict[str, Any]) -> dict[str, Any]:

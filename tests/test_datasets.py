@@ -38,7 +38,10 @@ def test_folders_are_scanned_recursively_for_images_only(tmp_path):
     (tmp_path / "a" / ".hidden.png").write_bytes(b"")
     files = list_images(tmp_path / "a")
     assert [p.relative_to(tmp_path / "a").as_posix() for p in files] == [
-        "00.png", "01.jpg", "sub/deeper/00.png", "sub/deeper/01.jpg",
+        "00.png",
+        "01.jpg",
+        "sub/deeper/00.png",
+        "sub/deeper/01.jpg",
     ]
 
 
@@ -77,7 +80,9 @@ def test_resize_is_pil_bicubic_on_the_short_side_then_a_center_crop():
     expected = np.asarray(Image.fromarray(wide).resize((20, 10), Image.BICUBIC))[:, 5:15]
     assert out.shape == (10, 10, 3) and np.array_equal(out, expected)
     square = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    assert np.array_equal(resize_center_crop(square, 8), np.asarray(Image.fromarray(square).resize((8, 8), Image.BICUBIC)))
+    assert np.array_equal(
+        resize_center_crop(square, 8), np.asarray(Image.fromarray(square).resize((8, 8), Image.BICUBIC))
+    )
     assert resize_center_crop(square, 16) is square
 
 
@@ -92,7 +97,9 @@ def test_draws_are_a_pure_function_of_seed_and_item_and_ranks_split_each_global_
     r0 = list(itertools.islice(RandomDrawSampler(sizes, seed=0, batch_size=2, rank=0, world_size=2), 6))
     r1 = list(itertools.islice(RandomDrawSampler(sizes, seed=0, batch_size=2, rank=1, world_size=2), 6))
     # two ranks x 2 images read exactly the items one rank x 4 images reads, batch by batch
-    assert [r0[2 * k : 2 * k + 2] + r1[2 * k : 2 * k + 2] for k in range(3)] == [single[4 * k : 4 * k + 4] for k in range(3)]
+    assert [r0[2 * k : 2 * k + 2] + r1[2 * k : 2 * k + 2] for k in range(3)] == [
+        single[4 * k : 4 * k + 4] for k in range(3)
+    ]
     resumed = list(itertools.islice(RandomDrawSampler(sizes, seed=0, batch_size=4, start=2), 4))
     assert resumed == single[8:12]
 

@@ -24,8 +24,12 @@ def prior(tmp_path_factory):
 
     torch.manual_seed(2)
     path = tmp_path_factory.mktemp("cli") / "prior.safetensors"
-    return save_checkpoint(path, {**module_state(Generator(TINY), "g."), **module_state(Discriminator(TINY), "d.")},
-                           kind="prior", config=TINY)
+    return save_checkpoint(
+        path,
+        {**module_state(Generator(TINY), "g."), **module_state(Discriminator(TINY), "d.")},
+        kind="prior",
+        config=TINY,
+    )
 
 
 def images(folder: Path, n: int, seed: int = 0) -> Path:
@@ -44,8 +48,24 @@ def invoke(args: list[str]):
 
 def test_stage1_then_stage2_then_resume(prior, tmp_path):
     out = tmp_path / "runs"
-    r1 = invoke(["pretrain-encoder", "--prior", str(prior), "--steps", "2", "--batch-size", "2",
-                 "--preview-every", "2", "--log-every", "1", "-o", str(out), "--quiet"])
+    r1 = invoke(
+        [
+            "pretrain-encoder",
+            "--prior",
+            str(prior),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--preview-every",
+            "2",
+            "--log-every",
+            "1",
+            "-o",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert r1.exit_code == 0, r1.output
     stage1 = out / "00000-pretrain-encoder"
     assert r1.stdout.strip() == str(stage1 / "final.safetensors")
@@ -63,9 +83,31 @@ def test_stage1_then_stage2_then_resume(prior, tmp_path):
 
     # a seed whose first 2 steps x 2 images draw the broken photo
     seed = next(s for s in range(100) if any(draw_indices(s, n, (4, 3))[0] == 3 for n in range(4)))
-    args = ["finetune", "--photos", str(photos), "--art", str(art), "--init", str(stage1 / "final.safetensors"),
-            "--tiny", "--steps", "2", "--batch-size", "2", "--workers", "0", "--preview-every", "0",
-            "--log-every", "1", "--seed", str(seed), "-o", str(out), "--quiet"]
+    args = [
+        "finetune",
+        "--photos",
+        str(photos),
+        "--art",
+        str(art),
+        "--init",
+        str(stage1 / "final.safetensors"),
+        "--tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--preview-every",
+        "0",
+        "--log-every",
+        "1",
+        "--seed",
+        str(seed),
+        "-o",
+        str(out),
+        "--quiet",
+    ]
     r2 = invoke(args)
     assert r2.exit_code == 0, r2.output
     stage2 = out / "00001-finetune"
@@ -82,33 +124,93 @@ def test_stage1_then_stage2_then_resume(prior, tmp_path):
 
 
 def test_dry_run_prints_the_reference_settings(prior, tmp_path):
-    result = invoke(["finetune", "--photos", str(tmp_path), "--art", str(tmp_path), "--init", str(prior),
-                     "--dry-run"])
+    result = invoke(["finetune", "--photos", str(tmp_path), "--art", str(tmp_path), "--init", str(prior), "--dry-run"])
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.stdout)
     assert cfg["command"] == "finetune"
     assert (cfg["loop"]["lr"], cfg["loop"]["betas"], cfg["loop"]["ema_decay"], cfg["loop"]["batch_size"]) == (
-        1e-3, [0.1, 0.999], 0.999, 8)
+        1e-3,
+        [0.1, 0.999],
+        0.999,
+        8,
+    )
     opts = cfg["options"]
     assert (opts["adv"], opts["structure"], opts["d_adv"], opts["r1_gamma"], opts["r1_every"], opts["mixing_prob"]) == (
-        1.0, 0.5, 0.5, 10.0, 16, 0.5)
+        1.0,
+        0.5,
+        0.5,
+        10.0,
+        16,
+        0.5,
+    )
     assert opts["dino"] == "dino_vitb8"
     enc = json.loads(invoke(["pretrain-encoder", "--prior", str(prior), "--preset", "tiny64", "--dry-run"]).stdout)
     assert enc["model"]["resolution"] == 64 and enc["options"] == {"prior": str(prior), "l1": 1.0, "feat": 4.0}
 
 
 def test_user_errors_are_one_line(prior, tmp_path):
+    from mmfs.nn import Stylizer
+
     (tmp_path / "empty").mkdir()
+    photos = images(tmp_path / "photos", 1)
+    init = save_checkpoint(tmp_path / "init.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY)
     cases = [
+        (
+            [
+                "finetune",
+                "--photos",
+                str(photos),
+                "--art",
+                str(photos),
+                "--init",
+                str(init),
+                "--disc",
+                str(prior),
+                "--dino-weights",
+                str(tmp_path / "dino.pth"),
+                "--steps",
+                "1",
+                "-o",
+                str(tmp_path / "r"),
+            ],
+            "dino.pth; pass an existing file with --dino-weights PATH",
+        ),
         (["pretrain-encoder", "--steps", "1"], "needs --prior"),
-        (["finetune", "--photos", str(tmp_path / "empty"), "--art", str(tmp_path / "empty"), "--init", str(prior),
-          "--tiny", "--steps", "1", "-o", str(tmp_path / "r")], "no images found"),
+        (
+            [
+                "finetune",
+                "--photos",
+                str(tmp_path / "empty"),
+                "--art",
+                str(tmp_path / "empty"),
+                "--init",
+                str(prior),
+                "--tiny",
+                "--steps",
+                "1",
+                "-o",
+                str(tmp_path / "r"),
+            ],
+            "no images found",
+        ),
         (["finetune", "--resume", str(tmp_path)], "not a training run directory"),
         (["pretrain-encoder", "--prior", str(tmp_path / "missing.safetensors")], "no such checkpoint file"),
         (["pretrain-encoder", "--prior", str(prior), "--preset", "huge"], "unknown preset 'huge'"),
         (["pretrain-encoder", "--prior", str(prior), "--batch-size", "3", "--accum", "2", "--dry-run"], "divisible"),
-        (["pretrain-encoder", "--prior", str(prior), "--preset", "tiny64", "--steps", "1", "-o", str(tmp_path / "r")],
-         "does not fit"),
+        (
+            [
+                "pretrain-encoder",
+                "--prior",
+                str(prior),
+                "--preset",
+                "tiny64",
+                "--steps",
+                "1",
+                "-o",
+                str(tmp_path / "r"),
+            ],
+            "does not fit",
+        ),
     ]
     for args, message in cases:
         result = invoke(args)

@@ -156,12 +156,17 @@ def test_checkpoints_keep_the_newest_and_point_to_the_latest(photos, tmp_path):
     run = train(toy_config(photos, steps=5, checkpoint_every=1, keep_checkpoints=2), outdir=tmp_path, progress=False)
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == [
-        "step-000004.safetensors", "step-000004.state.safetensors",
-        "step-000005.safetensors", "step-000005.state.safetensors",
+        "step-000004.safetensors",
+        "step-000004.state.safetensors",
+        "step-000005.safetensors",
+        "step-000005.state.safetensors",
     ]
     latest = json.loads((run / "latest.json").read_text())
-    assert latest == {"step": 5, "weights": "checkpoints/step-000005.safetensors",
-                      "state": "checkpoints/step-000005.state.safetensors"}
+    assert latest == {
+        "step": 5,
+        "weights": "checkpoints/step-000005.safetensors",
+        "state": "checkpoints/step-000005.state.safetensors",
+    }
     assert not [p for p in run.rglob("*partial*")]  # atomic writes leave no temporaries
     assert run.name == "00000-toy"
     assert train(toy_config(photos, steps=1), outdir=tmp_path, progress=False).name == "00001-toy"
@@ -200,7 +205,9 @@ def test_lazy_regularization_scaling_matches_the_reference():
     lr, betas = lazy_regularization(1e-3, (0.1, 0.999), 16)
     assert lr == pytest.approx(1e-3 * 16 / 17)
     assert betas == pytest.approx((0.1 ** (16 / 17), 0.999 ** (16 / 17)))
-    assert betas[0] == pytest.approx(0.1145, abs=1e-4) and betas[1] == pytest.approx(0.99906, abs=1e-5)  # reference §3.2
+    assert betas[0] == pytest.approx(0.1145, abs=1e-4) and betas[1] == pytest.approx(
+        0.99906, abs=1e-5
+    )  # reference §3.2
     opt = adam([nn.Parameter(torch.zeros(1))], 1e-3, (0.1, 0.999), reg_every=16)
     assert opt.param_groups[0]["lr"] == pytest.approx(9.41176e-4, rel=1e-5)
 

@@ -30,8 +30,9 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("stages")
     torch.manual_seed(1)
     g, d = Generator(TINY), Discriminator(TINY)
-    prior = save_checkpoint(root / "prior.safetensors", {**module_state(g, "g."), **module_state(d, "d.")},
-                            kind="prior", config=TINY)
+    prior = save_checkpoint(
+        root / "prior.safetensors", {**module_state(g, "g."), **module_state(d, "d.")}, kind="prior", config=TINY
+    )
     rng = np.random.default_rng(0)
     for folder in ("photos", "art"):
         for i in range(5):
@@ -39,8 +40,14 @@ def files(tmp_path_factory):
     return {"root": root, "prior": prior, "photos": root / "photos", "art": root / "art"}
 
 
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def stage1_config(files, **loop):
-    settings = {"steps": 4, "batch_size": 4, "log_every": 1, "preview_every": 0, "checkpoint_every": 2, **loop}
+    # a high learning rate so a few dozen steps show learning; every Stage I run here uses it
+    settings = {"steps": 4, "batch_size": 4, "lr": 1e-2, "log_every": 1, "preview_every": 0, "checkpoint_every": 2}
+    settings.update(loop)
     return make_config("pretrain-encoder", TINY, options={"prior": str(files["prior"])}, **settings)
 
 
@@ -50,10 +57,22 @@ def stage1_run(files):
 
 
 def stage2_config(files, init, **loop):
-    options = {"photos": str(files["photos"]), "art": str(files["art"]), "init": str(init), "dino": "tiny",
-               "r1_every": 2}
-    settings = {"steps": 4, "batch_size": 4, "log_every": 1, "preview_every": 0, "checkpoint_every": 2,
-                "workers": 0, **loop}
+    options = {
+        "photos": str(files["photos"]),
+        "art": str(files["art"]),
+        "init": str(init),
+        "dino": "tiny",
+        "r1_every": 2,
+    }
+    settings = {
+        "steps": 4,
+        "batch_size": 4,
+        "log_every": 1,
+        "preview_every": 0,
+        "checkpoint_every": 2,
+        "workers": 0,
+        **loop,
+    }
     return make_config("finetune", TINY, options=options, **settings)
 
 
@@ -94,9 +113,11 @@ def test_r1_is_scaled_by_gamma_over_two_times_the_interval():
 
 
 # --- Stage I ------------------------------------------------------------------------------------------------
-def test_stage1_reduces_the_reconstruction_error_and_trains_only_the_new_layers(files, tmp_path):
-    cfg = stage1_config(files, steps=30, lr=5e-3, checkpoint_every=0, log_every=0)
-    trainer = Trainer(cfg, tmp_path, progress=False)
+@pytest.fixture(scope="module")
+def stage1_long(files, tmp_path_factory):
+    """20 steps straight, with a checkpoint at step 4; what moved and the reconstruction error before/after."""
+    run_dir = tmp_path_factory.mktemp("stage1_long")
+    trainer = Trainer(stage1_config(files, steps=20, checkpoint_every=4, keep_checkpoints=5), run_dir, progress=False)
     stage = trainer.stage
     z = torch.randn(8, TINY.z_dim, generator=torch.Generator().manual_seed(5))
 
@@ -107,77 +128,86 @@ def test_stage1_reduces_the_reconstruction_error_and_trains_only_the_new_layers(
             return F.l1_loss(g(real, g.ws_from_z(z), noise="zero"), real).item()
 
     before = {k: v.clone() for k, v in stage.nets["stylizer"].state_dict().items()}
-    frozen_nets = [module_state(stage.teacher), module_state(stage.disc)]
+    frozen = [module_state(stage.teacher), module_state(stage.disc)]
     start = error()
     trainer.run()
-    end = error()
+    return {"run_dir": run_dir, "stage": stage, "before": before, "frozen": frozen, "start": start, "end": error()}
+
+
+def test_stage1_reduces_the_reconstruction_error_and_trains_only_the_new_layers(stage1_long):
+    start, end, stage = stage1_long["start"], stage1_long["end"], stage1_long["stage"]
     assert end < 0.75 * start, (start, end)
     after = stage.nets["stylizer"].state_dict()
     ema = stage.nets["stylizer_ema"].state_dict()
-    for key, value in before.items():
+    for key, value in stage1_long["before"].items():
         new_layer = key.startswith(("encoder.", "decoder0.", "to_rgb0."))
         if new_layer and key.endswith("weight") and "noise" not in key:
             assert not torch.equal(after[key], value), key
         if not new_layer:  # the prior's mapping and decoder from 2F px up stay frozen, also in the EMA
             assert torch.equal(after[key], value) and torch.equal(ema[key], value), key
-    assert all(torch.equal(a, b) for a, b in zip(frozen_nets[0].values(), module_state(stage.teacher).values()))
-    assert all(torch.equal(a, b) for a, b in zip(frozen_nets[1].values(), module_state(stage.disc).values()))
-    assert (tmp_path / "final.safetensors").is_file()
+    teacher, disc = stage1_long["frozen"]
+    assert same(teacher, module_state(stage.teacher)) and same(disc, module_state(stage.disc))
+    assert (stage1_long["run_dir"] / "final.safetensors").is_file()
 
 
-def test_stage1_resume_is_bit_exact(files, stage1_run):
+def test_stage1_resume_is_bit_exact(files, stage1_run, stage1_long):
     import shutil
 
-    straight = train(stage1_config(files), outdir=files["root"] / "straight1", progress=False)
     # resume a copy of the 2-step run (the fixture's run stays at step 2 for the Stage II tests)
     half = files["root"] / "half1"
     shutil.copytree(stage1_run, half)
     train(resume=half, steps=4, progress=False)
-    a = load_checkpoint(straight / "checkpoints/step-000004.safetensors").tensors
+    a = load_checkpoint(stage1_long["run_dir"] / "checkpoints/step-000004.safetensors").tensors
     b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same(a, b)
     final = load_checkpoint(half / "final.safetensors", kind="stylizer")
     assert final.meta["stage"] == "pretrain-encoder" and final.meta["prior"] == str(files["prior"].resolve())
     assert all(torch.equal(final.tensors[k], a["stylizer_ema." + k]) for k in final.tensors)
 
 
 # --- Stage II -----------------------------------------------------------------------------------------------
-def test_stage2_runs_r1_on_its_interval_and_trains_g_and_d(files, stage1_run, tmp_path):
-    init = stage1_run / "final.safetensors"
-    cfg = stage2_config(files, init, steps=4, checkpoint_every=0)
-    trainer = Trainer(cfg, tmp_path, progress=False)
+@pytest.fixture(scope="module")
+def stage2_straight(files, stage1_run, tmp_path_factory):
+    """4 steps with R1 every 2 steps; the weights before, and the run directory."""
+    run_dir = tmp_path_factory.mktemp("stage2_straight")
+    cfg = stage2_config(files, stage1_run / "final.safetensors", steps=4, checkpoint_every=4, preview_every=4)
+    trainer = Trainer(cfg, run_dir, progress=False)
     stage = trainer.stage
-    g0 = {k: v.clone() for k, v in stage.nets["stylizer"].state_dict().items()}
-    d0 = {k: v.clone() for k, v in stage.nets["disc"].state_dict().items()}
-    dino0 = module_state(stage.dino)
-    # D starts from the prior's discriminator, found through the Stage I file's metadata
-    prior_d = load_checkpoint(files["prior"]).subset("d.")
-    assert all(torch.equal(d0[k], prior_d[k]) for k in prior_d)
+    nets = {name: {k: v.clone() for k, v in stage.nets[name].state_dict().items()} for name in ("stylizer", "disc")}
+    dino = module_state(stage.dino)
     trainer.run()
-    lines = read_log(tmp_path / "log.jsonl")
+    return {"run_dir": run_dir, "stage": stage, "before": nets, "dino": dino}
+
+
+def test_stage2_runs_r1_on_its_interval_and_trains_g_and_d(files, stage2_straight):
+    stage, before = stage2_straight["stage"], stage2_straight["before"]
+    # D started from the prior's discriminator, found through the Stage I file's metadata
+    assert same(before["disc"], load_checkpoint(files["prior"]).subset("d."))
+    lines = read_log(stage2_straight["run_dir"] / "log.jsonl")
     assert [x["step"] for x in lines if "D_reg/r1" in x] == [2, 4]
     assert all({"G/adv", "G/structure", "D/adv"} <= x.keys() for x in lines)
+    g0, d0 = before["stylizer"], before["disc"]
     g1, d1 = stage.nets["stylizer"].state_dict(), stage.nets["disc"].state_dict()
     changed_g = [k for k in g0 if not torch.equal(g0[k], g1[k])]
     assert any(k.startswith("mapping_z.") for k in changed_g) and any(k.startswith("encoder.") for k in changed_g)
     assert any(k.startswith("decoder2a.") for k in changed_g)
     assert sum(not torch.equal(d0[k], d1[k]) for k in d0) == len(d0)  # every D tensor moved
-    assert all(torch.equal(a, b) for a, b in zip(dino0.values(), module_state(stage.dino).values()))
+    assert same(stage2_straight["dino"], module_state(stage.dino))  # the DINO is frozen
 
 
-def test_stage2_resume_is_bit_exact_and_the_preview_is_written(files, stage1_run):
+def test_stage2_resume_is_bit_exact_and_the_preview_is_written(files, stage1_run, stage2_straight):
     init = stage1_run / "final.safetensors"
-    straight = train(stage2_config(files, init, preview_every=4), outdir=files["root"] / "s2a", progress=False)
-    half = train(stage2_config(files, init, steps=2, preview_every=4), outdir=files["root"] / "s2b", progress=False)
+    half = train(stage2_config(files, init, steps=2), outdir=files["root"] / "s2b", progress=False)
     train(resume=half, steps=4, progress=False)
-    a = load_checkpoint(straight / "checkpoints/step-000004.safetensors").tensors
+    a = load_checkpoint(stage2_straight["run_dir"] / "checkpoints/step-000004.safetensors").tensors
     b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
     assert {k.split(".")[0] for k in a} == {"stylizer", "stylizer_ema", "disc"}
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same(a, b)
     from PIL import Image
 
-    with Image.open(straight / "previews" / "step-000004.png") as img:  # 5 photos x (photo + 3 styles)
+    with Image.open(
+        stage2_straight["run_dir"] / "previews" / "step-000004.png"
+    ) as img:  # 5 photos x (photo + 3 styles)
         assert img.size == (4 * 32, 5 * 32)
 
 
@@ -187,8 +217,15 @@ def test_stage2_without_a_discriminator_source_is_a_clear_error(files, tmp_path)
     bare = save_checkpoint(tmp_path / "bare.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY)
     with pytest.raises(CheckpointError, match="no discriminator found.*pass --disc"):
         Trainer(stage2_config(files, bare), tmp_path, progress=False)
-    options = {"photos": str(files["photos"]), "art": str(files["art"]), "init": str(bare),
-               "disc": str(files["prior"]), "dino": "tiny"}
+    options = {
+        "photos": str(files["photos"]),
+        "art": str(files["art"]),
+        "init": str(bare),
+        "disc": str(files["prior"]),
+        "dino": "tiny",
+    }
     trainer = Trainer(make_config("finetune", TINY, options=options, workers=0), tmp_path, progress=False)
-    assert torch.equal(trainer.stage.nets["disc"].state_dict()["final_linear.1.bias"],
-                       load_checkpoint(files["prior"]).tensors["d.final_linear.1.bias"])
+    assert torch.equal(
+        trainer.stage.nets["disc"].state_dict()["final_linear.1.bias"],
+        load_checkpoint(files["prior"]).tensors["d.final_linear.1.bias"],
+    )

@@ -95,9 +95,7 @@ def _build(kind: type, data: dict[str, Any]) -> Any:
     return kind(**data)
 
 
-def make_config(
-    command: str, model: ModelConfig, *, options: dict[str, Any] | None = None, **loop: Any
-) -> TrainConfig:
+def make_config(command: str, model: ModelConfig, *, options: dict[str, Any] | None = None, **loop: Any) -> TrainConfig:
     """A `TrainConfig` from the stage's defaults, overridden by the non-None `loop` values and `options`."""
     from mmfs.train.stage import get_stage
 

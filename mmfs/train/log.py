@@ -48,7 +48,9 @@ class StatsLog:
             self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
             self._counts[name] = self._counts.get(name, 0) + 1
 
-    def flush(self, step: int, d: Dist, *, images_per_step: int, extra: dict[str, Any] | None = None) -> dict[str, float]:
+    def flush(
+        self, step: int, d: Dist, *, images_per_step: int, extra: dict[str, Any] | None = None
+    ) -> dict[str, float]:
         """Means since the last flush (averaged over ranks), plus speed; written on rank 0; then reset."""
         names = sorted(self._sums)
         means: dict[str, float] = {}

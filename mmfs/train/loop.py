@@ -70,9 +70,7 @@ class Trainer:
         loop = cfg.loop
         world = self.dist.world_size
         if loop.batch_size % (loop.accum * world):
-            raise MMFSError(
-                f"batch size {loop.batch_size} is not divisible by accum ({loop.accum}) x GPUs ({world})"
-            )
+            raise MMFSError(f"batch size {loop.batch_size} is not divisible by accum ({loop.accum}) x GPUs ({world})")
         self.micro_batch = loop.batch_size // (loop.accum * world)
         self.dtype = resolve_dtype(loop.dtype, self.device)
         if self.device.type == "cuda":
@@ -88,8 +86,12 @@ class Trainer:
                 p.requires_grad_(id(p) in ids)
         self.trainable = trainable
         self.emas = [
-            Ema(self.stage.nets[e.source], self.stage.nets[e.target], e.decay,
-                [p for p in self.stage.nets[e.source].parameters() if id(p) in ids])
+            Ema(
+                self.stage.nets[e.source],
+                self.stage.nets[e.target],
+                e.decay,
+                [p for p in self.stage.nets[e.source].parameters() if id(p) in ids],
+            )
             for e in self.stage.ema()
         ]
         self.step = 0
@@ -197,9 +199,15 @@ class Trainer:
         skipped = sorted(set().union(*self.dist.all_gather_object(sorted(self.skipped))))
         if self.dist.is_main:
             st.save_training(
-                self.run_dir, self.step, self.stage.nets, self.stage.optimizers, rng,
-                config_json=self.cfg.to_json(), model_config=self.cfg.model,
-                extra={"skipped": skipped}, keep=self.cfg.loop.keep_checkpoints,
+                self.run_dir,
+                self.step,
+                self.stage.nets,
+                self.stage.optimizers,
+                rng,
+                config_json=self.cfg.to_json(),
+                model_config=self.cfg.model,
+                extra={"skipped": skipped},
+                keep=self.cfg.loop.keep_checkpoints,
             )
         self.dist.barrier()
 
@@ -231,23 +239,34 @@ class Trainer:
 
     def _flush_log(self, bar: tqdm) -> None:
         skipped = set().union(*self.dist.all_gather_object(sorted(self.skipped)))
-        line = self.log.flush(self.step, self.dist, images_per_step=self.cfg.loop.batch_size,
-                              extra={"data/skipped": len(skipped)} if self.data is not None else None)
+        line = self.log.flush(
+            self.step,
+            self.dist,
+            images_per_step=self.cfg.loop.batch_size,
+            extra={"data/skipped": len(skipped)} if self.data is not None else None,
+        )
         if self.dist.is_main:
             for path in sorted(skipped - self._reported):
                 tqdm.write(f"warning: skipped unreadable image {path}", file=sys.stderr)
         self._reported |= skipped
-        bar.set_postfix({k: f"{v:.4g}" for k, v in line.items() if "/" in k and not k.startswith("data/")}, refresh=False)
+        bar.set_postfix(
+            {k: f"{v:.4g}" for k, v in line.items() if "/" in k and not k.startswith("data/")}, refresh=False
+        )
 
     def run(self) -> Path:
         """Train from the current step to `cfg.loop.steps`; returns the path of `final.safetensors`."""
         loop = self.cfg.loop
         self._reported = set(self.skipped)
-        bar = tqdm(total=loop.steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and self.dist.is_main))
-        self.log.start(self.step)
+        bar = tqdm(
+            total=loop.steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.progress and self.dist.is_main),
+        )
         if self.step == 0 and loop.preview_every:
             self.write_preview()
+        self.log.start(self.step)
         try:
             while self.step < loop.steps:
                 self.train_step()
@@ -287,11 +306,11 @@ def train(
 
     Returns the run directory; its `final.safetensors` holds the inference weights.
     """
-    d, device = init_distributed(cfg.loop.device if cfg is not None else "auto")
     if resume is not None:
         run_dir = Path(resume)
         st.read_latest(run_dir)  # clear error before anything is built
         cfg = TrainConfig.from_json((run_dir / st.CONFIG).read_text())
+        d, device = init_distributed(cfg.loop.device)
         if steps is not None and steps != cfg.loop.steps:
             cfg = _with_steps(cfg, steps)
             if d.is_main:
@@ -299,11 +318,13 @@ def train(
     else:
         if cfg is None:
             raise ValueError("train() needs a config or a run directory to resume")
+        d, device = init_distributed(cfg.loop.device)
         run_dir = d.broadcast_object(st.new_run_dir(outdir, cfg.command) if d.is_main else None)
         if d.is_main:
             st.write_json(run_dir / st.CONFIG, json.loads(cfg.to_json()))
-    trainer = Trainer(cfg, run_dir, resume=resume is not None, externals=externals, progress=progress,
-                      dist_info=(d, device))
+    trainer = Trainer(
+        cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
+    )
     trainer.run()
     return run_dir
 

@@ -63,7 +63,9 @@ def optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, 
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def load_optimizer(
+    name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     """Inverse of `optimizer_tensors`."""
     state: dict[int, dict[str, Any]] = {}
     prefix = f"opt.{name}.state."
@@ -125,8 +127,14 @@ def save_training(
     }
     save_checkpoint(state_path, tensors, kind="train_state", config=model_config, meta=state_meta)
     # The pointer is written last: a crash before this line leaves the previous checkpoint in charge.
-    write_json(run_dir / LATEST, {"step": step, "weights": str(weights_path.relative_to(run_dir)),
-                                  "state": str(state_path.relative_to(run_dir))})
+    write_json(
+        run_dir / LATEST,
+        {
+            "step": step,
+            "weights": str(weights_path.relative_to(run_dir)),
+            "state": str(state_path.relative_to(run_dir)),
+        },
+    )
     _prune(folder, keep)
     return weights_path
 

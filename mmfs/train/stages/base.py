@@ -69,17 +69,17 @@ class FinetuneOptions:
 
 
 def build_dino(spec: str, device: torch.device):
-    """The DINO wrapper named by `--dino`: "tiny", a local weights file, or a model name (dino_vitb8)."""
+    """The DINO wrapper named by `--dino`: "tiny", the name dino_vitb8, or a local weights file."""
     from mmfs.external.dino import DEFAULT_MODEL, DinoViT
 
     if spec == "tiny":
         from mmfs.external.tiny import tiny_dino
 
         return tiny_dino().to(device)
-    if os.path.exists(spec):
-        return DinoViT.from_pretrained(spec, device=device)
     names = {"dino_vitb8": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
-    return DinoViT.from_pretrained(None, model_name=names.get(spec, spec), device=device)
+    if spec in names:
+        return DinoViT.from_pretrained(None, model_name=names[spec], device=device)
+    return DinoViT.from_pretrained(spec, device=device)  # a local file; a missing one is a one-line error
 
 
 @register_stage
@@ -89,7 +89,13 @@ class FinetuneStage(Stage):
     command = "finetune"
     Options = FinetuneOptions
     # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
-    defaults: dict[str, Any] = {"lr": 1e-3, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 300_000}
+    defaults: dict[str, Any] = {
+        "lr": 1e-3,
+        "betas": (0.1, 0.999),
+        "ema_decay": 0.999,
+        "batch_size": 8,
+        "steps": 300_000,
+    }
 
     def __init__(self, cfg, device: torch.device, *, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
@@ -156,7 +162,9 @@ class FinetuneStage(Stage):
         ctx.stash["fake"] = fake.detach()
         logits = self.nets["disc"](fake)  # D is frozen in this phase: no DDP wrapper needed
         structure = dino_structure_loss(self.dino, fake, photo)
-        return generator_losses(logits, structure, ctx.size, self.cfg.loop.batch_size, adv=opts.adv, structure=opts.structure)
+        return generator_losses(
+            logits, structure, ctx.size, self.cfg.loop.batch_size, adv=opts.adv, structure=opts.structure
+        )
 
     def d_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         disc = self.train_view("disc")

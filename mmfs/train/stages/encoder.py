@@ -54,7 +54,13 @@ class EncoderStage(Stage):
     command = "pretrain-encoder"
     Options = EncoderOptions
     # Reference phase-1 defaults (§3.1): lr 2e-4, beta1 0.1, EMA 0.999, batch 8; ~200k iterations.
-    defaults: dict[str, Any] = {"lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 200_000}
+    defaults: dict[str, Any] = {
+        "lr": 2e-4,
+        "betas": (0.1, 0.999),
+        "ema_decay": 0.999,
+        "batch_size": 8,
+        "steps": 200_000,
+    }
 
     def __init__(self, cfg, device: torch.device, **externals: Any) -> None:
         super().__init__(cfg, device)
@@ -70,7 +76,9 @@ class EncoderStage(Stage):
         load_state_strict(self.teacher, prior.subset("g."), source=f"{prior.path} [generator]")
         d_tensors = prior.subset("d.")
         if not d_tensors:
-            raise CheckpointError(f"{prior.path}: prior has no discriminator (d.*); Stage I needs it for the feature loss")
+            raise CheckpointError(
+                f"{prior.path}: prior has no discriminator (d.*); Stage I needs it for the feature loss"
+            )
         self.disc = Discriminator(model)
         load_state_strict(self.disc, d_tensors, source=f"{prior.path} [discriminator]")
         for net in (self.teacher, self.disc):
