@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from dataclasses import dataclass
 
@@ -244,3 +245,17 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
     q.pow(2).sum().backward()
     opt.step(), other.step()
     assert torch.equal(p, q)
+
+
+def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
+    from mmfs.errors import MMFSError
+    from mmfs.train.loop import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(MMFSError, match="fp16 training is not supported"):
+        resolve_dtype("fp16", torch.device("cpu"))
+    run = train(toy_config(photos, steps=2, dtype="bf16", checkpoint_every=0), outdir=tmp_path, progress=False)
+    lines = read_log(run / "log.jsonl")
+    assert all(math.isfinite(x["G/total"]) for x in lines) and len(lines) == 2
+    assert load_checkpoint(run / "final.safetensors").tensors["0.weight"].dtype == torch.float32  # weights stay fp32
