@@ -216,7 +216,7 @@ def evaluate(
 
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")  # once per place: a warning repeated every batch is kept once, not n times
         real = None
         if nets.inception is not None:
             mark = time.perf_counter()
