@@ -24,7 +24,7 @@ def evaluate(
         int, typer.Option("--n", min=1, help="Number of stylized outputs, each with its own random style.")
     ] = 10000,
     metrics: Annotated[str, typer.Option(help="Comma-separated subset of: fid, arcface, lpips.")] = "fid,arcface,lpips",
-    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Seed of the random styles.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random styles (0 to 2**63 - 1).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Faces per generator and metric call.")] = 8,
     inception_weights: Annotated[
         Path | None,
@@ -68,12 +68,11 @@ def evaluate(
 ) -> None:
     """Evaluate a stylizer: FID of n stylized photos against the art set, identity distance, LPIPS diversity.
 
-    Output i stylizes photo i mod P (photos sorted by path) with its own random style from --seed. The
-    JSON report goes to --report and stdout; one summary line goes to stderr. Exit codes: 0 done,
-    1 a user error (missing weights, bad input), 2 usage error, 130 interrupted.
+    Output i stylizes photo i mod P (photos sorted by path) with its own random style from --seed.
+    The JSON report goes to --report and stdout, one summary line to stderr. Exit codes: 0 done,
+    1 user error (missing weights, bad input), 2 usage error, 130 interrupted. See docs/evaluate.md.
 
-    Example: mmfs evaluate -c final.safetensors --photos ffhq-test/ --art aahq/ --n 10000
-    --inception-weights pt_inception-2015-12-05-6726825d.pth --arcface-weights w600k_r50.onnx
+    Example: mmfs evaluate -c final.safetensors --photos ffhq-test/ --art aahq/ --inception-weights pt_inception.pth
     """
     from mmfs.errors import MMFSError
     from mmfs.metrics import parse_metric_names
@@ -86,6 +85,8 @@ def evaluate(
         raise typer.BadParameter("fid needs the art set: give --art DIR, or leave fid out of --metrics")
     if "fid" in names and n < 2:
         raise typer.BadParameter("fid needs at least 2 outputs", param_hint="--n")
+    if not 0 <= seed <= 2**63 - 1:
+        raise typer.BadParameter("must be in [0, 2**63 - 1]", param_hint="--seed")
     if no_fid_cache and fid_cache is not None:
         raise typer.BadParameter("--fid-cache and --no-fid-cache exclude each other")
     with guarded():
