@@ -144,7 +144,8 @@ def _loop(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _path(value: Path | None) -> str | None:
-    return str(value) if value is not None else None
+    """Absolute, so that config.json still points at the inputs when a run is resumed from elsewhere."""
+    return str(value.expanduser().resolve()) if value is not None else None
 
 
 def _run(
