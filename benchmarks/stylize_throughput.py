@@ -6,7 +6,8 @@ ffhq512 Stylizer (weights do not change the cost) on copies of the public-domain
 - "photo": a 512x512 photo -> dlib detection -> FFHQ alignment -> generator -> paste-back -> PNG;
 - "aligned": a 512 px FFHQ-aligned crop (`--aligned`) -> generator -> PNG.
 
-Each row is fp32 or bf16 (autocast). Stage seconds are summed over the worker threads (decoding,
+Each row is fp32 or bf16 (autocast). CPU s/photo is the process's CPU time (all threads) per photo:
+on a loaded machine it is far steadier than wall time. Stage seconds are summed over the worker threads (decoding,
 detection and alignment overlap with the generator), so shares are of the summed stage time, and
 s/photo is wall time over the photos (after one warm-up photo), best of `--rounds`. A second table times the generator
 alone per batch size and memory format, which is how `mmfs stylize` picks its defaults.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -43,8 +45,16 @@ def make_inputs(folder: Path, n: int) -> tuple[list, list]:
     return photos, crops
 
 
-def run_engine(model, dtype: torch.dtype, files: list, aligned: bool, out: Path, batch: int) -> tuple[float, dict]:
-    """Wall seconds per photo (warm-up excluded) and per-stage seconds per photo."""
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process's threads so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_engine(
+    model, dtype: torch.dtype, files: list, aligned: bool, out: Path, batch: int
+) -> tuple[float, float, dict]:
+    """Wall and CPU seconds per photo (warm-up excluded) and per-stage seconds per photo."""
     from mmfs.faces import build_detector
     from mmfs.pipeline import SeedStyles, StylizePipeline
     from mmfs.stylize_files import StylizeOptions, stylize_files
@@ -56,14 +66,14 @@ def run_engine(model, dtype: torch.dtype, files: list, aligned: bool, out: Path,
     warm, rest = files[:1], files[1:]
     list(stylize_files(pipe, warm, styles, opts, detector=detector))
     stats: dict[str, float] = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     results = list(stylize_files(pipe, rest, styles, opts, detector=detector, stats=stats))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     assert all(r.status == "ok" for r in results), [r.error for r in results]
-    return wall / len(rest), {k: v / len(rest) for k, v in stats.items()}
+    return wall / len(rest), cpu / len(rest), {k: v / len(rest) for k, v in stats.items()}
 
 
-def generator_variants(model, repeats: int) -> list[tuple[str, int, str, float]]:
+def generator_variants(model, repeats: int) -> list[tuple[str, int, str, float, float]]:
     """Generator-only seconds per face at batch 1 and 4, contiguous vs channels-last, fp32 and bf16.
 
     The variants are interleaved and each keeps its best time, so a load change on the machine hits
@@ -84,10 +94,13 @@ def generator_variants(model, repeats: int) -> list[tuple[str, int, str, float]]
                 pipe(x[:1], style)  # warm-up
                 pipes[(dtype_name, batch, memory)] = (pipe, x)
     best = dict.fromkeys(pipes, float("inf"))
+    best_cpu = dict.fromkeys(pipes, float("inf"))
     for _ in range(repeats):
         for key, (pipe, x) in pipes.items():
+            cpu = _cpu_seconds()
             best[key] = min(best[key], _timed(lambda: pipe(x, style)))  # noqa: B023
-    return [(*key, best[key] / key[1]) for key in pipes]
+            best_cpu[key] = min(best_cpu[key], _cpu_seconds() - cpu)
+    return [(*key, best[key] / key[1], best_cpu[key] / key[1]) for key in pipes]
 
 
 def _timed(fn) -> float:
@@ -114,13 +127,13 @@ def main() -> None:
     print(f"# mmfs stylize throughput, random ffhq512 Stylizer, batch {args.batch_size}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    header = "| input | dtype | s/photo | " + " | ".join(STAGES) + " |"
+    header = "| input | dtype | s/photo | CPU s/photo | " + " | ".join(STAGES) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     configs = [(label, dtype_name, dtype, aligned)
                for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
                for label, aligned in (("photo + detect/align/paste", False), ("aligned crop", True))]  # fmt: skip
-    best: dict[tuple, tuple[float, dict]] = {}
+    best: dict[tuple, tuple[float, float, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         photos, crops = make_inputs(Path(tmp), args.photos)
         for _ in range(args.rounds):  # rounds interleave the rows; each keeps its fastest round
@@ -130,14 +143,14 @@ def main() -> None:
                 key = (label, dtype_name)
                 if key not in best or run[0] < best[key][0]:
                     best[key] = run
-    for (label, dtype_name), (per_photo, stages) in best.items():
+    for (label, dtype_name), (per_photo, cpu, stages) in best.items():
         total = sum(stages.get(s, 0.0) for s in STAGES) or 1.0
         cells = [f"{stages.get(s, 0.0):.3f} s ({100 * stages.get(s, 0.0) / total:.0f}%)" for s in STAGES]
-        print(f"| {label} | {dtype_name} | {per_photo:.2f} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {label} | {dtype_name} | {per_photo:.2f} | {cpu:.2f} | " + " | ".join(cells) + " |", flush=True)
     if not args.skip_variants:
-        print("\n| dtype | batch | memory format | generator s/face |\n|---|---|---|---|")
-        for dtype_name, batch, memory, seconds in generator_variants(model, args.repeats):
-            print(f"| {dtype_name} | {batch} | {memory} | {seconds:.2f} |", flush=True)
+        print("\n| dtype | batch | memory format | generator s/face | CPU s/face |\n|---|---|---|---|---|")
+        for dtype_name, batch, memory, seconds, cpu in generator_variants(model, args.repeats):
+            print(f"| {dtype_name} | {batch} | {memory} | {seconds:.2f} | {cpu:.2f} |", flush=True)
     print(f"\nload average after the run: {os.getloadavg()[0]:.1f}")
 
 
