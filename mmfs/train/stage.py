@@ -69,6 +69,7 @@ class Stage:
     command: ClassVar[str]  # CLI command, registry key and run-dir suffix
     Options: ClassVar[type]  # frozen dataclass of the stage's own options
     defaults: ClassVar[dict[str, Any]] = {}  # LoopConfig values of the reference for this stage
+    final_kind: ClassVar[str] = "stylizer"  # checkpoint kind of `final.safetensors` ("prior" for train-prior)
 
     def __init__(self, cfg: TrainConfig, device: torch.device, **externals: Any) -> None:
         self.cfg = cfg
@@ -94,7 +95,7 @@ class Stage:
         raise NotImplementedError
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Tensors and metadata of `final.safetensors` (kind "stylizer"): the EMA stylizer by default."""
+        """Tensors and metadata of `final.safetensors` (kind `final_kind`): the EMA stylizer by default."""
         from mmfs.checkpoint import module_state
 
         return module_state(self.nets["stylizer_ema"]), {}
