@@ -174,7 +174,7 @@ class ModulatedConv2d(nn.Module):
         s = self.modulation(style)  # [B, in_ch]
         impl = self.modconv
         if impl == "auto":
-            impl = "fused" if b == 1 else "unfused"
+            impl = "fused" if b == 1 or _fp32_training(self.weight) else "unfused"
         coef = self._out_coef(s, gain)  # [B, out]: demodulation x gain, or None
         fast_up = self.upsample and self.blur.resample == "fast"
         # [out, in, k, k], or the 4 output phases [4, out, in, T, T] of the transposed conv
@@ -249,6 +249,11 @@ class ModulatedConv2d(nn.Module):
             return ops.blur(y_full, self.blur.kernel, (p0, p1), bias=_cast(bias, y))
         padded = ops.pixel_shuffle_2x(y, pad=(p0, p1 - extra))
         return ops.blur(padded, self.blur.kernel, 0, bias=_cast(bias, y))
+
+
+def _fp32_training(weight: Tensor) -> bool:
+    """True when a graph is recorded for this layer outside autocast (where grouped convs train faster)."""
+    return weight.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(weight.device.type)
 
 
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
@@ -384,8 +389,15 @@ class ResBlock(nn.Module):
         return out + skip if out.requires_grad else out.add_(skip)
 
 
-def set_implementation(module: nn.Module, *, modconv: str | None = None, resample: str | None = None) -> None:
-    """Switch every modulated conv (fused/unfused/auto) and every resampler (fast/reference) under `module`."""
+def set_implementation(
+    module: nn.Module,
+    *,
+    modconv: str | None = None,
+    resample: str | None = None,
+    channels_last: bool | None = None,
+) -> None:
+    """Switch every modulated conv (fused/unfused/auto), every resampler (fast/reference) and the memory
+    format the top-level networks run in (channels-last or NCHW) under `module`; None leaves a switch alone."""
     if modconv is not None and modconv not in MODCONV_IMPLS:
         raise ValueError(f"modconv must be one of {MODCONV_IMPLS}, got {modconv!r}")
     if resample is not None and resample not in RESAMPLE_IMPLS:
@@ -395,6 +407,13 @@ def set_implementation(module: nn.Module, *, modconv: str | None = None, resampl
             m.modconv = modconv
         if resample is not None and isinstance(m, (Blur, Upsample)):
             m.resample = resample
+        if channels_last is not None and hasattr(m, "channels_last"):
+            m.channels_last = channels_last
+
+
+def to_memory_format(x: Tensor, channels_last: bool) -> Tensor:
+    """x in channels-last (NHWC in memory) or NCHW layout; a no-op when it already is."""
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def draw_noise(

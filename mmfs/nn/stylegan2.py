@@ -13,7 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from mmfs.config import ModelConfig
-from mmfs.nn.layers import ConvLayer, EqualLinear, PixelNorm, ResBlock, StyledConv, ToRGB, draw_noise, resolve_noise
+from mmfs.nn.layers import (
+    ConvLayer,
+    EqualLinear,
+    PixelNorm,
+    ResBlock,
+    StyledConv,
+    ToRGB,
+    draw_noise,
+    resolve_noise,
+    to_memory_format,
+)
 
 
 def build_mapping(cfg: ModelConfig) -> nn.Sequential:
@@ -70,6 +80,7 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(out_ch, out_ch, 3, w_dim))
             self.to_rgbs.append(ToRGB(out_ch, w_dim))
             in_ch = out_ch
+        self.channels_last = True  # activations in NHWC memory (faster convs)
 
     def z_to_w(self, z: Tensor) -> Tensor:
         """[B, z_dim] -> [B, w_dim]."""
@@ -93,7 +104,7 @@ class Generator(nn.Module):
         if isinstance(noise, str) and noise == "const":
             noise = [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
         maps = resolve_noise(noise, self.noise_shapes, batch, generator, ws.device, ws.dtype)
-        out = self.input(batch)
+        out = to_memory_format(self.input(batch), self.channels_last)
         out = self.conv1(out, ws[:, 0], maps[0])
         skip = self.to_rgb1(out, ws[:, 1])
         i = 1
@@ -132,6 +143,7 @@ class Discriminator(nn.Module):
         )
         # feature blocks that exist at this resolution (reference: convs[1, 3, 4, 5] at 512 px)
         self.feature_blocks = tuple(b for b in cfg.disc_feature_blocks if 0 <= b < len(self.convs))
+        self.channels_last = True  # activations in NHWC memory (faster convs)
 
     def features(self, x: Tensor) -> list[Tensor]:
         """Outputs of `convs[i]` for i in `feature_blocks`, stopping after the last one."""
@@ -139,6 +151,7 @@ class Discriminator(nn.Module):
         if not self.feature_blocks:
             return feats
         last = max(self.feature_blocks)
+        x = to_memory_format(x, self.channels_last)
         for i, block in enumerate(self.convs):
             x = block(x)
             if i in self.feature_blocks:
@@ -148,7 +161,7 @@ class Discriminator(nn.Module):
         return feats
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.convs(x)
+        out = self.convs(to_memory_format(x, self.channels_last))
         b, c, h, w = out.shape
         # rosinality uses min(B, 4) and fails when it does not divide B; take the largest group that does
         group = min(b, self.stddev_group)
