@@ -233,7 +233,7 @@ class Trainer:
                 "checkpoint": f"checkpoints/step-{self.step:06d}.safetensors",
                 **meta,
             }
-            save_checkpoint(path, tensors, kind="stylizer", config=self.cfg.model, meta=meta)
+            save_checkpoint(path, tensors, kind=self.stage.final_kind, config=self.cfg.model, meta=meta)
         self.dist.barrier()
         return path
 
