@@ -123,6 +123,13 @@ def stylize(
         str, typer.Option(help="open_clip model name for --text/--ref, or local-dir:PATH.")
     ] = "ViT-B-32",
     outdir: OutdirOpt = Path("stylized"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
+            show_default=False,
+        ),
+    ] = None,
     paste_back: Annotated[bool, typer.Option(help="Write whole photos with every face stylized in place.")] = False,
     aligned: Annotated[bool, typer.Option(help="Inputs are FFHQ-aligned square crops: skip detection.")] = False,
     size: Annotated[
@@ -157,13 +164,16 @@ def stylize(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stylize every face in photos: detect, align to FFHQ, stylize, save crops or paste back.
+    """Stylize every face in photos or a video: detect, align to FFHQ, stylize, save crops or paste back.
 
     Outputs: <stem>_face<k>_<style>.<ext> per face, or <stem>_<style>.<ext> with --paste-back or --aligned;
-    <style> is seed<N>, a w-file's labels, or the prompt. Exit codes: 0 all inputs done (existing outputs
-    skipped count as done), 1 some input failed, 2 usage error, 130 interrupted.
+    <style> is seed<N>, a w-file's labels, or the prompt. A video input (.mp4 .mov .mkv .webm .avi .m4v)
+    is stylized frame by frame, pasted back, with its frame rate and sound kept (one video, one style).
+    Exit codes: 0 all inputs done (existing outputs skipped count as done), 1 some input failed,
+    2 usage error, 130 interrupted.
 
     Example: mmfs stylize photos/ --checkpoint model.safetensors --seed 5 --paste-back --outdir out
+    Example: mmfs stylize clip.mp4 --checkpoint model.safetensors --text "pop art" --out clip_popart.mp4
     """
     option = _one_style_source({"--seed": seed, "--seeds": seeds, "--w": w, "--text": text, "--ref": ref})
     if seeds is not None:
@@ -177,8 +187,30 @@ def stylize(
     inputs = inputs or []
     if not inputs and save_w is None:
         raise typer.BadParameter("give INPUTS (files, folders, globs or -), or --save-w to only save the styles")
+    video = _video_input(inputs, option=option, seeds=seeds, w=w, text=text, ref=ref, aligned=aligned, size=size)
+    if video is not None and save_w is not None:
+        raise typer.BadParameter("--save-w is for photo runs; save the style in a separate call without the video")
+    if out is not None and video is None:
+        raise typer.BadParameter("--out names the output of a video input; photos go to --outdir")
     with guarded():
         _run(locals())
+
+
+def _video_input(inputs: list[str], *, option: str, seeds, w, text, ref, aligned: bool, size) -> Path | None:
+    """The video among INPUTS, if any, after the usage checks a video run needs (one video, one style)."""
+    from mmfs.video.formats import is_video_path
+
+    videos = [i for i in inputs if i != "-" and is_video_path(i)]
+    if not videos:
+        return None
+    if len(inputs) > 1:
+        raise typer.BadParameter("a video is stylized on its own: give one video per call (photos in another call)")
+    several = (option == "--seeds" and len(parse_seeds(seeds)) > 1) or len(text or []) > 1 or len(ref or []) > 1
+    if several:
+        raise typer.BadParameter("a video takes one style: give one --seed, --text or --ref")
+    if aligned or size is not None:
+        raise typer.BadParameter("--aligned and --size are for photos; a video is always detected and pasted back")
+    return Path(videos[0])
 
 
 def _run(a: dict[str, Any]) -> None:
@@ -191,6 +223,9 @@ def _run(a: dict[str, Any]) -> None:
     from mmfs.stylize_files import StylizeOptions, collect_inputs, stylize_files
 
     started = time.perf_counter()
+    if a["video"] is not None:
+        _run_video(a, started)
+        return
     files = collect_inputs(a["inputs"], stdin_lines=stdin_lines() if "-" in a["inputs"] else None)
     if a["inputs"] and not files:
         raise InputError(f"no input images found in: {' '.join(a['inputs'])}")
@@ -251,6 +286,45 @@ def _run(a: dict[str, Any]) -> None:
 
 
 _SOURCE_ARGS = ("seed", "seeds", "w", "text", "ref", "clip_weights", "clip_model")
+
+
+def _run_video(a: dict[str, Any], started: float) -> None:
+    """One video, one style: mmfs.video.stylize_video (streaming, paste-back, audio kept, written atomically)."""
+    from mmfs.errors import InputError
+    from mmfs.faces import build_detector
+    from mmfs.pipeline import StylizePipeline
+    from mmfs.stylize_files import safe_label
+    from mmfs.utils.device import pick_device
+    from mmfs.video import stylize_video
+
+    src: Path = a["video"]
+    if not src.is_file():
+        raise InputError(f"{src}: no such video file")
+    face_detector = build_detector(a["detector"].value, a["detector_model"])
+    dev = pick_device(a["device"])
+    batch = a["batch_size"] or (8 if dev.type == "cuda" else 1)
+    pipeline = StylizePipeline.from_checkpoint(
+        a["checkpoint"], device=dev, dtype=a["dtype"], batch_size=batch, noise=a["noise"].value
+    )
+    styles = pipeline.styles(_style_source(a["option"], pipeline=pipeline, **{k: a[k] for k in _SOURCE_ARGS}))
+    if len(styles) != 1:
+        raise InputError(f"a video takes one style; the style source gave {len(styles)} (pick one with --seed)")
+    style = styles[0]
+    dst: Path = a["out"] or a["outdir"] / f"{src.stem}_{safe_label(style.label)}{src.suffix.lower()}"
+    if dst.exists() and not a["overwrite"]:
+        raise InputError(f"{dst}: already exists; pass --overwrite to replace it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    summary = stylize_video(
+        src, dst, model=pipeline.model, ws=style.ws[None], detector=face_detector, batch_size=batch,
+        device=pipeline.device, dtype=pipeline.dtype, feather=a["feather"], progress=not a["quiet"],
+        noise=pipeline.noise, noise_seed=style.noise_seed,
+    )  # fmt: skip
+    if a["as_json"]:
+        report = {"checkpoint": str(a["checkpoint"]), "device": str(dev), "dtype": a["dtype"], "batch_size": batch,
+                  "style": style.describe(), **summary.to_dict(), "seconds_total": round(time.perf_counter() - started, 3)}  # fmt: skip
+        typer.echo(json.dumps(report, indent=2))
+    elif not a["quiet"]:
+        echo_err(summary.describe())
 
 
 def _stack(styles: list) -> Any:

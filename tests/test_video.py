@@ -472,3 +472,57 @@ def test_detection_on_a_downscaled_copy_maps_landmarks_back(model, ws, detector)
     assert len(full) == len(small) == 1
     side = crop_side(full[0].landmarks)
     assert np.abs(small[0].landmarks - full[0].landmarks).max() < 0.05 * side
+
+
+# ---- `mmfs stylize clip.mp4` -----------------------------------------------------------------------------
+
+
+def test_cli_stylizes_a_video_with_one_style_and_reports_json(tmp_path, clip, model):
+    from typer.testing import CliRunner
+
+    from mmfs_cli.app import app
+
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", model.state_dict(), kind="stylizer", config=model.cfg)
+    short = write_clip(tmp_path / "short.mp4", face_frames(8))
+    runner = CliRunner()
+    args = ["stylize", str(short), "-c", str(ckpt), "--seed", "7", "--device", "cpu", "--quiet", "--json"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a.mp4")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames"] == 8 and report["style"]["label"] == "seed7" and report["audio"] == "copied (aac)"
+    assert len(probe(tmp_path / "a.mp4")["frames"]) == 8
+    # Default name under --outdir; the same seed gives the same bytes (fixed noise maps, single-threaded encode).
+    result = runner.invoke(app, [*args, "--outdir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    default = tmp_path / "out" / "short_seed7.mp4"
+    assert default.read_bytes() == (tmp_path / "a.mp4").read_bytes()
+    # An existing output is refused (one line, exit 1) unless --overwrite.
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a.mp4")])
+    assert result.exit_code == 1 and "already exists; pass --overwrite" in result.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "1,2"], "a video takes one style"),
+        (["--seed", "1", "--aligned"], "--aligned and --size are for photos"),
+        (["--seed", "1", "other.png"], "one video per call"),
+    ],
+)
+def test_cli_video_usage_errors(tmp_path, clip, extra, message):
+    from typer.testing import CliRunner
+
+    from mmfs_cli.app import app
+
+    result = CliRunner().invoke(app, ["stylize", str(clip), "-c", str(tmp_path / "x.safetensors"), *extra])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_cli_out_is_only_for_videos(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfs_cli.app import app
+
+    args = ["stylize", "photo.png", "-c", "x.safetensors", "--seed", "1", "--out", str(tmp_path / "o.mp4")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--out names the output of a video input" in result.output

@@ -269,7 +269,9 @@ class VideoWriter:
         self._clock = FrameClock(rate, time_base, max_denominator=limit)
         stream.codec_context.time_base = self._clock.time_base
         if self.codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": preset}
+            # One x264 thread: with its frame threads the same frames gave different bytes from run to run.
+            # Encoding is under 1% of the time (docs/benchmarks.md), and a seed must give one video.
+            stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
         elif self.codec.startswith("libvpx"):
             stream.options = {"crf": str(max(crf, 4) + 12), "b": "0", "deadline": "good", "cpu-used": "4"}
         else:
@@ -318,7 +320,12 @@ class VideoWriter:
         if self._width % 2 or self._height % 2:
             image = np.pad(image, ((0, self._height % 2), (0, self._width % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        for name, value in self._color.items():  # the same matrix/range the source was decoded with
+        # RGB -> YUV here, on one thread, with the source's matrix and range: left to the encoder, the
+        # (multi-threaded) conversion gave different pixels from run to run, and a seed must give one video.
+        color = self._color
+        frame = frame.reformat(format="yuv420p", dst_colorspace=color.get("colorspace"),
+                               dst_color_range=color.get("color_range"), threads=1)  # fmt: skip
+        for name, value in color.items():  # tag the output with them too
             try:
                 setattr(frame, name, value)
             except (AttributeError, TypeError, ValueError):
