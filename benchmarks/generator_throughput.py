@@ -1,18 +1,22 @@
 """Stylizer throughput on this machine: seconds/image and images/s, every optimisation side by side.
 
-For each resolution and batch size the table has one row per path, each relative to the naive path:
+For each resolution and batch size there is one row per path and dtype, with its speed-up over the naive
+fp32 path of the same resolution and batch:
 
-* naive    - official-style per-sample modulated weights (grouped conv) and reference resampling
-             (transposed conv, `upfirdn2d` blur with zero insertion for the RGB skip), NCHW, eager
-* fast     - the defaults: polyphase up-sampling convs, depthwise blurs, no zero insertion, eager
-* +cl      - fast in channels-last memory format
-* compiled - `torch.compile` of the default path (channels-last if it was faster eagerly)
+* naive     - official-style per-sample modulated weights (grouped conv) and reference resampling
+              (transposed conv + `upfirdn2d` blur, zero insertion for the RGB skip), NCHW, eager
+* fast-nchw - our resampling (polyphase up-convs, depthwise blurs, no zero insertion), modconv "auto", NCHW
+* fast      - the defaults: fast-nchw in channels-last memory format
+* compiled  - `torch.compile` (Inductor) of the default path
+* fast+mem / compiled+mem - the same after `mmfs.nn.ops.reuse_freed_memory()` (glibc keeps freed
+              blocks instead of returning >32 MB buffers to the OS and page-faulting them back in)
 
-each in fp32 and under bf16 autocast. The multiply-adds per image are counted with
-`torch.utils.flop_counter` (2 FLOPs = 1 multiply-add). Random weights; the timing does not depend on them.
+each in fp32 and under bf16 autocast. Multiply-adds per image are counted with `torch.utils.flop_counter`
+(2 FLOPs = 1 multiply-add). Random weights; the timing does not depend on them. Times are the minimum over
+`--repeats` runs after a warm-up (other processes only ever add time).
 
-    python benchmarks/generator_throughput.py            # 256 + 512, batch 1 and 4, fp32/bf16, with compile
-    python benchmarks/generator_throughput.py --quick    # 512 only, batch 1, no compile
+    python benchmarks/generator_throughput.py             # 256 + 512, batch 1 and 4, fp32/bf16, compiled too
+    python benchmarks/generator_throughput.py --quick     # 512 only, batch 1, no compile
     python benchmarks/generator_throughput.py --with-1024
 """
 
@@ -29,7 +33,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfs.config import PRESETS
-from mmfs.nn import Stylizer, set_implementation
+from mmfs.nn import Stylizer, ops, set_implementation
+
+PATHS = {
+    # name: (modconv, resample, channels_last, compiled)
+    "naive": ("fused", "reference", False, False),
+    "fast-nchw": ("auto", "fast", False, False),
+    "fast": ("auto", "fast", True, False),
+    "compiled": ("auto", "fast", True, True),
+}
 
 
 @dataclasses.dataclass
@@ -54,21 +66,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def configure(model: Stylizer, path: str) -> None:
-    if path == "naive":
-        set_implementation(model, modconv="fused", resample="reference")
-    else:
-        set_implementation(model, modconv="auto", resample="fast")
-
-
 def count_gmacs(model: Stylizer, x: torch.Tensor, ws: torch.Tensor) -> float:
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(x, ws, noise="zero")
-    return counter.get_total_flops() / 2 / x.shape[0] / 1e9
+        model(x[:1], ws[:1], noise="zero")
+    return counter.get_total_flops() / 2 / 1e9
 
 
-def time_call(fn, repeats: int, warmup: int) -> float:
+def best_time(fn, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -76,60 +81,55 @@ def time_call(fn, repeats: int, warmup: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)  # the least-disturbed run: other processes only ever add time
+    return min(times)
 
 
-def bench_res(res: int, batches: list[int], dtypes: list[str], compile_: bool, repeats: int) -> list[Row]:
-    cfg = dataclasses.replace(PRESETS["ffhq512"], resolution=res)
-    torch.manual_seed(0)
-    model = Stylizer(cfg).eval().requires_grad_(False)
-    rows: list[Row] = []
-    for batch in batches:
-        x = torch.rand(batch, 3, res, res) * 2 - 1
-        ws = model.ws_from_z(torch.randn(batch, cfg.z_dim))
-        base: dict[str, float] = {}
-        paths = ["naive", "fast", "+cl"] + (["compiled"] if compile_ else [])
-        macs = {}
-        best_eager_cl = False
-        for path in paths:
-            configure(model, path)
-            channels_last = path == "+cl" or (path == "compiled" and best_eager_cl)
-            xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-            fn = model.forward
-            if path == "compiled":
-                torch._dynamo.reset()
-                fn = torch.compile(model.forward)
-            key = "naive" if path == "naive" else "fast"
-            if key not in macs:
-                macs[key] = count_gmacs(model, xin[:1], ws[:1])
-            for dtype in dtypes:
-                ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+class Bench:
+    """One model per resolution; runs (batch, path, dtype) cells and remembers the naive fp32 baselines."""
 
-                def run(fn=fn, xin=xin, ctx=ctx):
-                    with torch.no_grad(), ctx:
-                        fn(xin, ws)
+    def __init__(self, res: int, repeats: int):
+        torch.manual_seed(0)
+        self.cfg = dataclasses.replace(PRESETS["ffhq512"], resolution=res)
+        self.model = Stylizer(self.cfg).eval().requires_grad_(False)
+        self.res, self.repeats = res, repeats
+        self.base: dict[int, float] = {}
+        self.macs: dict[str, float] = {}
+        self.compiled: dict[int, object] = {}
 
-                warmup = 2 if path == "compiled" else 1
-                sec = time_call(run, repeats, warmup) / batch
-                row = Row(res, batch, path, dtype, sec, macs[key])
-                if path == "naive" and dtype == "fp32":
-                    base["fp32"] = sec
-                row.ratio = base.get("fp32", sec) / sec
-                rows.append(row)
-                print(f"  {res:5d} {batch:3d} {path:9s} {dtype:5s} {sec:7.3f} s/img", flush=True)
-            if path == "+cl":
-                fast = [r.sec_per_img for r in rows if r.batch == batch and r.path == "fast"]
-                cl = [r.sec_per_img for r in rows if r.batch == batch and r.path == "+cl"]
-                best_eager_cl = sum(cl) < sum(fast)
-    return rows
+    def run(self, batch: int, path: str, dtypes: list[str], label: str | None = None) -> list[Row]:
+        modconv, resample, channels_last, compiled = PATHS[path]
+        set_implementation(self.model, modconv=modconv, resample=resample, channels_last=channels_last)
+        x = torch.rand(batch, 3, self.res, self.res) * 2 - 1
+        ws = self.model.ws_from_z(torch.randn(batch, self.cfg.z_dim))
+        key = "naive" if path == "naive" else "fast"
+        if key not in self.macs:
+            self.macs[key] = count_gmacs(self.model, x, ws)
+        fn = self.model.forward
+        if compiled:
+            fn = self.compiled.setdefault(batch, torch.compile(self.model.forward))
+        rows = []
+        for dtype in dtypes:
+
+            def step(fn=fn, dtype=dtype):
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                    fn(x, ws)
+
+            sec = best_time(step, self.repeats, warmup=2 if compiled else 1) / batch
+            if path == "naive" and dtype == "fp32":
+                self.base[batch] = sec
+            row = Row(self.res, batch, label or path, dtype, sec, self.macs[key])
+            row.ratio = self.base.get(batch, sec) / sec
+            print(f"  {self.res:5d} {batch:3d} {row.path:12s} {dtype:5s} {sec:7.3f} s/img", flush=True)
+            rows.append(row)
+        return rows
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| res | batch | path | dtype | s/image | images/s | speed-up vs naive fp32 | GMAC/image |",
+        "| res | batch | path | dtype | s/image | images/s | vs naive fp32 | GMAC/image |",
         "|---:|---:|---|---|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r.res, r.batch)):
         lines.append(
             f"| {r.res} | {r.batch} | {r.path} | {r.dtype} | {r.sec_per_img:.3f} | {1 / r.sec_per_img:.2f} "
             f"| {r.ratio:.2f}x | {r.gmacs:.1f} |"
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive baseline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -153,10 +154,24 @@ def main() -> None:
     if args.with_1024:
         args.res = sorted(set(args.res) | {1024})
     torch.set_num_threads(args.threads)
-    print(f"{datetime.date.today()} | {cpu_model()} | torch {torch.__version__} | {args.threads} threads", flush=True)
+    header = f"{datetime.date.today()} | {cpu_model()} | torch {torch.__version__} | {args.threads} threads"
+    print(header, flush=True)
+    benches = {res: Bench(res, args.repeats) for res in args.res}
+    paths = [p for p in PATHS if not (p == "compiled" and args.no_compile) and not (p == "naive" and args.no_naive)]
     rows: list[Row] = []
-    for res in args.res:
-        rows += bench_res(res, args.batch, args.dtype, not args.no_compile, args.repeats)
+    for res, bench in benches.items():
+        for batch in args.batch:
+            for path in paths:
+                rows += bench.run(batch, path, args.dtype)
+    # last, because it changes the allocator for the rest of the process
+    if ops.reuse_freed_memory():
+        for res, bench in benches.items():
+            for batch in args.batch:
+                for path in ("fast", "compiled"):
+                    if path in paths:
+                        rows += bench.run(batch, path, args.dtype, label=f"{path}+mem")
+    print()
+    print(header)
     print()
     print(table(rows))
 
