@@ -159,13 +159,13 @@ def main() -> None:
     benches = {res: Bench(res, args.repeats) for res in args.res}
     paths = [p for p in PATHS if not (p == "compiled" and args.no_compile) and not (p == "naive" and args.no_naive)]
     rows: list[Row] = []
-    for res, bench in benches.items():
+    for bench in benches.values():
         for batch in args.batch:
             for path in paths:
                 rows += bench.run(batch, path, args.dtype)
     # last, because it changes the allocator for the rest of the process
     if ops.reuse_freed_memory():
-        for res, bench in benches.items():
+        for bench in benches.values():
             for batch in args.batch:
                 for path in ("fast", "compiled"):
                     if path in paths:

@@ -46,7 +46,8 @@ def stdin_lines() -> list[str]:
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[
-    str, typer.Option("--dtype", help="Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs).")
+    str,
+    typer.Option("--dtype", help="Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 OutdirOpt = Annotated[Path, typer.Option("--outdir", "-o", help="Folder for the outputs (created if missing).")]

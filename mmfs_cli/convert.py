@@ -11,13 +11,18 @@ from mmfs_cli.common import echo_err, guarded
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="Upstream checkpoint (.pt/.pth): rosinality StyleGAN2 or official MMFS.")],
+    source: Annotated[
+        Path, typer.Argument(help="Upstream checkpoint (.pt/.pth): rosinality StyleGAN2 or official MMFS.")
+    ],
     target: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
     source_format: Annotated[
         str, typer.Option("--format", help="auto, rosinality (keys g_ema/g, d) or mmfs (keys G_ema_model, D_model).")
     ] = "auto",
     generator_key: Annotated[
-        str, typer.Option(help="Rosinality generator to import: g_ema (EMA weights) or g (the reference's Stage-I teacher).")
+        str,
+        typer.Option(
+            help="Rosinality generator to import: g_ema (EMA weights) or g (the reference's Stage-I teacher)."
+        ),
     ] = "g_ema",
     feature_resolution: Annotated[
         int, typer.Option(help="Rosinality only: where the Stylizer built on this prior hands over to the decoder.")
@@ -55,7 +60,9 @@ def convert(
             kind = "training"
         else:
             raise MMFSError(f"unknown --format {source_format!r}; use auto, rosinality or mmfs")
-        save_checkpoint(target, tensors, kind=kind, config=cfg, meta={"converted_from": source.name, "source_format": fmt})
+        save_checkpoint(
+            target, tensors, kind=kind, config=cfg, meta={"converted_from": source.name, "source_format": fmt}
+        )
         echo_err(f"wrote {target} ({kind}, {cfg.resolution} px, {len(tensors)} tensors)")
 
 

@@ -126,7 +126,8 @@ def stylize(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
+            "--out",
+            help="Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
             show_default=False,
         ),
     ] = None,

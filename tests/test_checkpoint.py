@@ -18,7 +18,9 @@ from mmfs.errors import CheckpointError
 
 def test_round_trip_is_bit_exact_with_config_and_meta(tmp_path):
     tensors = {"a.weight": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64), "h": torch.randn(2).half()}
-    path = save_checkpoint(tmp_path / "x.safetensors", tensors, kind="stylizer", config=PRESETS["tiny"], meta={"step": 7})
+    path = save_checkpoint(
+        tmp_path / "x.safetensors", tensors, kind="stylizer", config=PRESETS["tiny"], meta={"step": 7}
+    )
     ckpt = load_checkpoint(path, kind="stylizer")
     assert ckpt.kind == "stylizer"
     assert ckpt.config == PRESETS["tiny"]
@@ -57,7 +59,7 @@ def test_strict_loading_names_the_first_mismatches():
     state = module_state(net)
     other = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     load_state_strict(other, state)
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values(), strict=True))
     bad = dict(state)
     bad["0.weight"] = torch.zeros(4, 2)
     del bad["1.bias"]

@@ -43,8 +43,9 @@ def test_info_prints_metadata_and_rejects_foreign_files(tmp_path):
     from mmfs.checkpoint import save_checkpoint
     from mmfs.config import PRESETS
 
-    path = save_checkpoint(tmp_path / "a.safetensors", {"w": torch.zeros(2)}, kind="stylizer", config=PRESETS["tiny"],
-                           meta={"step": 3})
+    path = save_checkpoint(
+        tmp_path / "a.safetensors", {"w": torch.zeros(2)}, kind="stylizer", config=PRESETS["tiny"], meta={"step": 3}
+    )
     result = runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)

@@ -20,8 +20,17 @@ runner = CliRunner()
 
 # The official MMFS layout always hands over at 32 px; a small network with that property.
 SMALL_MMFS = ModelConfig(
-    resolution=64, feature_resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
-    channel_max=32, encoder_channels=8, clip_dim=32, mapper_layers=2, mapper_ffn_dim=64,
+    resolution=64,
+    feature_resolution=32,
+    z_dim=32,
+    w_dim=32,
+    mapping_layers=2,
+    channel_base=1024,
+    channel_max=32,
+    encoder_channels=8,
+    clip_dim=32,
+    mapper_layers=2,
+    mapper_ffn_dim=64,
 )
 
 
@@ -44,8 +53,12 @@ def test_rosinality_round_trip_gives_identical_outputs(tmp_path):
     g_ema, g, d = Generator(cfg), Generator(cfg), Discriminator(cfg)
     src = tmp_path / "stylegan2.pt"
     torch.save(
-        {"g": _with_upstream_kernels(g), "g_ema": _with_upstream_kernels(g_ema), "d": _with_upstream_kernels(d),
-         "latent_avg": torch.zeros(cfg.w_dim)},
+        {
+            "g": _with_upstream_kernels(g),
+            "g_ema": _with_upstream_kernels(g_ema),
+            "d": _with_upstream_kernels(d),
+            "latent_avg": torch.zeros(cfg.w_dim),
+        },
         src,
     )
     result = _invoke("convert", str(src), str(tmp_path / "prior.safetensors"), "--feature-resolution", "8")
@@ -65,8 +78,9 @@ def test_rosinality_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(d.eval()(x), d2(x))
 
     # the non-EMA generator on request, as the reference's Stage-I teacher
-    result = _invoke("convert", str(src), str(tmp_path / "prior_g.safetensors"), "--generator-key", "g",
-                     "--feature-resolution", "8")
+    result = _invoke(
+        "convert", str(src), str(tmp_path / "prior_g.safetensors"), "--generator-key", "g", "--feature-resolution", "8"
+    )
     assert result.exit_code == 0, result.output
     g_raw = load_checkpoint(tmp_path / "prior_g.safetensors").subset("g.")
     assert all(torch.equal(g_raw[k], v) for k, v in g.state_dict().items())
@@ -100,11 +114,20 @@ def test_full_size_rosinality_512_layout_converts(tmp_path):
 
 def test_official_mmfs_checkpoint_converts_and_stylizes_identically(tmp_path):
     torch.manual_seed(1)
-    g_ema, g, d = Stylizer(SMALL_MMFS, with_mapper=True), Stylizer(SMALL_MMFS, with_mapper=True), Discriminator(SMALL_MMFS)
+    g_ema, g, d = (
+        Stylizer(SMALL_MMFS, with_mapper=True),
+        Stylizer(SMALL_MMFS, with_mapper=True),
+        Discriminator(SMALL_MMFS),
+    )
     src = tmp_path / "phase3_pretrain_10000.pth"
     torch.save(
-        {"G_ema_model": _with_upstream_kernels(g_ema), "G_model": _with_upstream_kernels(g),
-         "D_model": _with_upstream_kernels(d), "optimizer_0": {"state": {}, "param_groups": []}, "epoch": 3},
+        {
+            "G_ema_model": _with_upstream_kernels(g_ema),
+            "G_model": _with_upstream_kernels(g),
+            "D_model": _with_upstream_kernels(d),
+            "optimizer_0": {"state": {}, "param_groups": []},
+            "epoch": 3,
+        },
         src,
     )
     out = tmp_path / "mmfs.safetensors"
@@ -131,8 +154,9 @@ def test_refusals_are_one_line(tmp_path):
     result = _invoke("convert", str(untrusted), str(tmp_path / "x.safetensors"))
     assert result.exit_code == 1
     assert "--trust-pickle" in result.output and result.output.count("\n") == 1
-    result = _invoke("convert", str(untrusted), str(tmp_path / "x.safetensors"), "--trust-pickle",
-                     "--feature-resolution", "8")
+    result = _invoke(
+        "convert", str(untrusted), str(tmp_path / "x.safetensors"), "--trust-pickle", "--feature-resolution", "8"
+    )
     assert result.exit_code == 0, result.output
 
     result = _invoke("convert", str(untrusted), str(tmp_path / "x.safetensors"))

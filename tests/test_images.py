@@ -101,8 +101,12 @@ def test_expand_inputs(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     for name in ("d/b.png", "d/sub/a.JPG", "d/notes.txt", "d/.hidden.png", "c.webp"):
         (tmp_path / name).write_bytes(b"x")
-    found = list(expand_inputs([str(tmp_path / "d"), str(tmp_path / "*.webp"), str(tmp_path / "d" / "notes.txt"), "-"],
-                               stdin_lines=["  ", str(tmp_path / "c.webp")]))
+    found = list(
+        expand_inputs(
+            [str(tmp_path / "d"), str(tmp_path / "*.webp"), str(tmp_path / "d" / "notes.txt"), "-"],
+            stdin_lines=["  ", str(tmp_path / "c.webp")],
+        )
+    )
     rel = [str(p.relative_to(tmp_path)) for p in found]
     assert rel == ["d/b.png", "d/sub/a.JPG", "c.webp", "d/notes.txt", "c.webp"]
 

@@ -185,5 +185,5 @@ def test_set_implementation_and_noise_argument_validation():
     a = resolve_noise(None, shapes, 2, g1, torch.device("cpu"), torch.float32)
     b = resolve_noise(None, shapes, 2, g2, torch.device("cpu"), torch.float32)
     assert [t.shape for t in a] == [(2, 1, 4, 4), (2, 1, 8, 8)]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert resolve_noise("zero", shapes, 2, None, torch.device("cpu"), torch.float32) == [None, None]

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from mmfs.config import PRESETS
-from mmfs.nn import Discriminator, Generator, Stylizer
-from mmfs.nn import ops
+from mmfs.nn import Discriminator, Generator, Stylizer, ops
 
 TINY = PRESETS["tiny"]
 

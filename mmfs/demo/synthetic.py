@@ -90,8 +90,10 @@ def render_face(params: FaceParams, size: int) -> tuple[np.ndarray, np.ndarray]:
     if p.hair_style != 2:
         ellipse([cx - fw * 1.12, cy - fh * 1.15, cx + fw * 1.12, cy + fh * 0.25], p.hair, 1)
     # face: an ellipse whose lower half narrows towards the chin
-    face = [(cx + fw * math.cos(t) * (1 - p.jaw * 0.25 * max(0.0, math.sin(t))), cy + fh * math.sin(t))
-            for t in np.linspace(0, 2 * math.pi, 120)]
+    face = [
+        (cx + fw * math.cos(t) * (1 - p.jaw * 0.25 * max(0.0, math.sin(t))), cy + fh * math.sin(t))
+        for t in np.linspace(0, 2 * math.pi, 120)
+    ]
     draw.polygon(face, fill=p.skin)
     lab.polygon(face, fill=2)
     if p.hair_style != 2:  # fringe
@@ -143,7 +145,9 @@ def stylize_face(photo: np.ndarray, labels: np.ndarray, style: str, rng: np.rand
         out[edges] = (10, 10, 10)
     elif style == "sketch":
         gray = np.asarray(img.convert("L"), dtype=np.float32)
-        blurred = np.asarray(Image.fromarray(255 - gray.astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32)
+        blurred = np.asarray(
+            Image.fromarray(255 - gray.astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32
+        )
         dodge = np.clip(gray * 255.0 / np.maximum(255.0 - blurred, 1.0), 0, 255)  # colour-dodge pencil look
         yy, xx = np.mgrid[: photo.shape[0], : photo.shape[1]]
         hatch = ((xx + yy) % 5 == 0) & (gray < 140)
@@ -155,8 +159,12 @@ def stylize_face(photo: np.ndarray, labels: np.ndarray, style: str, rng: np.rand
         soft = img.filter(ImageFilter.GaussianBlur(2)).filter(ImageFilter.ModeFilter(5))
         out = np.asarray(soft, dtype=np.float32) * 0.75 + 255 * 0.25  # washed-out pigments
         out += rng.normal(0, 1, (1, 1, 3)) * 12  # a paper tint per painting
-        grain = np.asarray(Image.fromarray(rng.integers(0, 255, photo.shape[:2], dtype=np.uint8)).filter(
-            ImageFilter.GaussianBlur(1.5)), np.float32)
+        grain = np.asarray(
+            Image.fromarray(rng.integers(0, 255, photo.shape[:2], dtype=np.uint8)).filter(
+                ImageFilter.GaussianBlur(1.5)
+            ),
+            np.float32,
+        )
         out *= (0.92 + 0.08 * grain / 255.0)[..., None]
         out[edges] *= 0.8
     else:
@@ -164,8 +172,9 @@ def stylize_face(photo: np.ndarray, labels: np.ndarray, style: str, rng: np.rand
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def make_dataset(root: Path, *, n_photos: int, n_art_per_style: int, size: int, seed: int = 0,
-                 styles: tuple[str, ...] = STYLES) -> dict[str, Path]:
+def make_dataset(
+    root: Path, *, n_photos: int, n_art_per_style: int, size: int, seed: int = 0, styles: tuple[str, ...] = STYLES
+) -> dict[str, Path]:
     """Write `photos/` and `art/<style>/` folders of PNGs under `root`; returns their paths.
 
     Art faces are drawn from a separate random stream, so photos and art are unpaired, as in FFHQ/AAHQ.

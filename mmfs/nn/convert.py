@@ -35,7 +35,9 @@ def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = Fa
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found is None:  # not a pickle we can read at all
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)"
+            ) from None
         if not trust_pickle:
             raise CheckpointError(
                 f"{path}: the file holds Python objects besides tensors ({found.group(1)}); "
@@ -65,9 +67,7 @@ def detect_format(obj: dict) -> str:
 def strip_derived(tensors: Tensors) -> Tensors:
     """Drop upstream blur-kernel buffers and make every tensor a contiguous float32/CPU copy."""
     return {
-        k: v.detach().to("cpu", torch.float32).contiguous()
-        for k, v in tensors.items()
-        if not _DERIVED_BUFFER.search(k)
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items() if not _DERIVED_BUFFER.search(k)
     }
 
 
@@ -149,7 +149,11 @@ def stylizer_init_from_prior(prior_g: Tensors, cfg: ModelConfig) -> Tensors:
     feature_log2 = cfg.log2_resolution - cfg.num_upsamples
     for k in range(1, cfg.num_upsamples + 1):
         j = feature_log2 + k - 3
-        pairs = ((f"convs.{2 * j}.", f"decoder{k}a."), (f"convs.{2 * j + 1}.", f"decoder{k}b."), (f"to_rgbs.{j}.", f"to_rgb{k}."))
+        pairs = (
+            (f"convs.{2 * j}.", f"decoder{k}a."),
+            (f"convs.{2 * j + 1}.", f"decoder{k}b."),
+            (f"to_rgbs.{j}.", f"to_rgb{k}."),
+        )
         for src, dst in pairs:
             found = {dst + key[len(src) :]: v for key, v in prior_g.items() if key.startswith(src)}
             if not found:
@@ -158,7 +162,9 @@ def stylizer_init_from_prior(prior_g: Tensors, cfg: ModelConfig) -> Tensors:
     return strip_derived(out)
 
 
-def convert_rosinality(obj: dict, *, generator_key: str = "g_ema", feature_resolution: int = 32) -> tuple[Tensors, ModelConfig]:
+def convert_rosinality(
+    obj: dict, *, generator_key: str = "g_ema", feature_resolution: int = 32
+) -> tuple[Tensors, ModelConfig]:
     """A rosinality checkpoint -> prior tensors (`g.*`, `d.*`) and their config, checked against our networks."""
     from mmfs.checkpoint import load_state_strict
     from mmfs.nn import Discriminator, Generator

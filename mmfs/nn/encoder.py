@@ -22,7 +22,7 @@ def build_encoder(cfg: ModelConfig) -> nn.Sequential:
     """
     chans = encoder_channels(cfg)
     layers: list[nn.Module] = [ConvLayer(3, chans[0], 3)]
-    for in_ch, out_ch in zip(chans[:-1], chans[1:]):
+    for in_ch, out_ch in zip(chans[:-1], chans[1:], strict=True):
         layers.append(ResBlock(in_ch, out_ch))
     c_f = cfg.channels(cfg.feature_resolution)
     layers.append(ConvLayer(chans[-1], c_f, 3))

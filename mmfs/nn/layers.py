@@ -96,7 +96,9 @@ class ScaledLeakyReLU(nn.Module):
 def _drop_saved_kernel(module: nn.Module, state_dict, prefix, error_msgs) -> None:
     """Accept (and check) the blur kernel that rosinality/official checkpoints saved, though we do not save it."""
     saved = state_dict.pop(prefix + "kernel", None)
-    if saved is not None and (saved.shape != module.kernel.shape or not torch.allclose(saved.float().cpu(), module.kernel.float().cpu())):
+    if saved is not None and (
+        saved.shape != module.kernel.shape or not torch.allclose(saved.float().cpu(), module.kernel.float().cpu())
+    ):
         error_msgs.append(f"{prefix}kernel: the checkpoint's blur kernel differs from [1, 3, 3, 1]")
 
 

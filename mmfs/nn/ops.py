@@ -30,7 +30,9 @@ def make_kernel(k: Sequence[float] | Tensor) -> Tensor:
     return k / k.sum()
 
 
-def fused_leaky_relu(x: Tensor, bias: Tensor | None = None, negative_slope: float = 0.2, scale: float = SQRT2) -> Tensor:
+def fused_leaky_relu(
+    x: Tensor, bias: Tensor | None = None, negative_slope: float = 0.2, scale: float = SQRT2
+) -> Tensor:
     """`leaky_relu(x + bias, 0.2) * sqrt(2)`, bias broadcast over channel dim 1."""
     if bias is not None:
         shape = (1, -1) + (1,) * (x.ndim - 2)

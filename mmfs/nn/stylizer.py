@@ -89,7 +89,9 @@ class Stylizer(nn.Module):
         """Image [B, 3, R, R] in [-1, 1] -> content features [B, C_F, F, F]."""
         return self.encoder(to_memory_format(x, self.channels_last))
 
-    def decode(self, feat: Tensor, ws: Tensor, noise: NoiseArg = None, generator: torch.Generator | None = None) -> Tensor:
+    def decode(
+        self, feat: Tensor, ws: Tensor, noise: NoiseArg = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Features + styles -> raw RGB [B, 3, R, R] (not clamped)."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must be [B, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
@@ -102,7 +104,9 @@ class Stylizer(nn.Module):
             rgb = getattr(self, f"to_rgb{k}")(out, ws[:, 2 * k + 1], rgb)
         return rgb
 
-    def forward(self, x: Tensor, ws: Tensor, noise: NoiseArg = None, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, ws: Tensor, noise: NoiseArg = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Stylize: hardtanh(decode(encode(x), ws)), i.e. RGB clamped to [-1, 1]."""
         return F.hardtanh(self.decode(self.encode(x), ws, noise=noise, generator=generator))
 
