@@ -1,0 +1,191 @@
+"""The demo's stylization step and its contact sheet.
+
+Stylization goes through `mmfs.stylize_files.stylize_files`, the engine of `mmfs stylize`: the held-out
+photos as aligned crops, the astronaut through dlib detection, FFHQ alignment and paste-back. The
+contact sheet has one column per input and one row per style kind (inputs, random styles,
+reference-guided styles with their reference shown in the label column, the one-shot adapted model).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from mmfs.errors import MMFSError
+
+ASTRONAUT_MARGIN = 0.6  # the sheet's astronaut crop: the face box grown by this fraction on each side
+
+
+@dataclass
+class Row:
+    """One contact-sheet row: a label, one image per column (None: nothing to show), an optional thumbnail."""
+
+    label: str
+    cells: list[np.ndarray | None]
+    thumb: np.ndarray | None = None
+
+
+@dataclass
+class Sheet:
+    """Column titles and rows of the contact sheet."""
+
+    columns: list[str]
+    rows: list[Row]
+    notes: list[str]  # problems worth reporting (e.g. no face found in the astronaut photo)
+
+
+def _read(path: str | os.PathLike[str]) -> np.ndarray:
+    from mmfs.data.images import load_image
+
+    return load_image(path)
+
+
+def _crop(image: np.ndarray, box: list[float]) -> np.ndarray:
+    """A square crop around a face box, grown by ASTRONAUT_MARGIN and clipped to the image."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * ASTRONAUT_MARGIN)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    h, w = image.shape[:2]
+    side = min(side, h, w)
+    left = int(round(min(max(cx - side / 2, 0), w - side)))
+    top = int(round(min(max(cy - side / 2, 0), h - side)))
+    return image[top : top + int(side), left : left + int(side)]
+
+
+def _stylize(pipeline, files: list, styles: list, outdir: Path, *, aligned: bool, detector: Any = None) -> list:
+    """Run `stylize_files` (overwriting) and return its results, one per input."""
+    from mmfs.stylize_files import StylizeOptions, stylize_files
+
+    opts = StylizeOptions(outdir=outdir, aligned=aligned, paste_back=not aligned, overwrite=True, workers=1)
+    return list(stylize_files(pipeline, files, styles, opts, detector=detector))
+
+
+def _outputs(results: list) -> dict[tuple[str, str], str]:
+    """(input path, style label) -> output path, over every successful result."""
+    return {(r.input, o["style"]): o["path"] for r in results for o in r.outputs}
+
+
+def stylize_all(outdir: Path, paths: dict[str, Any], b: Any, device: torch.device, seed: int) -> Sheet:
+    """Stylize held-out photos and the astronaut with every style kind; returns the contact sheet's content."""
+    from mmfs.clip_styles import build_clip, reference_styles
+    from mmfs.faces import build_detector
+    from mmfs.pipeline import SeedStyles, StylizePipeline
+    from mmfs.stylize_files import collect_inputs
+
+    notes: list[str] = []
+    base = StylizePipeline.from_checkpoint(paths["mapper"], device=device, batch_size=b.batch_size)
+    adapted = StylizePipeline.from_checkpoint(paths["adapted"], device=device, batch_size=b.batch_size)
+    clip = build_clip("tiny", embed_dim=base.model.cfg.clip_dim, device=device)  # the CLIP the mapper learnt
+    random_styles = base.styles(SeedStyles([seed + k for k in range(b.random_styles)]))
+    ref_styles = base.styles(reference_styles(clip, paths["refs"]))
+    adapt_style = adapted.styles(reference_styles(clip, [paths["adapt_ref"]]))
+
+    heldout = collect_inputs([str(paths["heldout"])])
+    astronaut = collect_inputs([str(paths["astronaut"])])
+    detector = build_detector("dlib")
+    out = outdir / "stylized"
+    results = {
+        "base": _stylize(base, heldout, random_styles + ref_styles, out / "heldout", aligned=True),
+        "adapted": _stylize(adapted, heldout, adapt_style, out / "heldout-adapted", aligned=True),
+        "astro": _stylize(base, astronaut, random_styles + ref_styles, out / "astronaut", aligned=False,
+                          detector=detector),
+        "astro_adapted": _stylize(adapted, astronaut, adapt_style, out / "astronaut-adapted", aligned=False,
+                                  detector=detector),
+    }  # fmt: skip
+    for key, items in results.items():
+        for r in items:
+            if r.status == "error":
+                if key.startswith("astro"):
+                    notes.append(f"astronaut: {r.error}")
+                else:
+                    raise MMFSError(f"demo stylization failed: {r.error}")
+    done = {k: v for items in results.values() for k, v in _outputs(items).items()}
+    astro = results["astro"][0]
+    box = astro.boxes[0] if astro.status != "error" and astro.boxes else None
+
+    def cell(item, label: str) -> np.ndarray | None:
+        path = done.get((str(item.path), label))
+        if path is None:
+            return None
+        image = _read(path)
+        return _crop(image, box) if item is astronaut[0] and box is not None else image
+
+    columns = heldout + astronaut
+    photo = [_read(f.path) for f in heldout] + [_crop(_read(astronaut[0].path), box) if box else None]
+    rows = [Row("input photos", photo)]
+    rows += [Row(f"random style {s.label}", [cell(c, s.label) for c in columns]) for s in random_styles]
+    for style, ref in zip(ref_styles, paths["refs"], strict=True):
+        rows.append(
+            Row(f"reference-guided: {Path(ref).parent.name}", [cell(c, style.label) for c in columns], _read(ref))
+        )
+    rows.append(Row(f"one-shot adapted ({Path(paths['adapt_ref']).parent.name})",
+                    [cell(c, adapt_style[0].label) for c in columns], _read(paths["adapt_ref"])))  # fmt: skip
+    titles = [f"held-out {i + 1}" for i in range(len(heldout))] + ["astronaut (paste-back)"]
+    return Sheet(titles, rows, notes)
+
+
+# ------------------------------------------------------------------------------------------ drawing
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # an old Pillow or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def render_sheet(sheet: Sheet, cell: int) -> np.ndarray:
+    """The contact sheet as an RGB uint8 array: a title row, then a label column and one cell per input."""
+    pad, label_w, header_h = 4, int(cell * 1.6), max(20, cell // 4)
+    cols, rows = len(sheet.columns), len(sheet.rows)
+    width = label_w + cols * (cell + pad) + pad
+    height = header_h + rows * (cell + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(max(10, cell // 8))
+    for c, title in enumerate(sheet.columns):
+        x = label_w + pad + c * (cell + pad)
+        for i, line in enumerate(_wrap(draw, title, font, cell)[:2]):
+            draw.text((x, 2 + i * (font.size if hasattr(font, "size") else 11)), line, fill=(0, 0, 0), font=font)
+    for r, row in enumerate(sheet.rows):
+        y = header_h + pad + r * (cell + pad)
+        line_h = (font.size if hasattr(font, "size") else 11) + 2
+        lines = _wrap(draw, row.label, font, label_w - 2 * pad)
+        for i, line in enumerate(lines):
+            draw.text((pad, y + i * line_h), line, fill=(0, 0, 0), font=font)
+        if row.thumb is not None:  # the reference image, in the label column's lower part
+            side = max(8, min(cell - len(lines) * line_h - pad, label_w - 2 * pad))
+            thumb = Image.fromarray(row.thumb).resize((side, side), Image.LANCZOS)
+            canvas.paste(thumb, (pad, y + cell - side))
+        for c, image in enumerate(row.cells):
+            x = label_w + pad + c * (cell + pad)
+            if image is None:
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(225, 225, 225))
+                draw.text((x + pad, y + cell // 2 - 6), "n/a", fill=(90, 90, 90), font=font)
+                continue
+            canvas.paste(Image.fromarray(image).resize((cell, cell), Image.LANCZOS), (x, y))
+    return np.asarray(canvas)
+
+
+def write_contact_sheet(path: Path, sheet: Sheet, cell: int) -> Path:
+    """Render and save the contact sheet PNG (atomically)."""
+    from mmfs.data.images import save_image
+
+    return save_image(render_sheet(sheet, cell), path)

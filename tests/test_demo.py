@@ -1,0 +1,130 @@
+"""`mmfs demo --quick` end to end: every stage's checkpoint, the stylized outputs, the contact sheet, the summary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmfs.checkpoint import load_checkpoint
+from mmfs.config import PRESETS
+from mmfs.demo.run import QUICK, SUMMARY, prepare_outdir, run_demo
+from mmfs.errors import MMFSError
+from mmfs_cli.app import app
+
+pytestmark = pytest.mark.slow  # about a minute: the whole pipeline, once
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("demo") / "out"
+    messages: list[str] = []
+    threads = torch.get_num_threads()
+    summary = run_demo(outdir, quick=True, device="cpu", threads=1, progress=False, echo=messages.append)
+    return {"outdir": outdir, "summary": summary, "messages": messages, "threads": (threads, torch.get_num_threads())}
+
+
+def test_every_stage_checkpoint_exists_and_loads(demo):
+    from mmfs.models import load_stylizer
+    from mmfs.nn import Generator
+    from mmfs.train.weights import load_prior
+
+    outdir, checkpoints = demo["outdir"], demo["summary"]["checkpoints"]
+    assert set(checkpoints) == {"prior", "encoder", "finetune", "mapper", "adapted"}
+    tiny = PRESETS[QUICK.preset]
+    prior = load_prior(outdir / checkpoints["prior"])
+    Generator(tiny).load_state_dict(prior.subset("g."))  # strict
+    assert prior.subset("d.") and prior.config == tiny
+    for stage in ("encoder", "finetune", "mapper", "adapted"):
+        model = load_stylizer(outdir / checkpoints[stage])
+        assert model.cfg == tiny, stage
+        assert (getattr(model, "clip_mapper", None) is not None) == (stage in ("mapper", "adapted")), stage
+    # the chain: Stage I read the demo's prior, Stage II the Stage I output, the adapted file the mapper's
+    encoder = load_checkpoint(outdir / checkpoints["encoder"])
+    assert encoder.meta["prior"] == str((outdir / checkpoints["prior"]).resolve())
+    finetune = load_checkpoint(outdir / checkpoints["finetune"])
+    assert finetune.meta["init"] == str((outdir / checkpoints["encoder"]).resolve())
+    adapted = load_checkpoint(outdir / checkpoints["adapted"], kind="adapted")
+    assert (outdir / checkpoints["adapted"]).parent.joinpath(adapted.meta["base"]).resolve() == (
+        outdir / checkpoints["mapper"]
+    ).resolve()
+    assert adapted.meta["reference"].endswith(".png") and adapted.tensors  # some decoder weights changed
+
+
+def test_the_contact_sheet_has_one_row_per_style_kind_and_one_column_per_input(demo):
+    path = demo["outdir"] / demo["summary"]["contact_sheet"]
+    b = QUICK
+    rows = 1 + b.random_styles + 4 + 1  # inputs, random styles, a reference per art style, adapted
+    columns = b.n_heldout + 1  # held-out photos and the astronaut
+    pad, label_w, header_h = 4, int(b.cell * 1.6), max(20, b.cell // 4)
+    with Image.open(path) as img:
+        assert img.mode == "RGB"
+        assert img.size == (label_w + columns * (b.cell + pad) + pad, header_h + rows * (b.cell + pad) + pad)
+        sheet = np.asarray(img)
+    # every cell holds a picture (no "n/a" cells): its pixels vary
+    for r in range(rows):
+        for c in range(columns):
+            y, x = header_h + pad + r * (b.cell + pad), label_w + pad + c * (b.cell + pad)
+            assert sheet[y : y + b.cell, x : x + b.cell].std() > 1.0, (r, c)
+
+
+def test_the_astronaut_is_stylized_in_place(demo):
+    from skimage import data as skdata
+
+    original = skdata.astronaut()
+    outputs = sorted((demo["outdir"] / "stylized" / "astronaut").glob("astronaut_*.png"))
+    assert len(outputs) == QUICK.random_styles + 4  # random and reference styles
+    out = np.asarray(Image.open(outputs[0]).convert("RGB"))
+    assert out.shape == original.shape
+    changed = np.any(out != original, axis=2)
+    assert changed.any()
+    # only inside the face's FFHQ crop square (found again here); elsewhere the photo keeps its own bytes
+    from mmfs.faces import build_detector, ffhq_quad
+
+    (face,) = build_detector("dlib").detect(original)
+    quad = ffhq_quad(face.landmarks)
+    ys, xs = np.nonzero(changed)
+    (x0, y0), (x1, y1) = np.floor(quad.min(0)) - 1, np.ceil(quad.max(0)) + 1  # bilinear edges touch one more pixel
+    assert x0 <= xs.min() and xs.max() <= x1 and y0 <= ys.min() and ys.max() <= y1
+    assert changed.mean() < 0.5
+
+
+def test_the_summary_has_the_metrics_flagged_not_comparable_and_the_timings(demo):
+    summary = json.loads((demo["outdir"] / SUMMARY).read_text())
+    assert summary == json.loads(json.dumps(demo["summary"]))
+    assert summary["quick"] is True and summary["metrics_comparable"] is False
+    assert {"fid", "lpips_diversity"} <= set(summary["metrics"]) and len(summary["metrics"]) == 3
+    assert all(np.isfinite(v) for v in summary["metrics"].values())
+    report = json.loads((demo["outdir"] / summary["evaluation"]).read_text())
+    assert report["metrics"] == summary["metrics"] and report["n"] == QUICK.eval_n and report["comparable"] is False
+    steps = ("data", "prior", "encoder", "finetune", "mapper", "adapt", "stylize", "evaluate", "sheet")
+    assert set(summary["seconds"]) == {*steps, "total"}
+    assert [m.split("]")[0] for m in demo["messages"] if m.startswith("[")] == [f"[{i}/9" for i in range(1, 10)]
+    assert summary["warnings"] == [] and summary["torch_threads"] == 1
+    before, after = demo["threads"]
+    assert before == after  # the thread count is restored
+
+
+def test_an_existing_demo_folder_is_refused_unless_overwrite_which_keeps_other_files(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "x.txt").write_text("old run")
+    (tmp_path / SUMMARY).write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(MMFSError, match="already holds demo outputs; pass --overwrite"):
+        prepare_outdir(tmp_path, overwrite=False)
+    assert (tmp_path / SUMMARY).exists()
+    prepare_outdir(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    prepare_outdir(tmp_path / "new" / "folder", overwrite=False)  # a new folder is made
+    assert (tmp_path / "new" / "folder").is_dir()
+
+
+def test_cli_refuses_an_existing_demo_folder_in_one_line(demo):
+    result = CliRunner().invoke(app, ["demo", "--quick", "--outdir", str(demo["outdir"]), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert "pass --overwrite" in result.output
