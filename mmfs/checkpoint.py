@@ -26,7 +26,7 @@ from torch import nn
 
 from mmfs.config import ModelConfig
 from mmfs.errors import CheckpointError
-from mmfs.utils.files import atomic_path
+from mmfs.utils.files import atomic_path, write_failure
 
 FORMAT_VERSION = "1"
 KINDS = (
@@ -95,8 +95,8 @@ def save_checkpoint(
     try:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
+    except (OSError, SafetensorError) as exc:
+        raise write_failure(path, exc, "checkpoint") from None
     return path
 
 

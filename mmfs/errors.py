@@ -18,6 +18,10 @@ class InputError(MMFSError):
     """An input file cannot be used (unreadable, corrupt, not an image, too large, no face)."""
 
 
+class OutputError(MMFSError):
+    """An output cannot be written (disk full, file too large, read-only, no permission): a batch stops here."""
+
+
 class CheckpointError(MMFSError):
     """A checkpoint is missing, truncated, of the wrong kind, or does not fit the model."""
 

@@ -323,14 +323,14 @@ def package_versions() -> dict[str, str]:
 
 def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report as indented JSON, atomically."""
-    from mmfs.utils.files import atomic_path
+    from mmfs.utils.files import atomic_path, write_failure
 
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
     except OSError as exc:
-        raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+        raise write_failure(path, exc, "the report") from None
     return path
 
 

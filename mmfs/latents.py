@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from mmfs.config import ModelConfig
 from mmfs.errors import InputError
-from mmfs.utils.files import atomic_path
+from mmfs.utils.files import atomic_path, write_failure
 
 LATENTS_VERSION = "1"
 LATENTS_KIND = "latents"
@@ -95,8 +95,8 @@ def save_latents(
     try:
         with atomic_path(path) as tmp:
             save_file({"ws": ws.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=metadata)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write w-file ({exc.strerror or exc})") from None
+    except (OSError, SafetensorError) as exc:
+        raise write_failure(path, exc, "w-file") from None
     return path
 
 

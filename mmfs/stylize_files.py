@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from mmfs.data.images import expand_inputs, load_image, save_image, to_tensor, to_uint8
-from mmfs.errors import InputError, MMFSError, NoFaceError
+from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.pipeline import Style, StylizePipeline
 
 OUTPUT_EXTENSIONS = ("png", "jpg", "webp")
@@ -265,7 +265,9 @@ def stylize_files(
         if item.finish is not None and item.result.status == "ok":
             try:
                 item.finish.result()
-            except Exception as exc:  # noqa: BLE001 - a write failure is this input's error
+            except OutputError:
+                raise  # disk full, read-only, no permission: every later output would fail the same way
+            except Exception as exc:  # noqa: BLE001 - any other failure is this input's error
                 item.result.fail(exc, item.file.path)
         if item.result.status == "ok" and not item.result.outputs and item.result.skipped:
             item.result.status = "skipped"

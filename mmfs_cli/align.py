@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mmfs_cli.common import EXIT_FAILED, OutdirOpt, QuietOpt, echo_err, guarded, stdin_lines
+from mmfs_cli.common import EXIT_FAILED, OutdirOpt, QuietOpt, echo_err, guarded, report_failures, stdin_lines
 
 FORMAT = "mmfs-align/1"
 
@@ -49,7 +49,7 @@ def align(
         from tqdm import tqdm
 
         from mmfs.data.images import expand_inputs, load_image, save_image
-        from mmfs.errors import InputError, MMFSError
+        from mmfs.errors import InputError, MMFSError, OutputError
         from mmfs.faces import build_detector, detect_and_align
 
         paths = list(expand_inputs(inputs, stdin_lines=stdin_lines() if "-" in inputs else None))
@@ -77,6 +77,8 @@ def align(
                     save_image(aligned.image, crop)
                 record = _record(path, image.shape, size, detector.value, faces, crops)
                 _write_json(json_path, record)
+            except OutputError:
+                raise  # disk full or read-only: every later image would fail the same way
             except MMFSError as exc:
                 tqdm.write(f"error: {exc}", file=sys.stderr)
                 errors.append({"input": str(path), "error": str(exc)})
@@ -89,6 +91,8 @@ def align(
             typer.echo(json.dumps({**summary, "outputs": written, "errors": errors}, indent=2))
         elif not quiet:
             echo_err(f"aligned {n_faces} face(s) from {len(written)} image(s) into {outdir}; {len(errors)} failed")
+        if not as_json:
+            report_failures([e["error"] for e in errors])  # even with --quiet
         if errors:
             raise typer.Exit(EXIT_FAILED)
 

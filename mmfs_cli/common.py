@@ -39,6 +39,17 @@ def guarded() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def report_failures(errors: list[str], limit: int = 20) -> None:
+    """The end-of-batch list of what failed (one line each, the first `limit`), so nothing scrolls away unseen."""
+    if not errors:
+        return
+    echo_err(f"failed ({len(errors)}):")
+    for error in errors[:limit]:
+        echo_err(f"  {error}")
+    if len(errors) > limit:
+        echo_err(f"  ... and {len(errors) - limit} more (--json lists them all)")
+
+
 def stdin_lines() -> list[str]:
     """Paths piped on stdin for the `-` input; empty when stdin is a terminal."""
     return [] if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read().splitlines()

@@ -11,7 +11,17 @@ from typing import Annotated, Any
 
 import typer
 
-from mmfs_cli.common import EXIT_FAILED, DeviceOpt, DtypeOpt, OutdirOpt, QuietOpt, echo_err, guarded, stdin_lines
+from mmfs_cli.common import (
+    EXIT_FAILED,
+    DeviceOpt,
+    DtypeOpt,
+    OutdirOpt,
+    QuietOpt,
+    echo_err,
+    guarded,
+    report_failures,
+    stdin_lines,
+)
 
 # Every option that picks the styles; exactly one of them must be given (`_one_style_source`).
 STYLE_OPTIONS = ("--seed", "--seeds", "--w", "--text", "--ref")
@@ -335,7 +345,7 @@ def _stack(styles: list) -> Any:
 
 
 def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool) -> None:
-    """The JSON summary on stdout (with --json), or one line on stderr."""
+    """The JSON summary on stdout (with --json), or a summary line and the list of failures on stderr."""
     results = summary["inputs"]
     counts = {status: sum(r["status"] == status for r in results) for status in ("ok", "skipped", "error")}
     counts["outputs"] = sum(len(r["outputs"]) for r in results)
@@ -344,12 +354,14 @@ def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool)
     summary["seconds"] = round(seconds, 3)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
-    elif not quiet and results:
+        return
+    if not quiet and results:
         echo_err(
             f"{counts['outputs']} file(s) written to {summary['outdir']} from {counts['ok']} photo(s), "
             f"{counts['faces']} face(s); {counts['skipped']} skipped (outputs exist; --overwrite replaces them), "
             f"{counts['error']} failed; {seconds:.1f} s"
         )
+    report_failures([r["error"] for r in results if r["status"] == "error"])  # even with --quiet
 
 
 def register(app: typer.Typer) -> None:

@@ -150,6 +150,13 @@ def test_bad_files_are_reported_and_the_rest_is_done(tmp_path, ckpt, photos):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 3
     assert [str(p.relative_to(out)) for p in out.rglob("*.png")] == ["sub/astronaut_seed2.png"]  # tree kept
+    # Without --json, the end of the output lists what failed, after the one-line summary.
+    result = _stylize(folder, "-c", ckpt, "--seed", 2, "--paste-back", "-o", out, "--quiet", "--overwrite")
+    tail = result.stderr.strip().splitlines()[-4:]
+    assert result.exit_code == 1 and tail[0] == "failed (3):"
+    assert sorted(line.strip().split(":")[0].rsplit("/", 1)[1] for line in tail[1:]) == [
+        "broken.jpg", "noface.png", "notes.png"
+    ]  # fmt: skip
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, ckpt, photos):

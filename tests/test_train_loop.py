@@ -259,3 +259,37 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
     lines = read_log(run / "log.jsonl")
     assert all(math.isfinite(x["G/total"]) for x in lines) and len(lines) == 2
     assert load_checkpoint(run / "final.safetensors").tensors["0.weight"].dtype == torch.float32  # weights stay fp32
+
+
+@register_stage
+class NanStage(ToyStage):
+    """The toy stage whose generator loss turns NaN from step 3 on (as a too-high learning rate would)."""
+
+    command = "toy-nan"
+
+    def g_loss(self, ctx):
+        losses = super().g_loss(ctx)
+        if ctx.step >= 3:
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+
+
+@pytest.mark.parametrize("log_every", [1, 0])  # caught at the next log line, or else at the next checkpoint
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(photos, tmp_path, log_every):
+    from mmfs.train.loop import TrainingDiverged
+
+    cfg = make_config("toy-nan", PRESETS["tiny"], options={"photos": str(photos)}, steps=6, log_every=log_every,
+                      preview_every=0, checkpoint_every=2)  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"G loss became NaN or infinite by step (3|4); the last good "
+                       r"checkpoint \(step 2\) is kept: .* --resume ") as caught:  # fmt: skip
+        train(cfg, outdir=tmp_path / "runs", progress=False)
+    assert "\n" not in str(caught.value)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "latest.json").read_text())["step"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-000002.safetensors", "step-000002.state.safetensors"
+    ]  # fmt: skip
+    assert all(torch.isfinite(t).all() for t in weights(run, 2).values())
+    assert not (run / "final.safetensors").exists()
+    if log_every:
+        assert [x["step"] for x in read_log(run / "log.jsonl")] == [1, 2]  # no NaN line logged

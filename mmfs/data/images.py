@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmfs.errors import InputError
-from mmfs.utils.files import atomic_path
+from mmfs.utils.files import atomic_path, write_failure
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Refuse decompression bombs well before they exhaust memory: 100 megapixels is ~300 MB as RGB,
@@ -84,7 +84,7 @@ def save_image(array: np.ndarray, path: str | os.PathLike[str], *, quality: int 
         with atomic_path(path) as tmp:
             Image.fromarray(array).save(tmp, format=fmt, **options)
     except OSError as exc:
-        raise InputError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+        raise write_failure(path, exc) from None
     return path
 
 

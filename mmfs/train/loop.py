@@ -30,7 +30,12 @@ from mmfs.train.ema import Ema
 from mmfs.train.log import StatsLog, truncate_log
 from mmfs.train.stage import Stage, StepContext, get_stage
 from mmfs.utils.device import autocast, enable_tf32, parse_dtype
+from mmfs.utils.files import remove_partials
 from mmfs.utils.seed import get_rng_state, seed_everything, set_rng_state
+
+
+class TrainingDiverged(MMFSError):
+    """A loss became NaN or infinite; nothing after the last good checkpoint was saved."""
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -98,6 +103,10 @@ class Trainer:
         self.skipped: set[str] = set()
         self._rng: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self._reported: set[str] = set()
+        # Phase name -> "some loss of this phase was not finite" (a device tensor, read only when saving,
+        # logging or finishing, so that CUDA never waits on it in the middle of a step).
+        self._nonfinite: dict[str, torch.Tensor] = {}
+        self._last_saved: int | None = None
         if resume:
             self._load()
         for name in sorted({p.module for p in self.phases if p.module}):
@@ -125,7 +134,7 @@ class Trainer:
             if name not in opt_meta:
                 raise MMFSError(f"{state.path}: no state for optimizer {name!r}")
             st.load_optimizer(name, opt, state.tensors, opt_meta[name])
-        self.step = step
+        self.step = self._last_saved = step
         loop_meta = json.loads(state.meta.get("loop", "{}"))
         self.skipped = set(loop_meta.get("skipped", []))
         saved_world = int(state.meta.get("world_size", "1"))
@@ -136,6 +145,7 @@ class Trainer:
             self._rng = get_rng_state()
         if self.dist.is_main:
             truncate_log(self.run_dir / "log.jsonl", step)
+            remove_partials(self.run_dir / "checkpoints")  # left by a run killed while writing
 
     def _make_data(self) -> Iterator[dict] | None:
         dataset = self.stage.dataset()
@@ -184,6 +194,10 @@ class Trainer:
                         losses = phase.loss(ctx)
                     total = losses["total"]
                     (total / accum if accum > 1 else total).backward()
+                bad = ~torch.isfinite(total.detach())
+                self._nonfinite[phase.name] = (
+                    bad | self._nonfinite[phase.name] if phase.name in self._nonfinite else bad
+                )
                 self.log.report(phase.name, losses)
             opt.step()
         for p in self.trainable:
@@ -193,8 +207,26 @@ class Trainer:
         self.step = step
 
     # --- outputs -----------------------------------------------------------------------------------------
+    def check_finite(self) -> None:
+        """Raise `TrainingDiverged` (on every rank) if any rank saw a non-finite loss since the last check."""
+        local = sorted(name for name, bad in self._nonfinite.items() if bool(bad))
+        self._nonfinite.clear()
+        phases = sorted(set().union(*self.dist.all_gather_object(local))) if self.dist.enabled else local
+        if not phases:
+            return
+        kept = (
+            f"the last good checkpoint (step {self._last_saved}) is kept: lower --lr or use --dtype fp32, "
+            f"then continue with --resume {self.run_dir}"
+            if self._last_saved is not None
+            else "no checkpoint had been written yet: lower --lr or use --dtype fp32 and start again"
+        )
+        raise TrainingDiverged(
+            f"training diverged: a {'/'.join(phases)} loss became NaN or infinite by step {self.step}; {kept}"
+        )
+
     def save_checkpoint(self) -> None:
         """All ranks: gather RNG states; rank 0 writes; everyone waits for the files."""
+        self.check_finite()  # never save weights a NaN has reached
         rng = self.dist.all_gather_object(get_rng_state())
         skipped = sorted(set().union(*self.dist.all_gather_object(sorted(self.skipped))))
         if self.dist.is_main:
@@ -209,6 +241,7 @@ class Trainer:
                 extra={"skipped": skipped},
                 keep=self.cfg.loop.keep_checkpoints,
             )
+        self._last_saved = self.step
         self.dist.barrier()
 
     def write_preview(self) -> Path | None:
@@ -222,6 +255,7 @@ class Trainer:
         return save_image(to_uint8(image_grid(images, columns)), path)
 
     def write_final(self) -> Path | None:
+        self.check_finite()
         path = self.run_dir / "final.safetensors"
         if self.dist.is_main:
             tensors, meta = self.stage.final()
@@ -238,6 +272,7 @@ class Trainer:
         return path
 
     def _flush_log(self, bar: tqdm) -> None:
+        self.check_finite()
         skipped = set().union(*self.dist.all_gather_object(sorted(self.skipped)))
         line = self.log.flush(
             self.step,

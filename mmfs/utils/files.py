@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from mmfs.errors import OutputError
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @contextlib.contextmanager
@@ -34,7 +40,28 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def remove_partials(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in `folder`."""
+    removed = []
+    for tmp in Path(folder).glob(".*.partial*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def write_failure(path: str | os.PathLike[str], exc: BaseException, what: str = "output") -> OutputError:
+    """The one-line error for a failed write of `what` to `path` (an OSError, or safetensors' I/O error)."""
+    code = getattr(exc, "errno", None)
+    if code is None:  # safetensors (Rust) reports "... I/O error: ... (os error 28)"
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else str(exc)
+    hint = "; free some space or choose another output folder" if code in _NO_SPACE else ""
+    return OutputError(f"{path}: cannot write {what} ({reason}){hint}")
