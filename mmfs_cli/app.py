@@ -22,13 +22,7 @@ app = typer.Typer(
 COMMAND_MODULES = ("convert", "prior", "train", "mapper", "align", "stylize", "adapt", "evaluate", "demo", "info")
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"mmfs_cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet must not break the others
-        if _exc.name != f"mmfs_cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"mmfs_cli.{_name}").register(app)
 
 
 def main() -> None:

@@ -63,8 +63,3 @@ DtypeOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 OutdirOpt = Annotated[Path, typer.Option("--outdir", "-o", help="Folder for the outputs (created if missing).")]
 
-
-def not_implemented(command: str, issue: str) -> None:
-    """Refuse clearly (exit 1) instead of pretending: the command's options are final, its body is not written yet."""
-    echo_err(f"error: `mmfs {command}` is not implemented in this version yet (tracked in the {issue} issue)")
-    raise typer.Exit(EXIT_FAILED)

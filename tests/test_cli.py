@@ -11,7 +11,10 @@ from typer.testing import CliRunner
 from mmfs_cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["convert", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt", "evaluate", "info"]
+COMMANDS = [
+    "convert", "train-prior", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt",
+    "evaluate", "demo", "info",
+]  # fmt: skip
 
 
 def test_root_help_lists_every_command():
