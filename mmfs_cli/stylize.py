@@ -153,6 +153,13 @@ def stylize(
     feather: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Paste-back edge blend, fraction of the crop side.")
     ] = 0.1,
+    hold_frames: Annotated[
+        int,
+        typer.Option(
+            min=0, max=100,
+            help="Video input only: keep a face stylized for up to N frames the detector misses (0: such frames pass through).",
+        ),
+    ] = 0,
     ext: Annotated[Ext, typer.Option(help="Output format.")] = Ext.png,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
     batch_size: Annotated[
@@ -203,6 +210,8 @@ def stylize(
         raise typer.BadParameter("--save-w is for photo runs; save the style in a separate call without the video")
     if out is not None and video is None:
         raise typer.BadParameter("--out names the output of a video input; photos go to --outdir")
+    if hold_frames and video is None:
+        raise typer.BadParameter("--hold-frames is for video inputs")
     with guarded():
         _run(locals())
 
@@ -306,7 +315,8 @@ def _run_video(a: dict[str, Any], started: float) -> None:
     from mmfs.pipeline import StylizePipeline
     from mmfs.stylize_files import safe_label
     from mmfs.utils.device import pick_device
-    from mmfs.video import stylize_video
+    from mmfs.video import SmoothingConfig, stylize_video
+    from mmfs.video.formats import OUTPUT_FORMATS
 
     src: Path = a["video"]
     if not src.is_file():
@@ -321,14 +331,15 @@ def _run_video(a: dict[str, Any], started: float) -> None:
     if len(styles) != 1:
         raise InputError(f"a video takes one style; the style source gave {len(styles)} (pick one with --seed)")
     style = styles[0]
-    dst: Path = a["out"] or a["outdir"] / f"{src.stem}_{safe_label(style.label)}{src.suffix.lower()}"
+    suffix = src.suffix.lower() if src.suffix.lower() in OUTPUT_FORMATS else ".mp4"  # e.g. .flv in, .mp4 out
+    dst: Path = a["out"] or a["outdir"] / f"{src.stem}_{safe_label(style.label)}{suffix}"
     if dst.exists() and not a["overwrite"]:
         raise InputError(f"{dst}: already exists; pass --overwrite to replace it")
     dst.parent.mkdir(parents=True, exist_ok=True)
     summary = stylize_video(
         src, dst, model=pipeline.model, ws=style.ws[None], detector=face_detector, batch_size=batch,
         device=pipeline.device, dtype=pipeline.dtype, feather=a["feather"], progress=not a["quiet"],
-        noise=pipeline.noise, noise_seed=style.noise_seed,
+        noise=pipeline.noise, noise_seed=style.noise_seed, smoothing=SmoothingConfig(hold_frames=a["hold_frames"]),
     )  # fmt: skip
     if a["as_json"]:
         report = {"checkpoint": str(a["checkpoint"]), "device": str(dev), "dtype": a["dtype"], "batch_size": batch,

@@ -127,6 +127,8 @@ def test_dlib_finds_the_astronaut_and_aligns_her_eyes(dlib_detector, astronaut):
     np.testing.assert_allclose(apply_affine(aligned.matrix, aligned.face.landmarks), expected, atol=1e-6)
     # Her face is upright and eye-dominated: FFHQ puts the eyes at 3/8 and 5/8 of the crop's width.
     np.testing.assert_allclose(expected[:2, 0], [size * 3 / 8 - 0.5, size * 5 / 8 - 0.5], atol=2.0)
+    # ...and the eye line a little above the middle (FFHQ's mean eye line is at about 0.48 of the side).
+    np.testing.assert_allclose(expected[:2, 1], [size * 0.48 - 0.5] * 2, atol=3.0)
     # The pixels moved with the matrix: detecting again on the crop finds the eyes where it says.
     (again,) = dlib_detector.detect(aligned.image)
     np.testing.assert_allclose(again.landmarks[:2], expected[:2], atol=3.0)

@@ -265,7 +265,7 @@ def test_faceless_frames_pass_through_bit_exactly(model, ws, detector):
     blank = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
     frames = [blank, faces[0], faces[1], blank.copy(), faces[2], faces[3], blank[::-1].copy(), blank[:, ::-1].copy()]
     with_face = {1, 2, 4, 5}
-    strict = FrameStylizer(model, ws, detector, batch_size=3, smoothing=SmoothingConfig(hold_frames=0))
+    strict = FrameStylizer(model, ws, detector, batch_size=3)  # the default: no hold
     out = list(strict.run(decoded(frames)))
     assert [o.index for o in out] == list(range(len(frames)))
     for i, (o, f) in enumerate(zip(out, frames, strict=True)):
@@ -273,8 +273,9 @@ def test_faceless_frames_pass_through_bit_exactly(model, ws, detector):
             assert o.faces == 1 and not np.array_equal(o.image, f)
         else:
             assert o.faces == 0 and o.image.dtype == np.uint8 and np.array_equal(o.image, f)
-    # With the default hold, a single missed frame inside a face track keeps its (held) face stylized.
-    held = list(FrameStylizer(model, ws, detector, batch_size=3).run(decoded(frames)))
+    # With a hold, a single missed frame inside a face track keeps its (held) face stylized.
+    holding = FrameStylizer(model, ws, detector, batch_size=3, smoothing=SmoothingConfig(hold_frames=2))
+    held = list(holding.run(decoded(frames)))
     assert (held[3].faces, held[3].held) == (1, 1) and held[0].faces == 0
 
 
@@ -518,7 +519,7 @@ def test_cli_video_usage_errors(tmp_path, clip, extra, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def test_cli_out_is_only_for_videos(tmp_path):
+def test_cli_video_options_are_refused_for_photos(tmp_path):
     from typer.testing import CliRunner
 
     from mmfs_cli.app import app
@@ -526,3 +527,20 @@ def test_cli_out_is_only_for_videos(tmp_path):
     args = ["stylize", "photo.png", "-c", "x.safetensors", "--seed", "1", "--out", str(tmp_path / "o.mp4")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--out names the output of a video input" in result.output
+    result = CliRunner().invoke(app, ["stylize", "photo.png", "-c", "x.safetensors", "--seed", "1", "--hold-frames", "2"])
+    assert result.exit_code == 2 and "--hold-frames is for video inputs" in result.output
+
+
+def test_cli_reads_other_containers_and_writes_mp4_by_default(tmp_path, model):
+    """An MPEG-TS input (a container we can read but do not write) is a video; its default output is .mp4."""
+    from typer.testing import CliRunner
+
+    from mmfs_cli.app import app
+
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", model.state_dict(), kind="stylizer", config=model.cfg)
+    source = write_clip(tmp_path / "broadcast.ts", face_frames(6), fmt="mpegts")
+    args = ["stylize", str(source), "-c", str(ckpt), "--seed", "3", "--device", "cpu", "--quiet", "--json"]
+    result = CliRunner().invoke(app, [*args, "--outdir", str(tmp_path / "out"), "--hold-frames", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 6
+    assert len(probe(tmp_path / "out" / "broadcast_seed3.mp4")["frames"]) == 6

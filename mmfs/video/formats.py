@@ -8,7 +8,11 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+# Inputs PyAV (its own ffmpeg) is asked to decode; a file it cannot read gets one clear line from VideoReader.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
+    ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
+)  # fmt: skip
 # Output extension -> (muxer, video encoders in order of preference, audio encoder for re-encoding).
 OUTPUT_FORMATS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ".mp4": ("mp4", ("libx264", "mpeg4"), "aac"),

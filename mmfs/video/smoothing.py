@@ -30,7 +30,9 @@ class SmoothingConfig:
     beta: float = 10.0  # Hz per (crop side / s): how fast the cutoff opens up with speed (less lag on fast moves)
     d_cutoff: float = 1.0  # Hz, cutoff of the speed estimate itself
     ema_alpha: float = 0.5  # "ema": weight of the newest detection (1 = no smoothing)
-    hold_frames: int = 2  # keep stylizing a tracked face the detector misses for up to this many frames
+    # Keep stylizing a tracked face the detector misses for up to this many frames. 0 by default: a frame
+    # without a detection passes through untouched (a real cut to a face-less shot must not show a ghost face).
+    hold_frames: int = 0
     match_distance: float = 0.35  # a detection continues a track if their centres are within this x crop side
 
     def __post_init__(self) -> None:
