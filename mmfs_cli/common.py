@@ -62,4 +62,3 @@ DtypeOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 OutdirOpt = Annotated[Path, typer.Option("--outdir", "-o", help="Folder for the outputs (created if missing).")]
-

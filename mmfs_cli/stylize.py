@@ -156,7 +156,8 @@ def stylize(
     hold_frames: Annotated[
         int,
         typer.Option(
-            min=0, max=100,
+            min=0,
+            max=100,
             help="Video input only: keep a face stylized for up to N frames the detector misses (0: such frames pass through).",
         ),
     ] = 0,

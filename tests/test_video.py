@@ -527,7 +527,9 @@ def test_cli_video_options_are_refused_for_photos(tmp_path):
     args = ["stylize", "photo.png", "-c", "x.safetensors", "--seed", "1", "--out", str(tmp_path / "o.mp4")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--out names the output of a video input" in result.output
-    result = CliRunner().invoke(app, ["stylize", "photo.png", "-c", "x.safetensors", "--seed", "1", "--hold-frames", "2"])
+    result = CliRunner().invoke(
+        app, ["stylize", "photo.png", "-c", "x.safetensors", "--seed", "1", "--hold-frames", "2"]
+    )
     assert result.exit_code == 2 and "--hold-frames is for video inputs" in result.output
 
 
