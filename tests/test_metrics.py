@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy import linalg
 
 from mmfs.data.images import save_image, to_uint8
@@ -28,7 +31,7 @@ from mmfs.metrics import (
     reference_cache_key,
     reference_stats,
 )
-from mmfs.metrics.fid import list_images
+from mmfs.metrics.fid import file_sha256, list_images
 
 # The skimage astronaut's five landmarks (dlib 68-point model, eye centres / nose tip / mouth corners).
 ASTRONAUT_LANDMARKS = np.array([[203.17, 101.5], [246.83, 104.0], [225.0, 127.0], [201.0, 140.0], [245.0, 141.0]])
@@ -197,6 +200,51 @@ def test_reference_cache_hit_and_key_changes(tmp_path, monkeypatch):
     third = reference_stats(folder, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
     assert not torch.equal(third.sum, first.sum)
     assert len(list(cache.glob("art-*.safetensors"))) == 2
+
+
+def test_reference_cache_is_keyed_by_file_contents_not_mtime_or_location(tmp_path, monkeypatch):
+    extractor = tiny_inception(16)
+    folder = tmp_path / "art"
+    folder.mkdir()
+    for i, img in enumerate(to_uint8(_images(6, 32, seed=11))):
+        # BMP is uncompressed: every 32x32 file has the same size whatever its pixels
+        Image.fromarray(img).save(folder / f"{i}.bmp")
+    cache = tmp_path / "cache"
+    first = reference_stats(folder, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the extractor ran although the statistics were cached")
+
+    # A byte-identical copy under another parent and another name reuses the cached statistics.
+    copy = tmp_path / "elsewhere" / "art-copy"
+    shutil.copytree(folder, copy)  # new mtimes, new absolute paths
+    with monkeypatch.context() as patch:
+        patch.setattr(extractor, "forward", fail)
+        reused = reference_stats(copy, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
+    assert torch.equal(reused.outer, first.outer)
+    assert reference_cache_key(copy, list_images(copy), extractor.extractor_id, 32) == reference_cache_key(
+        folder, list_images(folder), extractor.extractor_id, 32
+    )
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+    # Other pixels, same size, the old mtime restored: the statistics are computed anew.
+    changed = folder / "2.bmp"
+    before = changed.stat()
+    other = to_uint8(_images(1, 32, seed=12))[0]
+    Image.fromarray(other).save(changed)
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = changed.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    third = reference_stats(folder, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
+    assert not third.metadata  # computed, not loaded
+    assert not torch.equal(third.sum, first.sum)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+
+
+def test_file_sha256_streams_in_chunks(tmp_path):
+    data = os.urandom(3000)
+    (tmp_path / "f.bin").write_bytes(data)
+    assert file_sha256(tmp_path / "f.bin", chunk_size=7) == hashlib.sha256(data).digest()
 
 
 def test_reference_stats_errors(tmp_path):

@@ -25,7 +25,10 @@ from mmfs.utils.files import atomic_path
 
 STATS_FORMAT = "mmfs-fid-stats"
 STATS_FORMAT_VERSION = "1"
-CACHE_KEY_VERSION = "1"
+CACHE_KEY_VERSION = "2"  # 1: paths, sizes and mtimes; 2: paths and file contents
+# How an art image becomes the extractor's input (`load_square`); part of the cache key.
+PREPROCESS_ID = "load_image(exif-upright rgb) > centre-crop square > PIL lanczos to image_size > uint8"
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing an image file
 
 
 class RunningStats:
@@ -184,14 +187,29 @@ def list_images(folder: str | os.PathLike[str], max_images: int | None = None) -
     return files[:max_images] if max_images else files
 
 
+def file_sha256(path: Path, chunk_size: int = HASH_CHUNK) -> bytes:
+    """sha256 of a file's bytes, read in chunks (memory stays at one chunk whatever the file size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.digest()
+
+
 def reference_cache_key(folder: str | os.PathLike[str], files: list[Path], extractor_id: str, image_size: int) -> str:
-    """sha256 over the sorted relative paths, sizes and mtimes, the extractor id and the image size."""
+    """sha256 over what the statistics depend on: the images' bytes, and how they become features.
+
+    Hashed: the key version, the pre-processing (`PREPROCESS_ID`), `image_size`, the extractor id
+    (network + weights hash), then, in sorted order of relative path, each file's relative path and
+    the sha256 of its bytes. Sizes and modification times are not used: a copy of the folder elsewhere
+    gets the same key, a file replaced by other bytes a new one whatever its mtime.
+    """
     folder = Path(folder)
     digest = hashlib.sha256()
-    digest.update(json.dumps([CACHE_KEY_VERSION, extractor_id, image_size]).encode())
+    digest.update(json.dumps([CACHE_KEY_VERSION, PREPROCESS_ID, extractor_id, image_size]).encode())
     for path in sorted(files, key=lambda p: p.relative_to(folder).as_posix()):
-        st = path.stat()
-        digest.update(f"\n{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        digest.update(f"\n{path.relative_to(folder).as_posix()}\0".encode())
+        digest.update(file_sha256(path))
     return digest.hexdigest()
 
 
@@ -239,13 +257,18 @@ def reference_stats(
     files = list_images(folder, max_images)
     key = reference_cache_key(folder, files, extractor.extractor_id, image_size)
     cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key[:24]}.safetensors" if cache_dir is not None else None
-    if cache_file is not None and cache_file.is_file():
-        try:
-            cached = RunningStats.load(cache_file)
+    if cache_file is not None:
+        # The key alone finds an entry: a copy of the folder under another name reuses it too.
+        others = sorted(set(cache_file.parent.glob(f"*-{key[:24]}.safetensors")) - {cache_file})
+        for candidate in [cache_file, *others]:
+            if not candidate.is_file():
+                continue
+            try:
+                cached = RunningStats.load(candidate)
+            except InputError:
+                continue  # a damaged cache entry is recomputed and overwritten
             if cached.metadata.get("cache_key") == key and cached.count == len(files):
                 return cached
-        except InputError:
-            pass  # a damaged cache entry is recomputed and overwritten
     stats = RunningStats(extractor.feature_dim, extractor_id=extractor.extractor_id)
     loader = torch.utils.data.DataLoader(
         _SquareImages(files, image_size), batch_size=batch_size, num_workers=num_workers, shuffle=False
