@@ -39,6 +39,12 @@ def train_prior(
     preset: Annotated[
         str, typer.Option(help="Network preset: ffhq512 (the paper's), ffhq256, ffhq1024, tiny64 or tiny.")
     ] = DEFAULT_PRESET,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            help="Output side in px (a power of two, 16..4096): the preset's network at this resolution. Default: the preset's."
+        ),
+    ] = None,
     r1_gamma: Annotated[
         float | None, typer.Option(min=0.0, help="R1 weight gamma (default 10; see docs/train-prior.md).")
     ] = None,
@@ -80,11 +86,15 @@ def train_prior(
     final.safetensors is a "prior" file (EMA generator g.*, discriminator d.*) for `mmfs pretrain-encoder --prior`.
 
     Example: mmfs train-prior --photos ffhq/ --preset ffhq256 --batch-size 16 --steps 200000
+    Example: mmfs train-prior --photos faces128/ --preset ffhq256 --resolution 128
     """
+    if resume is not None and resolution is not None:
+        raise typer.BadParameter("a resumed run keeps its own resolution; drop --resolution", param_hint="--resolution")
     with guarded():
         from mmfs.config import get_preset
         from mmfs.errors import MMFSError
         from mmfs.train import make_config, train
+        from mmfs.train.stages.prior import at_resolution
 
         loop = _loop(locals())
         loop["ema_decay"] = ema_decay
@@ -98,7 +108,15 @@ def train_prior(
             "path_every": path_every, "mixing_prob": mixing_prob, "mirror": mirror,
         }  # fmt: skip
         try:
-            cfg = make_config("train-prior", get_preset(preset), options=options, **loop)
+            model = get_preset(preset)
+        except ValueError as exc:
+            raise MMFSError(str(exc)) from None
+        try:
+            model = at_resolution(model, resolution, name=f"preset {preset}")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--resolution") from None
+        try:
+            cfg = make_config("train-prior", model, options=options, **loop)
         except ValueError as exc:
             raise MMFSError(str(exc)) from None
         if dry_run:

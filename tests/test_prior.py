@@ -17,7 +17,7 @@ from mmfs.config import PRESETS
 from mmfs.train import make_config, train
 from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
-from mmfs.train.stages.prior import ROSINALITY_EMA, path_length_losses
+from mmfs.train.stages.prior import ROSINALITY_EMA, at_resolution, path_length_losses
 from mmfs_cli.app import app
 
 TINY = PRESETS["tiny"]
@@ -220,3 +220,68 @@ def test_mirroring_flips_about_half_the_photos(photos, tmp_path):
     kept = [torch.equal(r, b) for r, b in zip(real, batch, strict=True)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True))
     assert 30 < sum(flipped) < 70 and not math.isnan(real.sum().item())
+
+
+# --- another resolution ----------------------------------------------------------------------------------------
+def test_at_resolution_derives_the_preset_at_another_size():
+    assert at_resolution(TINY, None) is TINY and at_resolution(TINY, 32) is TINY
+    at64 = at_resolution(TINY, 64)
+    assert (at64.resolution, at64.feature_resolution, at64.prior_num_ws, at64.num_ws) == (64, 8, 10, 8)
+    assert at64.channels(64) == TINY.channel_base // 64 and at64.channels(8) == TINY.channels(8)  # same table
+    assert at64.w_dim == TINY.w_dim and at64.encoder_channels == TINY.encoder_channels
+    at16 = at_resolution(TINY, 16)
+    assert (at16.resolution, at16.feature_resolution, at16.num_ws) == (16, 4, 6)  # min(8, 16 // 4), like `convert`
+    big = at_resolution(PRESETS["ffhq512"], 128)
+    assert (big.resolution, big.feature_resolution, big.prior_num_ws) == (128, 32, 12)
+    for wrong in (8, 48, 100, 8192):
+        with pytest.raises(ValueError, match="power of two from 16 to 4096"):
+            at_resolution(TINY, wrong)
+    with pytest.raises(ValueError, match="no channels left at 512 px.*at most 256 px"):
+        at_resolution(TINY, 512)
+
+
+def test_cli_trains_a_prior_at_another_resolution_and_stage_one_builds_on_it(photos, tmp_path):
+    from mmfs.nn import Generator, Stylizer
+
+    runner = CliRunner()
+    base = ["--batch-size", "2", "--log-every", "1", "--preview-every", "0", "--quiet"]
+    result = runner.invoke(app, ["train-prior", "--photos", str(photos), "--preset", "tiny", "--resolution", "16",
+                                 "--steps", "2", "--r1-every", "2", "--path-every", "2", "--workers", "0", *base,
+                                 "-o", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    final = result.stdout.strip().splitlines()[-1]
+    prior = load_checkpoint(final, kind="prior")
+    assert prior.config == at_resolution(TINY, 16) and prior.config.resolution == 16
+    assert [x["step"] for x in read_log(final.rsplit("/", 1)[0] + "/log.jsonl")] == [1, 2]
+    g = Generator(prior.config)
+    load_state_strict(g, prior.subset("g."))
+    with torch.no_grad():
+        assert g(torch.randn(1, prior.config.z_dim)).shape == (1, 3, 16, 16)
+    # Stage I takes the prior's own config from its metadata (no --preset) and builds a 16 px Stylizer on it.
+    result = runner.invoke(app, ["pretrain-encoder", "--prior", final, "--steps", "1", *base, "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    stylizer = load_checkpoint(result.stdout.strip().splitlines()[-1], kind="stylizer")
+    assert stylizer.config == prior.config
+    net = Stylizer(stylizer.config)
+    load_state_strict(net, stylizer.tensors)
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, 16, 16), net.ws_from_z(torch.randn(1, stylizer.config.z_dim)))
+    assert out.shape == (1, 3, 16, 16)
+
+
+def test_cli_refuses_a_wrong_resolution_as_a_usage_error(photos, tmp_path):
+    runner = CliRunner()
+    base = ["train-prior", "--photos", str(photos), "--dry-run"]
+    for args, message in (
+        (["--preset", "tiny", "--resolution", "48"], "must be a power of two from 16 to 4096"),
+        (["--preset", "tiny", "--resolution", "8"], "must be a power of two from 16 to 4096"),
+        (["--preset", "tiny", "--resolution", "512"], "preset tiny has no channels left at 512 px"),
+        (["--resume", str(tmp_path), "--resolution", "64"], "a resumed run keeps its own resolution"),
+    ):
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "--resolution" in result.output and message in " ".join(result.output.split()), result.output
+    dry = runner.invoke(app, [*base, "--preset", "ffhq512", "--resolution", "128"])
+    assert dry.exit_code == 0, dry.output
+    model = json.loads(dry.stdout)["model"]
+    assert (model["resolution"], model["feature_resolution"], model["channel_base"]) == (128, 32, 32768)

@@ -19,6 +19,7 @@ The output `final.safetensors` is a "prior" file: the EMA generator under `g.`, 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import random
@@ -30,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mmfs.checkpoint import module_state
+from mmfs.config import ModelConfig
 from mmfs.errors import MMFSError
 from mmfs.losses import d_logistic_loss, g_nonsaturating_loss
 from mmfs.nn import Discriminator, Generator
@@ -38,6 +40,36 @@ from mmfs.train.stages.base import r1_losses
 
 # rosinality: accum = 0.5 ** (32 / (10 * 1000)), an EMA half-life of 10k images at its batch of 32.
 ROSINALITY_EMA = 0.5 ** (32 / 10_000)
+# `--resolution` range: 16 px is the smallest a Stylizer can be built on (feature map 4 px, see below).
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
+
+
+def at_resolution(preset: ModelConfig, resolution: int | None, *, name: str = "the preset") -> ModelConfig:
+    """`preset` with another output resolution (`mmfs train-prior --resolution`); ValueError if it cannot be.
+
+    Everything else that depends on the resolution follows from it: the number of w vectors
+    (`prior_num_ws`, `num_ws`), the generator's and discriminator's blocks and the channel table
+    `min(channel_max, channel_base // r)` (the preset's, so a block at r px has the same width as in
+    the preset). The one stored field that depends on it is `feature_resolution`, the side where a
+    Stylizer built on this prior hands over to the decoder: `min(preset's, resolution // 4)`, the rule
+    `mmfs convert` applies to rosinality priors. The discriminator feature blocks that do not exist at
+    a small resolution are skipped by `Discriminator` itself.
+    """
+    if resolution is None or resolution == preset.resolution:
+        return preset
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
+        raise ValueError(
+            f"must be a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (16, 32, 64, ..., 1024, ...), got {resolution}"
+        )
+    if preset.channels(resolution) < 1:
+        largest = 1 << (preset.channel_base.bit_length() - 1)
+        raise ValueError(
+            f"{name} has no channels left at {resolution} px (channel_base {preset.channel_base} // {resolution} = 0);"
+            f" use at most {largest} px with it, or a larger preset (ffhq256, ffhq512, ffhq1024)"
+        )
+    return dataclasses.replace(
+        preset, resolution=resolution, feature_resolution=min(preset.feature_resolution, resolution // 4)
+    )
 
 
 @dataclass(frozen=True)
