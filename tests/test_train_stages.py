@@ -165,6 +165,59 @@ def test_stage1_resume_is_bit_exact(files, stage1_run, stage1_long):
     assert all(torch.equal(final.tensors[k], a["stylizer_ema." + k]) for k in final.tensors)
 
 
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_stage1_uses_an_injected_teacher_and_discriminator(files, tmp_path, with_prior):
+    """Injected nets replace the prior file's (given or not), are frozen, and are what the loss is computed with."""
+    from mmfs.nn import Discriminator, Generator
+    from mmfs.train.stage import StepContext
+
+    torch.manual_seed(7)  # other weights than the prior file's (seed 1)
+    teacher, disc = Generator(TINY), Discriminator(TINY)
+    # an injected net is frozen in place: clone the weights before the stage sees them
+    before = [module_state(teacher), module_state(disc)]
+    prior = load_checkpoint(files["prior"])
+    assert not torch.equal(before[0]["style.1.weight"], prior.tensors["g.style.1.weight"])
+    options = {"prior": str(files["prior"]) if with_prior else ""}
+    cfg = make_config("pretrain-encoder", TINY, options=options, steps=2, batch_size=2, log_every=1, preview_every=0)
+    trainer = Trainer(cfg, tmp_path, externals={"teacher": teacher, "disc": disc}, progress=False)
+    stage = trainer.stage
+    assert stage.teacher is teacher and stage.disc is disc
+    for net in (teacher, disc):
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+    # the Stylizer's frozen z-mapping is the injected teacher's (same z -> same w as the teacher)
+    g = stage.nets["stylizer"]
+    assert torch.equal(g.state_dict()["mapping_z.1.weight"], before[0]["style.1.weight"])
+
+    # the loss, by hand with the injected nets, under the same RNG draws as the stage's closure
+    torch.manual_seed(11)
+    out = stage.g_loss(StepContext(step=1, micro=0, size=2, batch=None))
+    torch.manual_seed(11)
+    with torch.no_grad():
+        z = torch.randn(2, TINY.z_dim)
+        real = F.hardtanh(teacher(z))
+        real_feats = disc.features(real)
+        fake = g(real, g.ws_from_z(z))
+        fake_feats = disc.features(fake)
+    l1 = (fake - real).abs().mean()
+    feat = sum((a - b).abs().mean() for a, b in zip(fake_feats, real_feats, strict=True))
+    assert out["l1"].item() == pytest.approx(l1.item(), rel=1e-5)
+    assert out["feat"].item() == pytest.approx(feat.item(), rel=1e-5)
+    assert out["total"].item() == pytest.approx((l1 + 4.0 * feat).item(), rel=1e-5)
+
+    trainer.run()  # two steps: the injected nets stay as they were
+    assert same(before[0], module_state(teacher)) and same(before[1], module_state(disc))
+    final = load_checkpoint(tmp_path / "final.safetensors", kind="stylizer")
+    assert "prior" not in final.meta  # the prior file's D is not the one used: Stage II must not pick it up
+
+
+def test_stage1_without_a_prior_or_both_injected_nets_is_a_clear_error(tmp_path):
+    from mmfs.nn import Generator
+
+    cfg = make_config("pretrain-encoder", TINY, options={"prior": ""})
+    with pytest.raises(CheckpointError, match="needs a prior"):
+        Trainer(cfg, tmp_path, externals={"teacher": Generator(TINY)}, progress=False)
+
+
 # --- Stage II -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def stage2_straight(files, stage1_run, tmp_path_factory):

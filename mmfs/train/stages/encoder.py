@@ -5,7 +5,7 @@ noise, no grad) and reconstructs it through the Stylizer with the same z:
 `fake = stylizer(teacher, stylizer.ws_from_z(z))`. The loss is `1.0 * L1(fake, teacher) + 4.0 *
 sum_k L1(D_k(fake), D_k(teacher))` over the frozen prior discriminator's feature maps. Only the encoder,
 `decoder0` and `to_rgb0` train; the z-mapping and the decoder from 2F px up come from the prior, frozen.
-No dataset is needed.
+No dataset is needed. In Python, `teacher=` / `disc=` externals replace the prior file's networks (tests).
 """
 
 from __future__ import annotations
@@ -62,38 +62,56 @@ class EncoderStage(Stage):
         "steps": 200_000,
     }
 
-    def __init__(self, cfg, device: torch.device, **externals: Any) -> None:
+    def __init__(self, cfg, device: torch.device, *, teacher: Any = None, disc: Any = None, **externals: Any) -> None:
+        """`teacher` / `disc`: pre-built networks used instead of the prior file's generator / discriminator.
+
+        An injected teacher is a `Generator` for `cfg.model`; the Stylizer's frozen z-mapping and decoder
+        from 2F px up are then copied from it (it is the prior), so `--prior` may be left empty when both
+        are injected. An injected `disc` needs only `.features(x)`. Both are frozen like the loaded ones.
+        With an injected `disc`, `final.safetensors` names no prior (Stage II then needs `--disc`).
+        """
         super().__init__(cfg, device)
         from mmfs.nn import Discriminator, Generator, Stylizer
         from mmfs.nn.convert import stylizer_init_from_prior
 
         opts: EncoderOptions = cfg.options
-        if not opts.prior:
-            raise CheckpointError("Stage I needs a prior: pass --prior stylegan2.safetensors (made by `mmfs convert`)")
-        prior = load_prior(opts.prior)
         model = cfg.model
-        self.teacher = Generator(model)
-        load_state_strict(self.teacher, prior.subset("g."), source=f"{prior.path} [generator]")
-        d_tensors = prior.subset("d.")
-        if not d_tensors:
-            raise CheckpointError(
-                f"{prior.path}: prior has no discriminator (d.*); Stage I needs it for the feature loss"
-            )
-        self.disc = Discriminator(model)
-        load_state_strict(self.disc, d_tensors, source=f"{prior.path} [discriminator]")
+        prior = None
+        if opts.prior:
+            prior = load_prior(opts.prior)
+        elif teacher is None or disc is None:
+            raise CheckpointError("Stage I needs a prior: pass --prior stylegan2.safetensors (made by `mmfs convert`)")
+        source = str(prior.path) if prior is not None else "injected teacher"
+        if teacher is None:
+            teacher = Generator(model)
+            load_state_strict(teacher, prior.subset("g."), source=f"{prior.path} [generator]")
+            g_tensors = prior.subset("g.")
+        else:
+            g_tensors = dict(teacher.state_dict())
+        disc_from_prior = disc is None
+        if disc is None:
+            d_tensors = prior.subset("d.")
+            if not d_tensors:
+                raise CheckpointError(
+                    f"{prior.path}: prior has no discriminator (d.*); Stage I needs it for the feature loss"
+                )
+            disc = Discriminator(model)
+            load_state_strict(disc, d_tensors, source=f"{prior.path} [discriminator]")
+        self.teacher, self.disc = teacher, disc
         for net in (self.teacher, self.disc):
             net.to(device).eval().requires_grad_(False)
 
         stylizer = Stylizer(model)
-        init = stylizer_init_from_prior(prior.subset("g."), model)
+        init = stylizer_init_from_prior(g_tensors, model)
         missing, unexpected = stylizer.load_state_dict(init, strict=False)
         wrong = [k for k in missing if not k.startswith(STAGE1_NEW_LAYERS)] + list(unexpected)
         if wrong:
-            raise CheckpointError(f"{prior.path}: prior does not fit the Stylizer ({', '.join(wrong[:3])})")
+            raise CheckpointError(f"{source}: prior does not fit the Stylizer ({', '.join(wrong[:3])})")
         stylizer.to(device)
         self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval()}
         self.optimizers = {"G": adam(stylizer.stage1_parameters(), cfg.loop.lr, cfg.loop.betas)}
-        self.prior_path = os.path.abspath(prior.path)
+        # Stage II finds its discriminator through this path: recorded only when Stage I's came from the file.
+        self.prior_path = os.path.abspath(prior.path) if disc_from_prior else None
         # Fixed preview inputs, drawn from their own generator (never the training RNG).
         gen = torch.Generator().manual_seed(cfg.loop.seed)
         self.preview_z = torch.randn(cfg.loop.preview_count, model.z_dim, generator=gen).to(device)
@@ -126,4 +144,6 @@ class EncoderStage(Stage):
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()
+        if self.prior_path is None:
+            return tensors, meta
         return tensors, {**meta, "prior": self.prior_path}  # Stage II finds the discriminator through this
