@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 import torch
@@ -145,6 +146,209 @@ def test_official_mmfs_checkpoint_converts_and_stylizes_identically(tmp_path):
         assert torch.equal(g_ema(x, ws, noise="zero"), loaded(x, ws, noise="zero"))
         emb = torch.nn.functional.normalize(torch.randn(2, SMALL_MMFS.clip_dim), dim=1)
         assert torch.equal(g_ema.ws_from_clip(emb), loaded.ws_from_clip(emb))
+
+
+# --- the official ffhq512 layout, written out from reference-implementation.md §2.1-§2.5 and §4 -------------
+# (not from our modules' state dicts, so the tests below can catch a drift between the two)
+def _conv_layer(prefix: str, cin: int, cout: int, k: int, *, down: bool = False, activate: bool = True) -> dict:
+    """rosinality ConvLayer, an nn.Sequential: [Blur (kernel buffer)], EqualConv2d (no bias), [FusedLeakyReLU]."""
+    keys, i = {}, 0
+    if down:
+        keys[f"{prefix}.{i}.kernel"] = (4, 4)
+        i += 1
+    keys[f"{prefix}.{i}.weight"] = (cout, cin, k, k)
+    if activate:
+        keys[f"{prefix}.{i + 1}.bias"] = (cout,)
+    return keys
+
+
+def _res_block(prefix: str, cin: int, cout: int) -> dict:
+    return {
+        **_conv_layer(f"{prefix}.conv1", cin, cin, 3),
+        **_conv_layer(f"{prefix}.conv2", cin, cout, 3, down=True),
+        **_conv_layer(f"{prefix}.skip", cin, cout, 1, down=True, activate=False),  # bias=False, no activation
+    }
+
+
+def _modulated(prefix: str, cin: int, cout: int, k: int) -> dict:
+    return {
+        f"{prefix}.weight": (1, cout, cin, k, k),
+        f"{prefix}.modulation.weight": (cin, 512),
+        f"{prefix}.modulation.bias": (cin,),
+    }
+
+
+def _styled_conv(prefix: str, cin: int, cout: int, *, up: bool) -> dict:
+    keys = _modulated(f"{prefix}.conv", cin, cout, 3)
+    if up:
+        keys[f"{prefix}.conv.blur.kernel"] = (4, 4)
+    return {**keys, f"{prefix}.noise.weight": (1,), f"{prefix}.activate.bias": (cout,)}
+
+
+def _to_rgb(prefix: str, cin: int, *, up: bool) -> dict:
+    keys = {**_modulated(f"{prefix}.conv", cin, 3, 1), f"{prefix}.bias": (1, 3, 1, 1)}
+    if up:
+        keys[f"{prefix}.upsample.kernel"] = (4, 4)
+    return keys
+
+
+def official_stylizer_shapes(with_mapper: bool) -> dict[str, tuple[int, ...]]:
+    """Every key of the official 512 px Stylizer's state dict and its shape (§2.1 encoder, §2.2, §2.3, §4)."""
+    keys = _conv_layer("encoder.0", 3, 64, 3)
+    for i, (cin, cout) in enumerate([(64, 64), (64, 128), (128, 256), (256, 512)], start=1):
+        keys.update(_res_block(f"encoder.{i}", cin, cout))
+    keys.update(_conv_layer("encoder.5", 512, 512, 3))
+    for i in range(1, 9):  # mapping_z.0 is the PixelNorm
+        keys.update({f"mapping_z.{i}.weight": (512, 512), f"mapping_z.{i}.bias": (512,)})
+    keys.update(_styled_conv("decoder0", 512, 512, up=False))
+    keys.update(_to_rgb("to_rgb0", 512, up=False))
+    channels = {32: 512, 64: 512, 128: 256, 256: 128, 512: 64}
+    for k in range(1, 5):
+        cin, cout = channels[16 * 2**k], channels[32 * 2**k]
+        keys.update(_styled_conv(f"decoder{k}a", cin, cout, up=True))
+        keys.update(_styled_conv(f"decoder{k}b", cout, cout, up=False))
+        keys.update(_to_rgb(f"to_rgb{k}", cout, up=True))
+    if with_mapper:
+        keys["clip_mapper.position_embedding"] = (10, 512)
+        for n in range(4):
+            layer = f"clip_mapper.transformer.layers.{n}"
+            keys.update(
+                {
+                    f"{layer}.self_attn.in_proj_weight": (1536, 512),
+                    f"{layer}.self_attn.in_proj_bias": (1536,),
+                    f"{layer}.self_attn.out_proj.weight": (512, 512),
+                    f"{layer}.self_attn.out_proj.bias": (512,),
+                    f"{layer}.linear1.weight": (2048, 512),
+                    f"{layer}.linear1.bias": (2048,),
+                    f"{layer}.linear2.weight": (512, 2048),
+                    f"{layer}.linear2.bias": (512,),
+                    **{f"{layer}.norm{j}.{p}": (512,) for j in (1, 2) for p in ("weight", "bias")},
+                }
+            )
+    return keys
+
+
+def official_discriminator_shapes() -> dict[str, tuple[int, ...]]:
+    """Every key of the official 512 px discriminator (§2.5): rosinality's at 512 px, min_feats_size 4."""
+    keys = _conv_layer("convs.0", 3, 64, 1)
+    pairs = [(64, 128), (128, 256), (256, 512)] + [(512, 512)] * 4
+    for i, (cin, cout) in enumerate(pairs, start=1):
+        keys.update(_res_block(f"convs.{i}", cin, cout))
+    keys.update(_conv_layer("final_conv", 513, 512, 3))
+    keys.update({"final_linear.0.weight": (512, 512 * 16), "final_linear.0.bias": (512,)})
+    keys.update({"final_linear.1.weight": (1, 512), "final_linear.1.bias": (1,)})
+    return keys
+
+
+def _params(shapes: dict) -> int:
+    return sum(math.prod(s) for k, s in shapes.items() if not k.endswith("kernel"))
+
+
+def _official_tensors(shapes: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random weights with the statistics of rosinality's init, and the blur kernels' true values."""
+    k1 = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    blur = torch.outer(k1, k1) / 64  # a down-sampling Blur; the up-sampling ones carry the factor**2 = 4
+    out = {}
+    for key, shape in shapes.items():
+        if key.endswith("kernel"):
+            up = key.endswith(("blur.kernel", "upsample.kernel"))
+            out[key] = blur * (4 if up else 1)
+        elif key.startswith("mapping_z.") and key.endswith("weight"):
+            out[key] = torch.randn(shape, generator=gen) * 100  # EqualLinear stores randn / lr_mul (0.01)
+        elif key.endswith("modulation.bias") or key.endswith(("norm1.weight", "norm2.weight")):
+            out[key] = 1 + 0.1 * torch.randn(shape, generator=gen)
+        elif key.startswith("clip_mapper."):
+            out[key] = 0.05 * torch.randn(shape, generator=gen)
+        elif key.endswith("bias"):
+            out[key] = 0.1 * torch.randn(shape, generator=gen)
+        elif key.startswith("to_rgb") and key.endswith("conv.weight"):
+            out[key] = 0.1 * torch.randn(shape, generator=gen)  # no demodulation: keep the image inside [-1, 1]
+        else:
+            out[key] = torch.randn(shape, generator=gen)
+    return out
+
+
+@pytest.fixture(scope="module")
+def official512(tmp_path_factory):
+    """A full-size official phase-3 release (random weights, official keys), saved as upstream and converted."""
+    root = tmp_path_factory.mktemp("official512")
+    gen = torch.Generator().manual_seed(0)
+    g_ema = _official_tensors(official_stylizer_shapes(with_mapper=True), gen)
+    d = _official_tensors(official_discriminator_shapes(), gen)
+    src = root / "phase3_pretrain_10000.pth"
+    # G_model: a copy of G_ema (which one is picked is tested on SMALL_MMFS above). Separate tensors, as in a
+    # real release: the converter writes both, and safetensors refuses tensors that share memory.
+    torch.save(
+        {
+            "G_model": {k: v.clone() for k, v in g_ema.items()},
+            "G_ema_model": g_ema,
+            "D_model": d,
+            "optimizer_0": {"state": {}, "param_groups": []},
+            "epoch": 1,
+            "total_iters": 10_000,
+        },
+        src,
+    )
+    out = root / "mmfs.safetensors"
+    result = _invoke("convert", str(src), str(out))
+    assert result.exit_code == 0, result.output
+    return {"g_ema": g_ema, "d": d, "out": out}
+
+
+def test_official_key_lists_are_the_reference_ones(official512):
+    stylizer, with_mapper, disc = (
+        official_stylizer_shapes(False),
+        official_stylizer_shapes(True),
+        official_discriminator_shapes(),
+    )
+    kernels = [k for k in stylizer if k.endswith("kernel")]
+    assert (len(stylizer), len(kernels), len(with_mapper), len(disc)) == (121, 16, 170, 57)
+    assert {"encoder.1.conv2.0.kernel", "decoder1a.conv.blur.kernel", "to_rgb1.upsample.kernel"} <= set(kernels)
+    # the table reproduces the reference's measured parameter counts
+    assert _params(stylizer) == 18_676_376 and _params(with_mapper) - _params(stylizer) == 12_614_656
+    assert _params(disc) == 28_982_849
+
+    # our modules: the same keys and shapes, counting the blur kernels we keep as non-persistent buffers
+    def layout(module: torch.nn.Module) -> dict:
+        return {k: tuple(v.shape) for k, v in _with_upstream_kernels(module).items()}
+
+    cfg = PRESETS["ffhq512"]
+    assert layout(Stylizer(cfg, with_mapper=True)) == with_mapper
+    assert layout(Discriminator(cfg)) == disc
+    # the converted file: every official weight (no kernels, which we rebuild) under its role's prefix
+    tensors = load_checkpoint(official512["out"], kind="training").tensors
+    for prefix, expected in (("stylizer_ema.", with_mapper), ("stylizer.", with_mapper), ("disc.", disc)):
+        got = {k[len(prefix) :]: tuple(v.shape) for k, v in tensors.items() if k.startswith(prefix)}
+        assert got == {k: s for k, s in expected.items() if not k.endswith("kernel")}, prefix
+
+
+def test_full_size_official_mmfs_round_trip_stylizes_identically(official512):
+    cfg = PRESETS["ffhq512"]
+    ckpt = load_checkpoint(official512["out"], kind="training")
+    assert ckpt.config == cfg  # 512 px, 10 w, 4 mapper layers: every inferred field is the paper's
+    loaded = load_stylizer(official512["out"])
+    direct = Stylizer(cfg, with_mapper=True)
+    weights = {k: v for k, v in official512["g_ema"].items() if not k.endswith("kernel")}
+    direct.load_state_dict(weights, strict=True)
+    direct.eval()
+    for name, buf in direct.named_buffers():  # the kernels we rebuild are the ones upstream saved
+        if name.endswith("kernel"):
+            assert torch.equal(buf, official512["g_ema"][name]), name
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 512, 512, generator=gen) * 2 - 1
+    emb = torch.nn.functional.normalize(torch.randn(1, 512, generator=gen), dim=1)
+    with torch.no_grad():
+        ws = direct.ws_from_clip(emb)
+        assert torch.equal(ws, loaded.ws_from_clip(emb))
+        ws = ws + direct.ws_from_z(torch.randn(1, 512, generator=gen))  # a style the mapper alone would not give
+        expected = direct(x, ws, noise="zero")
+        got = loaded(x, ws, noise="zero")
+    assert expected.shape == (1, 3, 512, 512)
+    assert 0.05 < expected.std() and (expected.abs() < 1).float().mean() > 0.5  # not a saturated image
+    assert torch.equal(expected, got)
+    d = Discriminator(cfg).eval()
+    load_state_strict(d, {k[len("disc.") :]: v for k, v in ckpt.tensors.items() if k.startswith("disc.")})
+    assert all(torch.equal(d.state_dict()[k], v) for k, v in official512["d"].items() if not k.endswith("kernel"))
 
 
 def test_refusals_are_one_line(tmp_path):
