@@ -172,6 +172,35 @@ def test_clip_quick_gelu_follows_the_tag(monkeypatch, tmp_path):
     assert seen["force_quick_gelu"] is False
 
 
+def test_clip_unknown_model_or_tag_is_one_line_before_any_download(monkeypatch, tmp_path):
+    import open_clip
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a bad name or tag must be refused before open_clip builds or downloads anything")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_build)
+    with pytest.raises(MissingWeightsError) as exc:
+        OpenClipEncoder.from_pretrained(model_name="no-such-model")
+    assert_one_line_error(exc, "'no-such-model'", "--clip-model", "ViT-B-32", "open_clip.list_models()", "local-dir:")
+    with pytest.raises(MissingWeightsError) as exc:
+        OpenClipEncoder.from_pretrained(model_name="vit-b-32")  # the close spelling is suggested first
+    assert "try ViT-B-32," in str(exc.value)
+    with pytest.raises(MissingWeightsError) as exc:
+        OpenClipEncoder.from_pretrained(tag="opnai")
+    assert_one_line_error(exc, "'opnai'", "--clip-tag", "ViT-B-32", "try openai,", "laion2b_s34b_b79k")
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"")
+    with pytest.raises(MissingWeightsError) as exc:  # the tag also matters for a local file (QuickGELU)
+        OpenClipEncoder.from_pretrained(weights, tag="no_such_tag")
+    assert_one_line_error(exc, "'no_such_tag'", "--clip-tag")
+    with pytest.raises(MissingWeightsError) as exc:  # an empty tag would silently build random weights
+        OpenClipEncoder.from_pretrained(tag="")
+    assert_one_line_error(exc, "--clip-tag", "--clip-weights")
+    with pytest.raises(MissingWeightsError) as exc:
+        OpenClipEncoder.from_pretrained(model_name="convnext_tiny")  # an architecture without pretrained weights
+    assert_one_line_error(exc, "convnext_tiny", "--clip-weights")
+
+
 # ---------------------------------------------------------------- DINO
 
 

@@ -12,6 +12,7 @@ behaviour), so its embeddings, directions and cosines carry fp16 rounding there;
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,11 +42,59 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_TAG = "openai"
 WEIGHTS_FLAG = "--clip-weights"
+MODEL_FLAG = "--clip-model"
+TAG_FLAG = "--clip-tag"
 # The reference hooks `visual.transformer.resblocks[3]` for the projection loss (the 4th block, 0-based 3).
 REFERENCE_TOKEN_BLOCK = 3
 _DOWNLOAD_HINT = (
     "download open_clip_pytorch_model.bin from https://huggingface.co/timm/vit_base_patch32_clip_224.openai"
 )
+
+
+def check_clip_choice(model_name: str, tag: str, *, local_weights: bool = False) -> None:
+    """One-line `MissingWeightsError` unless open_clip knows `model_name` and its pretrained `tag`.
+
+    Checked before anything is built or downloaded. With `local_weights` (a `--clip-weights` file) the tag
+    only says where the file comes from (it decides QuickGELU): an empty tag, or any tag for an
+    architecture without pretrained tags, is accepted there; a tag the architecture does not list is not.
+    """
+    import open_clip
+
+    models = open_clip.list_models()
+    if model_name not in models:
+        raise MissingWeightsError(
+            f"unknown CLIP model {model_name!r} ({MODEL_FLAG}): not an open_clip architecture; "
+            f"try {_choices(model_name, models, ('ViT-B-32', 'ViT-B-16', 'ViT-L-14', 'RN50'))} "
+            f"(all {len(models)}: open_clip.list_models()), or local-dir:PATH"
+        )
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if not tag:
+        if local_weights:
+            return
+        raise MissingWeightsError(
+            f"CLIP {model_name} needs a pretrained tag ({TAG_FLAG}) or a weights file ({WEIGHTS_FLAG})"
+        )
+    if open_clip.get_pretrained_cfg(model_name, tag):
+        return
+    if not tags:
+        if local_weights:
+            return
+        raise MissingWeightsError(
+            f"open_clip has no pretrained weights for CLIP {model_name} (so {TAG_FLAG} {tag!r} cannot be used); "
+            f"pass a weights file with {WEIGHTS_FLAG} PATH"
+        )
+    raise MissingWeightsError(
+        f"unknown pretrained tag {tag!r} for CLIP {model_name} ({TAG_FLAG}); try {_choices(tag, tags, tags)}"
+        f" (all {len(tags)}: open_clip.list_pretrained_tags_by_model({model_name!r}))"
+    )
+
+
+def _choices(value: str, valid: Sequence[str], fallback: Sequence[str], limit: int = 5) -> str:
+    """A few valid values to suggest: the closest to `value` first, then `fallback` ones."""
+    lower = {v.lower(): v for v in reversed(valid)}  # case-insensitive; the first spelling wins
+    close = [lower[v] for v in difflib.get_close_matches(value.lower(), list(lower), n=limit, cutoff=0.5)]
+    picks = list(dict.fromkeys([*close, *(v for v in fallback if v in valid)]))[:limit]
+    return ", ".join(picks)
 
 
 class OpenClipEncoder(FrozenExternal):
@@ -141,7 +190,8 @@ class OpenClipEncoder(FrozenExternal):
             weights: a local `open_clip_pytorch_model.bin` / `.safetensors` / `.pt` state dict. When None,
                 the weights named by `tag` are used (downloaded by open_clip unless cached).
             model_name: any open_clip architecture name, or `local-dir:/path` (config + weights in one folder).
-            tag: open_clip pretrained tag; also says where a local `weights` file comes from.
+            tag: open_clip pretrained tag; also says where a local `weights` file comes from. An unknown
+                model name or tag is a one-line `MissingWeightsError` before anything is built or downloaded.
             quick_gelu: force QuickGELU; None follows the tag (OpenAI weights were trained with QuickGELU).
             device: where to put the model.
         """
@@ -157,6 +207,9 @@ class OpenClipEncoder(FrozenExternal):
                     f"CLIP folder {folder} has no open_clip_config.json; pass a folder with config and weights"
                 )
         else:
+            if not model_name.startswith("hf-hub:"):
+                model_name = model_name.replace("/", "-")  # open_clip's own spelling: ViT-B/32 -> ViT-B-32
+                check_clip_choice(model_name, tag, local_weights=weights is not None)
             if quick_gelu is None:
                 tag_cfg = open_clip.get_pretrained_cfg(model_name, tag) if tag else {}
                 quick_gelu = bool(tag_cfg.get("quick_gelu", False))
