@@ -51,12 +51,33 @@ def build_clip(
     return clip
 
 
+def recorded_clip_tag(checkpoint: str | os.PathLike[str], model_name: str) -> str | None:
+    """The open_clip tag `checkpoint`'s mapper was trained with (train-mapper and adapt record it), if any.
+
+    Only returned when the recorded CLIP model is `model_name`: a tag belongs to one architecture.
+    """
+    from mmfs.checkpoint import read_metadata
+
+    meta = read_metadata(checkpoint)
+    tag = meta.get("mmfs.clip_tag")
+    return tag if tag is not None and meta.get("mmfs.clip_model") == model_name else None
+
+
+def resolve_clip_tag(tag: str | None, checkpoint: str | os.PathLike[str] | None, model_name: str) -> str:
+    """`--clip-tag` when given, else the tag recorded in `checkpoint` for `model_name`, else `DEFAULT_TAG`."""
+    if tag is not None:
+        return tag
+    if checkpoint is None or model_name == TINY_CLIP:
+        return DEFAULT_TAG
+    return recorded_clip_tag(checkpoint, model_name) or DEFAULT_TAG
+
+
 def check_clip_dim(clip: OpenClipEncoder, embed_dim: int) -> None:
     """One clear line when the CLIP model does not fit the checkpoint's mapper."""
     if clip.embed_dim != embed_dim:
         raise CheckpointError(
             f"the CLIP model gives {clip.embed_dim}-d embeddings but this checkpoint's mapper reads {embed_dim}-d ones;"
-            " use the CLIP the mapper was trained with (--clip-model / --clip-weights)"
+            " use the CLIP the mapper was trained with (--clip-model / --clip-tag / --clip-weights)"
         )
 
 

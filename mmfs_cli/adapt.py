@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mmfs_cli.common import DeviceOpt, OutdirOpt, QuietOpt, echo_err, guarded
+from mmfs_cli.common import ClipTag, DeviceOpt, OutdirOpt, QuietOpt, echo_err, guarded
 from mmfs_cli.mapper import ClipModel, ClipWeights
 from mmfs_cli.stylize import Detector, Ext
 
@@ -24,7 +24,13 @@ def adapt(
     ] = ...,
     text: Annotated[str | None, typer.Option(help="Zero-shot: the target style as text, e.g. 'pop art'.")] = None,
     ref: Annotated[Path | None, typer.Option(help="One-shot: a style reference image.")] = None,
-    photos: Annotated[Path | None, typer.Option(help="Folder of face photos to adapt on (FFHQ-aligned).")] = None,
+    photos: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of FFHQ-aligned face photos to adapt on; default with --aligned: the INPUTS folder.",
+            show_default=False,
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (the reference saves after 200).")] = 200,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per step (reference 8).")] = 8,
     lr: Annotated[float, typer.Option(help="Adam learning rate (reference 2e-4).")] = 2e-4,
@@ -38,6 +44,7 @@ def adapt(
         Path | None, typer.Option(help="Keep the training run (log, previews, checkpoint) under this folder.")
     ] = None,
     clip_model: ClipModel = "ViT-B-32",
+    clip_tag: ClipTag = None,
     clip_weights: ClipWeights = None,
     dino_weights: Annotated[
         Path | None, typer.Option(help="Local DINO ViT-B/8 weights for the structure loss (default: timm's cache).")
@@ -66,7 +73,8 @@ def adapt(
 
     Trains decoder0..N and to_rgb0..N only: 0.5 x DINO structure + 1.0 x CLIP direction (+ 100 x token projection with --ref).
     The adapted file holds the changed decoder weights and points to --checkpoint; stylize it with the same --text/--ref.
-    Given INPUTS, they are stylized right away with the adapted model and the same style.
+    Given INPUTS, they are stylized right away with the adapted model and the same style. Without --photos,
+    --aligned INPUTS (one folder of FFHQ-aligned crops) are also the photos it adapts on.
 
     Example: mmfs adapt -c mapper.safetensors --ref style.png --photos faces/ --out style.safetensors photos/ -o out
     """
@@ -75,29 +83,28 @@ def adapt(
     if paste_back and aligned:
         raise typer.BadParameter("--paste-back needs face detection; it cannot be used with --aligned")
     with guarded():
-        out = _adapt(locals())
+        out, tag = _adapt(locals())
     if inputs:
         from mmfs_cli.stylize import stylize
 
         stylize(
             inputs=inputs, checkpoint=out, text=[text] if text is not None else None, ref=[ref] if ref is not None else None,
-            clip_weights=clip_weights, clip_model="tiny" if tiny else clip_model, outdir=outdir, paste_back=paste_back,
-            aligned=aligned, detector=detector, ext=ext, overwrite=overwrite, device=device,
+            clip_weights=clip_weights, clip_model="tiny" if tiny else clip_model, clip_tag=tag, outdir=outdir,
+            paste_back=paste_back, aligned=aligned, detector=detector, ext=ext, overwrite=overwrite, device=device,
             dtype="fp32" if dtype == "auto" else dtype, as_json=as_json, quiet=quiet,
         )  # fmt: skip
 
 
-def _adapt(a: dict[str, Any]) -> Path:
-    """Check inputs, adapt, write the adapted file; returns its path."""
+def _adapt(a: dict[str, Any]) -> tuple[Path, str]:
+    """Check inputs, adapt, write the adapted file; returns its path and the CLIP tag used."""
     from mmfs.checkpoint import read_metadata
-    from mmfs.clip_styles import reference_label, text_label
+    from mmfs.clip_styles import reference_label, resolve_clip_tag, text_label
     from mmfs.config import ModelConfig
     from mmfs.errors import CheckpointError, InputError, MMFSError
     from mmfs.train import make_config
     from mmfs.train.stages.adapt import run_adapt
 
-    if a["photos"] is None:
-        raise MMFSError("`mmfs adapt` needs --photos (a folder of face photos to adapt on)")
+    photos = a["photos"] if a["photos"] is not None else _photos_from_inputs(a["inputs"], a["aligned"])
     if a["ref"] is not None and not a["ref"].is_file():
         raise InputError(f"{a['ref']}: no such reference image")
     label = text_label(a["text"]) if a["text"] is not None else reference_label(a["ref"])
@@ -108,10 +115,12 @@ def _adapt(a: dict[str, Any]) -> Path:
     if config is None:
         raise CheckpointError(f"{a['checkpoint']}: no mmfs model config in its metadata")
     tiny = a["tiny"]
+    clip_model = "tiny" if tiny else a["clip_model"]
+    tag = resolve_clip_tag(a["clip_tag"], a["checkpoint"], clip_model)  # --clip-tag, else the mapper's, else openai
     options = {
-        "checkpoint": str(a["checkpoint"]), "photos": str(a["photos"]), "text": a["text"],
+        "checkpoint": str(a["checkpoint"]), "photos": str(photos), "text": a["text"],
         "ref": str(a["ref"]) if a["ref"] is not None else None, "source_text": a["source_text"],
-        "clip_model": "tiny" if tiny else a["clip_model"], "clip_weights": _str(a["clip_weights"]),
+        "clip_model": clip_model, "clip_tag": tag, "clip_weights": _str(a["clip_weights"]),
         "dino": "tiny" if tiny else _str(a["dino_weights"]) or "dino_vitb8", "mapper_dropout": a["mapper_dropout"],
     }  # fmt: skip
     loop = {"steps": a["steps"], "batch_size": a["batch_size"], "lr": a["lr"], "seed": a["seed"],
@@ -126,7 +135,26 @@ def _adapt(a: dict[str, Any]) -> Path:
     echo_err(f"wrote {path} (adapted decoder, base {a['checkpoint']})")
     if not a["inputs"]:
         typer.echo(str(path))
-    return path
+    return path, tag
+
+
+def _photos_from_inputs(inputs: list[str] | None, aligned: bool) -> Path:
+    """Without --photos: the INPUTS folder, when it holds aligned crops (--aligned); else a one-line why-not."""
+    from mmfs.errors import MMFSError
+
+    if not inputs:
+        raise MMFSError("`mmfs adapt` needs --photos (a folder of FFHQ-aligned face photos to adapt on)")
+    if not aligned:
+        raise MMFSError(
+            "`mmfs adapt` needs --photos FOLDER of FFHQ-aligned face crops: adapting trains on aligned crops, while"
+            " INPUTS are whole photos that are only detected and aligned when stylized (make crops with `mmfs align"
+            " INPUTS -o FOLDER`, or add --aligned if INPUTS are one folder of aligned crops)"
+        )
+    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+        raise MMFSError(
+            "with --aligned and no --photos, INPUTS must be one folder of aligned crops to adapt on; pass --photos FOLDER"
+        )
+    return Path(inputs[0])
 
 
 def _str(value: Path | None) -> str | None:

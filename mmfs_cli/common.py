@@ -62,3 +62,11 @@ DtypeOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 OutdirOpt = Annotated[Path, typer.Option("--outdir", "-o", help="Folder for the outputs (created if missing).")]
+ClipTag = Annotated[
+    str | None,
+    typer.Option(
+        help="open_clip pretrained tag of the CLIP weights, e.g. openai (the reference's) or laion2b_s34b_b79k; it also"
+        " decides QuickGELU for --clip-weights. Default: openai (stylize, adapt: the tag recorded with the mapper, if any).",
+        show_default=False,
+    ),
+]

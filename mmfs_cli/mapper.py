@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mmfs_cli.common import guarded
+from mmfs_cli.common import ClipTag, guarded
 from mmfs_cli.train import (
     Accum,
     BatchSize,
@@ -50,6 +50,7 @@ def train_mapper(
         Path | None, typer.Option(help="Discriminator file (training checkpoint); default: found from --init.")
     ] = None,
     clip_model: ClipModel = "ViT-B-32",
+    clip_tag: ClipTag = None,
     clip_weights: ClipWeights = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Random tiny CLIP (smoke runs, no download).")] = False,
     mixing_prob: Annotated[
@@ -97,7 +98,8 @@ def train_mapper(
         init_file = resolve_init(init)
         options = {
             "photos": _path(photos), "init": str(init_file), "disc": _path(disc),
-            "clip_model": "tiny" if tiny else clip_model, "clip_weights": _path(clip_weights), "mixing_prob": mixing_prob,
+            "clip_model": "tiny" if tiny else clip_model, "clip_tag": "openai" if clip_tag is None else clip_tag,
+            "clip_weights": _path(clip_weights), "mixing_prob": mixing_prob,
         }  # fmt: skip
         try:
             cfg = make_config("train-mapper", _model_config(preset, init_file), options=options, **loop)

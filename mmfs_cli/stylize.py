@@ -13,6 +13,7 @@ import typer
 
 from mmfs_cli.common import (
     EXIT_FAILED,
+    ClipTag,
     DeviceOpt,
     DtypeOpt,
     OutdirOpt,
@@ -77,7 +78,9 @@ def _one_style_source(given: dict[str, Any]) -> str:
     return used[0]
 
 
-def _style_source(option: str, *, seed, seeds, w, text, ref, clip_weights, clip_model, pipeline) -> Any:
+def _style_source(
+    option: str, *, seed, seeds, w, text, ref, clip_weights, clip_model, clip_tag, checkpoint, pipeline
+) -> Any:
     """The style source of the chosen option: SeedStyles, LatentStyles or (CLIP) EmbeddingStyles."""
     from mmfs.pipeline import LatentStyles, SeedStyles
 
@@ -87,10 +90,14 @@ def _style_source(option: str, *, seed, seeds, w, text, ref, clip_weights, clip_
         return SeedStyles(parse_seeds(seeds))
     if option == "--w":
         return LatentStyles(w)
-    return _clip_source(text, ref, clip_weights, clip_model, pipeline)
+    from mmfs.clip_styles import resolve_clip_tag
+
+    # `--clip-tag`, else the tag recorded with the checkpoint's mapper for this `--clip-model`, else openai
+    tag = resolve_clip_tag(clip_tag, checkpoint, clip_model)
+    return _clip_source(text, ref, clip_weights, clip_model, tag, pipeline)
 
 
-def _clip_source(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, pipeline) -> Any:
+def _clip_source(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, tag: str, pipeline) -> Any:
     """`EmbeddingStyles` of `--text` prompts or `--ref` images through the checkpoint's mapper (mmfs.clip_styles)."""
     from mmfs.clip_styles import build_clip, reference_styles, text_styles
     from mmfs.errors import CheckpointError
@@ -98,7 +105,7 @@ def _clip_source(texts: list[str], refs: list[Path], weights: Path | None, model
     if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load
         raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
     # `--clip-model tiny` builds a random tiny CLIP of the mapper's size (smoke runs); the size is checked.
-    encoder = build_clip(model_name, weights, embed_dim=pipeline.model.cfg.clip_dim, device=pipeline.device)
+    encoder = build_clip(model_name, weights, tag=tag, embed_dim=pipeline.model.cfg.clip_dim, device=pipeline.device)
     return text_styles(encoder, texts) if texts else reference_styles(encoder, refs)
 
 
@@ -132,6 +139,7 @@ def stylize(
     clip_model: Annotated[
         str, typer.Option(help="open_clip model name for --text/--ref, or local-dir:PATH.")
     ] = "ViT-B-32",
+    clip_tag: ClipTag = None,
     outdir: OutdirOpt = Path("stylized"),
     out: Annotated[
         Path | None,
@@ -306,7 +314,7 @@ def _run(a: dict[str, Any]) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-_SOURCE_ARGS = ("seed", "seeds", "w", "text", "ref", "clip_weights", "clip_model")
+_SOURCE_ARGS = ("seed", "seeds", "w", "text", "ref", "clip_weights", "clip_model", "clip_tag", "checkpoint")
 
 
 def _run_video(a: dict[str, Any], started: float) -> None:

@@ -199,7 +199,7 @@ def test_cli_adapts_then_stylizes_inputs(files, tmp_path):
             str(files / "photos" / "0.png"), "--aligned", "-o", str(tmp_path / "styled")]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out).kind == "adapted"
+    assert load_checkpoint(out).kind == "adapted" and load_checkpoint(out).meta["clip_tag"] == "openai"
     assert (tmp_path / "styled" / "0_pop-art.png").is_file()
     again = CliRunner().invoke(app, args)  # the adapted file exists: refused before any work
     assert again.exit_code == 1 and "already exists; pass --overwrite" in again.output
@@ -210,3 +210,30 @@ def test_cli_usage_errors(files):
     assert both.exit_code == 2 and "exactly one style" in both.output
     no_photos = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x"])
     assert no_photos.exit_code == 1 and "needs --photos" in no_photos.output
+    base = ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--tiny"]
+    # INPUTS are whole photos unless --aligned: they cannot be the aligned crops adapting trains on
+    unaligned = CliRunner().invoke(app, [*base, str(files / "photos")])
+    assert unaligned.exit_code == 1 and "needs --photos" in unaligned.stderr and "add --aligned" in unaligned.stderr
+    assert len(unaligned.stderr.strip().splitlines()) == 1
+    one_file = CliRunner().invoke(app, [*base, str(files / "photos" / "0.png"), "--aligned"])
+    assert one_file.exit_code == 1 and "must be one folder of aligned crops" in one_file.output
+
+
+def test_cli_adapts_on_aligned_inputs_without_photos(files, tmp_path):
+    out = tmp_path / "pop.safetensors"
+    args = ["adapt", "-c", str(files / "base.safetensors"), "--text", "pop art", "--steps", "1", "--batch-size", "2",
+            "--tiny", "--quiet", "--out", str(out), str(files / "photos"), "--aligned", "-o", str(tmp_path / "styled")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out).kind == "adapted"
+    assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == [f"{i}_pop-art.png" for i in range(6)]
+
+
+def test_cli_clip_tag_reaches_the_clip(files, tmp_path):
+    args = ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--photos", str(files / "photos"),
+            "--clip-tag", "nope", "--quiet", "--out", str(tmp_path / "x.safetensors")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'nope'" in lines[0] and "--clip-tag" in lines[0]
+    assert not (tmp_path / "x.safetensors").exists()

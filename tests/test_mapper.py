@@ -160,6 +160,13 @@ def test_cli_trains_from_a_run_directory_and_reports_missing_options(files, tmp_
     assert result.exit_code == 0, result.output
     final = result.stdout.strip().splitlines()[-1]
     assert final.endswith("train-mapper/final.safetensors") and load_stylizer(final).clip_mapper is not None
+    assert load_checkpoint(final).meta["clip_tag"] == "openai"  # stylize and adapt default to it
+
+    tagged = CliRunner().invoke(app, [*args, "--clip-tag", "laion2b_s34b_b79k", "--dry-run"])
+    assert tagged.exit_code == 0 and '"clip_tag": "laion2b_s34b_b79k"' in tagged.stdout
+    bad = CliRunner().invoke(app, [a for a in args if a != "--tiny"] + ["--clip-tag", "nope"])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output, bad.output
+    assert "'nope'" in bad.stderr.strip().splitlines()[-1] and "--clip-tag" in bad.stderr
 
     missing = CliRunner().invoke(app, ["train-mapper", "--photos", str(files / "photos")])
     assert missing.exit_code == 1 and "needs --init" in missing.output

@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from mmfs.checkpoint import module_state, save_checkpoint
-from mmfs.clip_styles import build_clip, reference_styles, text_styles
+from mmfs.clip_styles import build_clip, reference_styles, resolve_clip_tag, text_styles
 from mmfs.config import PRESETS
 from mmfs.data.images import load_image, save_image, to_tensor, to_uint8
-from mmfs.errors import CheckpointError
+from mmfs.errors import CheckpointError, MissingWeightsError
 from mmfs.models import file_sha256, load_stylizer
 from mmfs.nn import Stylizer
 from mmfs.pipeline import StylizePipeline
@@ -37,6 +37,8 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     model = Stylizer(TINY, with_mapper=True)
     save_checkpoint(root / "mapper.safetensors", module_state(model), kind="stylizer", config=TINY)
+    recorded = {"clip_model": "ViT-B-32", "clip_tag": "recorded_tag"}  # as `mmfs train-mapper` writes them
+    save_checkpoint(root / "tagged.safetensors", module_state(model), kind="stylizer", config=TINY, meta=recorded)
     save_checkpoint(root / "plain.safetensors", module_state(Stylizer(TINY)), kind="stylizer", config=TINY)
     changed = {k: v + 0.05 * torch.randn_like(v) for k, v in module_state(model).items() if k.startswith("to_rgb")}
     meta = {"base": "mapper.safetensors", "base_sha256": file_sha256(root / "mapper.safetensors"), "prompt": "pop art"}
@@ -134,3 +136,35 @@ def test_style_sources_label_and_embed_like_the_pipeline_expects(files):
         from mmfs.clip_styles import check_clip_dim
 
         check_clip_dim(build_clip("tiny", embed_dim=512), TINY.clip_dim)
+
+
+def clip_error(result) -> str:
+    """The one stderr line of a refused CLIP choice (exit 1, no traceback)."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_unknown_clip_model_or_tag_is_one_line(files, tmp_path):
+    def run(*args):
+        argv = ["stylize", files / "face.png", "--aligned", "-c", files / "mapper.safetensors", "-o", tmp_path, *args]
+        return CliRunner().invoke(app, [str(a) for a in argv])
+
+    line = clip_error(run("--text", "x", "--clip-model", "no-such-model"))
+    assert "'no-such-model'" in line and "--clip-model" in line and "ViT-B-32" in line
+    line = clip_error(run("--ref", files / "style.png", "--clip-tag", "nope"))  # the tag reaches from_pretrained
+    assert "'nope'" in line and "--clip-tag" in line and "openai" in line
+    with pytest.raises(MissingWeightsError, match="unknown CLIP model 'no-such-model'"):
+        build_clip("no-such-model", embed_dim=TINY.clip_dim)
+
+
+def test_clip_tag_defaults_to_the_one_the_mapper_was_trained_with(files, tmp_path):
+    tagged = files / "tagged.safetensors"
+    assert resolve_clip_tag(None, tagged, "ViT-B-32") == "recorded_tag"
+    assert resolve_clip_tag("laion2b_s34b_b79k", tagged, "ViT-B-32") == "laion2b_s34b_b79k"  # the flag wins
+    assert resolve_clip_tag(None, tagged, "ViT-B-16") == "openai"  # recorded for another architecture
+    assert resolve_clip_tag(None, files / "mapper.safetensors", "ViT-B-32") == "openai"  # nothing recorded
+    argv = ["stylize", files / "face.png", "--aligned", "-c", tagged, "-o", tmp_path, "--text", "x"]
+    line = clip_error(CliRunner().invoke(app, [str(a) for a in argv]))
+    assert "'recorded_tag'" in line and "--clip-tag" in line
