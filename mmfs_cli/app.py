@@ -25,7 +25,15 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"mmfs_cli.{_name}").register(app)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
+    """Warnings reach the user as `warning: ...` lines on stderr, like the errors, not as source excerpts."""
+    return f"warning: {message}\n"
+
+
 def main() -> None:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     app()
 
 

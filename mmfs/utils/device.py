@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -38,11 +39,40 @@ def enable_tf32() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True when bf16 maths runs natively: a bf16-capable GPU, or a CPU with AVX-512 BF16 / AMX (oneDNN).
+
+    On a CPU without it (AVX2 only) PyTorch's bf16 convolutions fall back to a reference GEMM and bf16
+    autocast is several times *slower* than fp32 (measured: 9x for a 256 px Stylizer, docs/benchmarks.md).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return True  # other backends: nothing to check here
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+_warned_slow_bf16 = False
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """Mixed precision when `dtype` is lower than fp32, on whichever device type is in use."""
+    global _warned_slow_bf16
     if dtype == torch.float32:
         yield
         return
+    if dtype == torch.bfloat16 and not _warned_slow_bf16 and not native_bf16(device):
+        _warned_slow_bf16 = True
+        warnings.warn(
+            f"this {device.type.upper()} has no native bf16 (CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}): bf16 runs several times slower than fp32 here; "
+            "use --dtype fp32",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
