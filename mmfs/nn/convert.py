@@ -65,9 +65,15 @@ def detect_format(obj: dict) -> str:
 
 
 def strip_derived(tensors: Tensors) -> Tensors:
-    """Drop upstream blur-kernel buffers and make every tensor a contiguous float32/CPU copy."""
+    """Drop upstream blur-kernel buffers and make every tensor a contiguous float32/CPU copy.
+
+    Always a real copy: a pickle may hold the same storage under two keys (say `G_model` and
+    `G_ema_model` after a deepcopy-free save), which safetensors refuses to write.
+    """
     return {
-        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items() if not _DERIVED_BUFFER.search(k)
+        k: v.detach().to("cpu", torch.float32, copy=True).contiguous()
+        for k, v in tensors.items()
+        if not _DERIVED_BUFFER.search(k)
     }
 
 

@@ -6,7 +6,8 @@ Every block takes explicit primitive arguments. Two run-time switches, set per m
 * `modconv`: "fused" modulates the weights per sample and runs one grouped convolution (the official
   form); "unfused" scales the input by the style, runs one shared convolution and scales the output by the
   demodulation coefficients (same maths, one weight for the whole batch); "auto" picks fused for a batch of
-  one and unfused otherwise (at batch 1 the fused conv is a plain conv with no extra passes over the data).
+  one (a plain conv with no extra passes over the data) and when training in fp32 outside autocast
+  (grouped convs train faster there), unfused otherwise.
 * `resample`: "fast" (depthwise/strided/transposed FIR convolutions, no zero insertion) or "reference"
   (`upfirdn2d` as the official code computes it).
 """
