@@ -4,7 +4,8 @@ For each resolution and batch size there is one row per path and dtype, with its
 fp32 path of the same resolution and batch:
 
 * naive     - official-style per-sample modulated weights (grouped conv) and reference resampling
-              (transposed conv + `upfirdn2d` blur, zero insertion for the RGB skip), NCHW, eager
+              (transposed conv + `upfirdn2d` blur, zero insertion for the RGB skip), NCHW, eager; fp32 only
+              (the baseline of every ratio; see main() for why not bf16)
 * fast-nchw - our resampling (polyphase up-convs, depthwise blurs, no zero insertion), modconv "auto", NCHW
 * fast      - the defaults: fast-nchw in channels-last memory format
 * compiled  - `torch.compile` (Inductor) of the default path
@@ -34,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmfs.config import PRESETS
 from mmfs.nn import Stylizer, ops, set_implementation
+from mmfs.utils.device import native_bf16
 
 PATHS = {
     # name: (modconv, resample, channels_last, compiled)
@@ -64,6 +66,12 @@ def cpu_model() -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     return platform.processor() or "unknown CPU"
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """What these cores reach on one large fp32 matrix product: the ceiling the convolutions work under."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_time(lambda: a @ b, repeats, warmup=1) / 1e9
 
 
 def count_gmacs(model: Stylizer, x: torch.Tensor, ws: torch.Tensor) -> float:
@@ -143,7 +151,13 @@ def main() -> None:
     parser.add_argument("--with-1024", action="store_true", help="also run 1024 px (slow)")
     parser.add_argument("--res", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        default=None,
+        choices=["fp32", "bf16"],
+        help="default: both where bf16 is native, else fp32",
+    )
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive baseline")
     parser.add_argument("--repeats", type=int, default=3)
@@ -154,7 +168,13 @@ def main() -> None:
     if args.with_1024:
         args.res = sorted(set(args.res) | {1024})
     torch.set_num_threads(args.threads)
-    header = f"{datetime.date.today()} | {cpu_model()} | torch {torch.__version__} | {args.threads} threads"
+    native = native_bf16(torch.device("cpu"))
+    args.dtype = args.dtype or (["fp32", "bf16"] if native else ["fp32"])
+    header = (
+        f"{datetime.date.today()} | {cpu_model()} | torch {torch.__version__} | {args.threads} threads | "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if native else 'no'} | "
+        f"fp32 GEMM 2048^3: {gemm_gflops():.0f} GFLOP/s"
+    )
     print(header, flush=True)
     benches = {res: Bench(res, args.repeats) for res in args.res}
     paths = [p for p in PATHS if not (p == "compiled" and args.no_compile) and not (p == "naive" and args.no_naive)]
@@ -162,7 +182,11 @@ def main() -> None:
     for bench in benches.values():
         for batch in args.batch:
             for path in paths:
-                rows += bench.run(batch, path, args.dtype)
+                # The naive path is the fp32 baseline only: under CPU bf16 autocast its NCHW grouped and
+                # transposed convolutions fall back to PyTorch's slow_conv2d with a reference GEMM (minutes
+                # per image), which would measure that fallback, not the network.
+                dtypes = ["fp32"] if path == "naive" else args.dtype
+                rows += bench.run(batch, path, dtypes)
     # last, because it changes the allocator for the rest of the process
     if ops.reuse_freed_memory():
         for bench in benches.values():

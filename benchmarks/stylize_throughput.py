@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from mmfs.utils.device import DTYPES
+
 
 def make_inputs(folder: Path, n: int) -> tuple[list, list]:
     """n copies of the astronaut photo and n copies of its 512 px aligned crop, under distinct names."""
@@ -73,7 +75,7 @@ def run_engine(
     return wall / len(rest), cpu / len(rest), {k: v / len(rest) for k, v in stats.items()}
 
 
-def generator_variants(model, repeats: int) -> list[tuple[str, int, str, float, float]]:
+def generator_variants(model, repeats: int, dtypes: list[str]) -> list[tuple[str, int, str, float, float]]:
     """Generator-only seconds per face at batch 1 and 4, contiguous vs channels-last, fp32 and bf16.
 
     The variants are interleaved and each keeps its best time, so a load change on the machine hits
@@ -87,7 +89,8 @@ def generator_variants(model, repeats: int) -> list[tuple[str, int, str, float, 
     pipes = {}
     for memory in ("contiguous", "channels-last"):
         net = model if memory == "contiguous" else copy.deepcopy(model)  # the pipeline converts weights in place
-        for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for dtype_name in dtypes:
+            dtype = DTYPES[dtype_name]
             for batch in (1, 4):
                 pipe = StylizePipeline(net, dtype=dtype, batch_size=batch, channels_last=memory == "channels-last")
                 x = torch.rand(batch, 3, 512, 512) * 2 - 1
@@ -113,6 +116,7 @@ def main() -> None:
     from mmfs.config import PRESETS
     from mmfs.nn.stylizer import Stylizer
     from mmfs.stylize_files import STAGES
+    from mmfs.utils.device import native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=4, help="photos timed per row (after one warm-up)")
@@ -120,18 +124,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="best-of rounds of the engine table")
     parser.add_argument("--repeats", type=int, default=3, help="best-of repeats in the generator table")
     parser.add_argument("--skip-variants", action="store_true", help="only the engine table")
+    parser.add_argument(
+        "--dtypes", default=None, help="comma-separated fp32,bf16 (default: both where bf16 is native, else fp32)"
+    )
     args = parser.parse_args()
+    native = native_bf16(torch.device("cpu"))
+    dtypes = args.dtypes.split(",") if args.dtypes else ["fp32", "bf16"] if native else ["fp32"]
 
     torch.manual_seed(0)
     model = Stylizer(PRESETS["ffhq512"]).eval().requires_grad_(False)
     print(f"# mmfs stylize throughput, random ffhq512 Stylizer, batch {args.batch_size}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if native else 'no'}\n")
     header = "| input | dtype | s/photo | CPU s/photo | " + " | ".join(STAGES) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     configs = [(label, dtype_name, dtype, aligned)
-               for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+               for dtype_name, dtype in ((name, DTYPES[name]) for name in dtypes)
                for label, aligned in (("photo + detect/align/paste", False), ("aligned crop", True))]  # fmt: skip
     best: dict[tuple, tuple[float, float, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +159,7 @@ def main() -> None:
         print(f"| {label} | {dtype_name} | {per_photo:.2f} | {cpu:.2f} | " + " | ".join(cells) + " |", flush=True)
     if not args.skip_variants:
         print("\n| dtype | batch | memory format | generator s/face | CPU s/face |\n|---|---|---|---|---|")
-        for dtype_name, batch, memory, seconds, cpu in generator_variants(model, args.repeats):
+        for dtype_name, batch, memory, seconds, cpu in generator_variants(model, args.repeats, dtypes):
             print(f"| {dtype_name} | {batch} | {memory} | {seconds:.2f} | {cpu:.2f} |", flush=True)
     print(f"\nload average after the run: {os.getloadavg()[0]:.1f}")
 
