@@ -207,6 +207,17 @@ def test_compile_has_no_graph_breaks():
     assert explained.graph_count == 1
 
 
+def test_compiled_forward_survives_a_new_batch_size():
+    """The second batch size makes the batch dimension symbolic; drawing noise must still trace."""
+    s = _noisy(TINY)
+    torch._dynamo.reset()
+    compiled = torch.compile(s.forward, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        for batch in (1, 3, 2):
+            x, ws = torch.randn(batch, 3, 32, 32), torch.randn(batch, s.num_ws, TINY.w_dim)
+            assert compiled(x, ws).shape == (batch, 3, 32, 32)
+
+
 def test_compiled_forward_matches_eager():
     """fullgraph=True fails on any graph break; aot_eager traces forward and backward graphs without codegen
     (the Inductor build of the same graphs runs in benchmarks/generator_throughput.py)."""

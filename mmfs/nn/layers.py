@@ -428,9 +428,12 @@ def draw_noise(
 ) -> list[Tensor]:
     """N(0,1) maps [batch, 1, H, W], one per (H, W), drawn in order from `generator` (or the global RNG)."""
     gen_device = generator.device if generator is not None else device
+    # `generator=` only when there is one: torch.compile cannot trace randn(..., generator=None) once the
+    # batch size becomes symbolic (the recompile for a second batch size), and the call would fail.
+    rng = {"generator": generator} if generator is not None else {}
     out = []
     for h, w in shapes:
-        n = torch.randn(batch, 1, h, w, generator=generator, device=gen_device, dtype=dtype)
+        n = torch.randn(batch, 1, h, w, device=gen_device, dtype=dtype, **rng)
         out.append(n.to(device) if device is not None else n)
     return out
 
