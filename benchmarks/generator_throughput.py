@@ -160,6 +160,7 @@ def main() -> None:
     )
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive baseline")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS), help="which paths to time")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -177,7 +178,9 @@ def main() -> None:
     )
     print(header, flush=True)
     benches = {res: Bench(res, args.repeats) for res in args.res}
-    paths = [p for p in PATHS if not (p == "compiled" and args.no_compile) and not (p == "naive" and args.no_naive)]
+    paths = [
+        p for p in args.paths if not (p == "compiled" and args.no_compile) and not (p == "naive" and args.no_naive)
+    ]
     rows: list[Row] = []
     for bench in benches.values():
         for batch in args.batch:
