@@ -114,7 +114,8 @@ class Bench:
             self.macs[key] = count_gmacs(self.model, x, ws)
         fn = self.model.forward
         if compiled:
-            fn = self.compiled.setdefault(batch, torch.compile(self.model.forward))
+            # static shapes: one specialised graph per batch size, as training compiles (mmfs/train/loop.py)
+            fn = self.compiled.setdefault(batch, torch.compile(self.model.forward, dynamic=False))
         rows = []
         for dtype in dtypes:
 

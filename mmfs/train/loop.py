@@ -113,8 +113,11 @@ class Trainer:
             if self.dist.enabled:
                 self.stage._ddp[name] = wrap_ddp(self.stage.nets[name], self.device)
         if loop.compile:
+            # Static shapes: a training run has one resolution and batch size, and Inductor's dynamic-shape
+            # path has failed here on a shape change (a benchmark compiling tiny, then 256 px, in one process).
             for name in self.stage.compile_targets():
-                self.stage._compiled[name] = torch.compile(self.stage.train_view(name, compiled=False))
+                view = self.stage.train_view(name, compiled=False)
+                self.stage._compiled[name] = torch.compile(view, dynamic=False)
         self.data = self._make_data()
         if self._rng is not None:
             set_rng_state(*self._rng)

@@ -116,7 +116,7 @@ class Stage:
         if not self.cfg.loop.compile:
             return fn
         if key not in self._compiled_fns:
-            self._compiled_fns[key] = torch.compile(fn)
+            self._compiled_fns[key] = torch.compile(fn, dynamic=False)  # static, as the trained nets (loop.py)
         return self._compiled_fns[key]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
