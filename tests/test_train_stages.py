@@ -14,7 +14,6 @@ from mmfs.config import PRESETS
 from mmfs.errors import CheckpointError
 from mmfs.train import make_config, train
 from mmfs.train.log import read_log
-from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
 from mmfs.train.stages.base import discriminator_losses, generator_losses, r1_losses
 from mmfs.train.stages.encoder import reconstruction_losses
