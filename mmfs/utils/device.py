@@ -43,7 +43,7 @@ def native_bf16(device: torch.device) -> bool:
     """True when bf16 maths runs natively: a bf16-capable GPU, or a CPU with AVX-512 BF16 / AMX (oneDNN).
 
     On a CPU without it (AVX2 only) PyTorch's bf16 convolutions fall back to a reference GEMM and bf16
-    autocast is several times *slower* than fp32 (measured: 9x for a 256 px Stylizer, docs/benchmarks.md).
+    autocast is several times *slower* than fp32 (measured 4-14x, docs/benchmarks.md).
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -67,10 +67,9 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         return
     if dtype == torch.bfloat16 and not _warned_slow_bf16 and not native_bf16(device):
         _warned_slow_bf16 = True
+        what = "GPU" if device.type == "cuda" else f"CPU (capability {torch.backends.cpu.get_cpu_capability()})"
         warnings.warn(
-            f"this {device.type.upper()} has no native bf16 (CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}): bf16 runs several times slower than fp32 here; "
-            "use --dtype fp32",
+            f"this {what} has no native bf16: bf16 runs several times slower than fp32 here; use --dtype fp32",
             RuntimeWarning,
             stacklevel=3,
         )
