@@ -51,8 +51,8 @@ class FaceParams:
         bg_a = tuple(int(v) for v in rng.integers(40, 230, 3))
         bg_b = tuple(int(v) for v in np.clip(np.array(bg_a) + rng.integers(-60, 60, 3), 0, 255))
         return cls(
-            face_w=float(rng.uniform(0.19, 0.25)),
-            face_h=float(rng.uniform(0.27, 0.33)),
+            face_w=float(rng.uniform(0.25, 0.30)),
+            face_h=float(rng.uniform(0.32, 0.37)),
             jaw=float(rng.uniform(0, 1)),
             skin=skin,
             hair=hair_palette[int(rng.integers(len(hair_palette)))],
@@ -60,8 +60,8 @@ class FaceParams:
             iris=iris_palette[int(rng.integers(len(iris_palette)))],
             lip=tuple(int(v) for v in np.array([190, 90, 90]) + rng.integers(-30, 30, 3)),
             background=(bg_a, bg_b),
-            eye_size=float(rng.uniform(0.028, 0.04)),
-            mouth_width=float(rng.uniform(0.07, 0.11)),
+            eye_size=float(rng.uniform(0.04, 0.05)),
+            mouth_width=float(rng.uniform(0.09, 0.13)),
             smile=float(rng.uniform(-0.3, 1.0)),
             brow_tilt=float(rng.uniform(-0.3, 0.3)),
             light=float(rng.uniform(-1, 1)),
@@ -115,8 +115,8 @@ def render_face(params: FaceParams, size: int) -> tuple[np.ndarray, np.ndarray]:
     # mouth at ~75 % down, curved by the smile
     mw, my = p.mouth_width * s, 0.745 * s
     curve = [(cx + t * mw, my - p.smile * (1 - t * t) * -0.35 * mw) for t in np.linspace(-1, 1, 30)]
-    draw.line(curve, fill=p.lip, width=max(2, int(s * 0.018)), joint="curve")
-    lab.line(curve, fill=4, width=max(2, int(s * 0.018)))
+    draw.line(curve, fill=p.lip, width=max(2, int(s * 0.03)), joint="curve")
+    lab.line(curve, fill=4, width=max(2, int(s * 0.03)))
 
     rgb = np.asarray(img, dtype=np.float32)
     rgb *= _lighting(s, cx, cy, fw, fh, p.light)[..., None]  # shading makes it look like a photo, not a flat drawing
