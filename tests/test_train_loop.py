@@ -262,6 +262,69 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
 
 
 @register_stage
+class PrecisionStage(ToyStage):
+    """The toy stage, recording the autocast state its G loss runs under."""
+
+    command = "toy-precision"
+    seen: list[torch.dtype | None] = []
+
+    def g_loss(self, ctx):
+        on = torch.is_autocast_enabled("cpu")
+        PrecisionStage.seen.append(torch.get_autocast_dtype("cpu") if on else None)
+        return super().g_loss(ctx)
+
+
+def _tf32_allowed() -> tuple[bool, bool]:
+    """(matmul, convolution) TF32 state as torch reports it publicly (torch >= 2.9 API, else the old flags)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision == "tf32", cudnn.conv.fp32_precision == "tf32"
+    return matmul.allow_tf32, cudnn.allow_tf32
+
+
+@pytest.fixture
+def restore_tf32():
+    from mmfs.utils.device import set_tf32
+
+    yield
+    set_tf32(False)
+    if hasattr(torch.backends.cudnn, "conv"):  # back to PyTorch's own default: TF32 convolutions allowed
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp_path, restore_tf32):
+    from mmfs.utils.device import set_tf32
+
+    def run(name, **loop):
+        PrecisionStage.seen.clear()
+        cfg = make_config("toy-precision", PRESETS["tiny"], options={"photos": str(photos)}, steps=1, **loop)
+        train(cfg, outdir=tmp_path / name, progress=False)
+        return cfg.loop, list(PrecisionStage.seen), _tf32_allowed()
+
+    set_tf32(True)  # allowed before, e.g. by PyTorch's default for convolutions: the default run turns it off
+    loop, seen, tf32 = run("default")
+    assert (loop.dtype, loop.tf32) == ("fp32", False)
+    assert seen == [None] and tf32 == (False, False)  # no autocast, no TF32: the reference's fp32
+    loop, seen, tf32 = run("opt-in", dtype="bf16", tf32=True)
+    assert seen == [torch.bfloat16] and tf32 == (True, True)
+    with pytest.raises(ValueError, match="training dtype must be one of fp32, bf16"):
+        make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")
+
+
+def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):
+    from mmfs.train import TrainConfig
+
+    old = json.loads(toy_config(photos).to_json())
+    old["loop"]["dtype"] = "auto"
+    del old["loop"]["tf32"]  # not written then: every CUDA run had TF32 on
+    loop = TrainConfig.from_dict(old).loop
+    assert (loop.dtype, loop.tf32) == ("auto", True)
+    assert TrainConfig.from_json(toy_config(photos).to_json()).loop.tf32 is False
+
+
+@register_stage
 class NanStage(ToyStage):
     """The toy stage whose generator loss turns NaN from step 3 on (as a too-high learning rate would)."""
 

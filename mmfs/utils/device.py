@@ -33,10 +33,18 @@ def parse_dtype(name: str) -> torch.dtype:
         raise MMFSError(f"unknown dtype {name!r}; use one of: {', '.join(DTYPES)}") from None
 
 
-def enable_tf32() -> None:
-    """Allow TF32 matmuls/convolutions on Ampere+ GPUs (a no-op on the CPU)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 in CUDA fp32 matmuls and cuDNN convolutions on Ampere+ GPUs; process-wide.
+
+    TF32 keeps 10 mantissa bits of fp32's 23 inside those ops. PyTorch allows it in convolutions by
+    default; training forbids it unless asked (`--tf32`), as NVlabs' StyleGAN2-ADA / StyleGAN3 do for
+    GAN training. CPU maths never uses TF32, so on a CPU this only records the choice.
+    """
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; mixing it with the allow_tf32 flags is an error there
+        matmul.fp32_precision = conv.conv.fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        matmul.allow_tf32 = conv.allow_tf32 = enabled
 
 
 def native_bf16(device: torch.device) -> bool:
