@@ -36,7 +36,8 @@ Dtype = Annotated[
     ),
 ]
 Tf32 = Annotated[
-    bool, typer.Option("--tf32", help="Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: the reference's fp32).")
+    bool,
+    typer.Option("--tf32", help="Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: the reference's fp32)."),
 ]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trained networks.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loading worker processes per GPU.")]

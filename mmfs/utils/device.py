@@ -83,3 +83,18 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         )
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+@contextlib.contextmanager
+def fp32_maths(device: torch.device) -> Iterator[None]:
+    """Autocast off for the block, inside an autocast region too: small, precision-sensitive maths.
+
+    The block must cast its inputs (`at_least_fp32`); its ops then run in fp32 whatever the region's dtype.
+    """
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` as fp32 when it is a narrower float (bf16, fp16); fp32 and fp64 tensors are returned as they are."""
+    return x.float() if x.is_floating_point() and x.element_size() < 4 else x
