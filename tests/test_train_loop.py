@@ -261,19 +261,6 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
     assert load_checkpoint(run / "final.safetensors").tensors["0.weight"].dtype == torch.float32  # weights stay fp32
 
 
-@register_stage
-class PrecisionStage(ToyStage):
-    """The toy stage, recording the autocast state its G loss runs under."""
-
-    command = "toy-precision"
-    seen: list[torch.dtype | None] = []
-
-    def g_loss(self, ctx):
-        on = torch.is_autocast_enabled("cpu")
-        PrecisionStage.seen.append(torch.get_autocast_dtype("cpu") if on else None)
-        return super().g_loss(ctx)
-
-
 def _tf32_allowed() -> tuple[bool, bool]:
     """(matmul, convolution) TF32 state as torch reports it publicly (torch >= 2.9 API, else the old flags)."""
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
@@ -282,16 +269,25 @@ def _tf32_allowed() -> tuple[bool, bool]:
     return matmul.allow_tf32, cudnn.allow_tf32
 
 
+@register_stage
+class PrecisionStage(ToyStage):
+    """The toy stage, recording the autocast dtype (None: off) and the TF32 state its G loss runs under."""
+
+    command = "toy-precision"
+    seen: list[tuple[torch.dtype | None, tuple[bool, bool]]] = []
+
+    def g_loss(self, ctx):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        PrecisionStage.seen.append((dtype, _tf32_allowed()))
+        return super().g_loss(ctx)
+
+
 @pytest.fixture
 def restore_tf32():
-    from mmfs.utils.device import set_tf32
+    from mmfs.utils.device import keeping_tf32_state
 
-    yield
-    set_tf32(False)
-    if hasattr(torch.backends.cudnn, "conv"):  # back to PyTorch's own default: TF32 convolutions allowed
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        torch.backends.cudnn.allow_tf32 = True
+    with keeping_tf32_state():
+        yield
 
 
 def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp_path, restore_tf32):
@@ -301,14 +297,16 @@ def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp
         PrecisionStage.seen.clear()
         cfg = make_config("toy-precision", PRESETS["tiny"], options={"photos": str(photos)}, steps=1, **loop)
         train(cfg, outdir=tmp_path / name, progress=False)
-        return cfg.loop, list(PrecisionStage.seen), _tf32_allowed()
+        return cfg.loop, list(PrecisionStage.seen)
 
-    set_tf32(True)  # allowed before, e.g. by PyTorch's default for convolutions: the default run turns it off
-    loop, seen, tf32 = run("default")
+    set_tf32(True)  # allowed before the run (PyTorch allows it for convolutions by default): the run turns it off
+    loop, seen = run("default")
     assert (loop.dtype, loop.tf32) == ("fp32", False)
-    assert seen == [None] and tf32 == (False, False)  # no autocast, no TF32: the reference's fp32
-    loop, seen, tf32 = run("opt-in", dtype="bf16", tf32=True)
-    assert seen == [torch.bfloat16] and tf32 == (True, True)
+    assert seen == [(None, (False, False))]  # no autocast, no TF32: the reference's fp32
+    assert _tf32_allowed() == (True, True)  # the process's own setting is back after the run
+    set_tf32(False)
+    loop, seen = run("opt-in", dtype="bf16", tf32=True)
+    assert seen == [(torch.bfloat16, (True, True))] and _tf32_allowed() == (False, False)
     with pytest.raises(ValueError, match="training dtype must be one of fp32, bf16"):
         make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")
 

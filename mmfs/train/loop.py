@@ -29,7 +29,7 @@ from mmfs.train.distributed import Dist, init_distributed, wrap_ddp
 from mmfs.train.ema import Ema
 from mmfs.train.log import StatsLog, truncate_log
 from mmfs.train.stage import Stage, StepContext, get_stage
-from mmfs.utils.device import autocast, parse_dtype, set_tf32
+from mmfs.utils.device import autocast, keeping_tf32_state, parse_dtype, set_tf32
 from mmfs.utils.files import remove_partials
 from mmfs.utils.seed import get_rng_state, seed_everything, set_rng_state
 
@@ -360,10 +360,11 @@ def train(
         run_dir = d.broadcast_object(st.new_run_dir(outdir, cfg.command) if d.is_main else None)
         if d.is_main:
             st.write_json(run_dir / st.CONFIG, json.loads(cfg.to_json()))
-    trainer = Trainer(
-        cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
-    )
-    trainer.run()
+    with keeping_tf32_state():  # the run's TF32 choice ends with it (`mmfs adapt INPUTS` stylizes afterwards)
+        trainer = Trainer(
+            cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
+        )
+        trainer.run()
     return run_dir
 
 

@@ -40,11 +40,33 @@ def set_tf32(enabled: bool) -> None:
     default; training forbids it unless asked (`--tf32`), as NVlabs' StyleGAN2-ADA / StyleGAN3 do for
     GAN training. CPU maths never uses TF32, so on a CPU this only records the choice.
     """
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; mixing it with the allow_tf32 flags is an error there
-        matmul.fp32_precision = conv.conv.fp32_precision = "tf32" if enabled else "ieee"
+    _set_tf32_state(("tf32", "tf32") if enabled else ("ieee", "ieee"))
+
+
+@contextlib.contextmanager
+def keeping_tf32_state() -> Iterator[None]:
+    """Restore the process's TF32 settings after the block (a training run inside a longer process)."""
+    state = _tf32_state()
+    try:
+        yield
+    finally:
+        _set_tf32_state(state)
+
+
+# torch >= 2.9 has the `fp32_precision` settings; mixing them with the older `allow_tf32` flags is an error there.
+def _tf32_state() -> tuple:
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision, cudnn.conv.fp32_precision
+    return matmul.allow_tf32, cudnn.allow_tf32
+
+
+def _set_tf32_state(state: tuple) -> None:
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision, cudnn.conv.fp32_precision = state
     else:
-        matmul.allow_tf32 = conv.allow_tf32 = enabled
+        matmul.allow_tf32, cudnn.allow_tf32 = (value in (True, "tf32") for value in state)
 
 
 def native_bf16(device: torch.device) -> bool:
