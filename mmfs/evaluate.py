@@ -119,7 +119,7 @@ def evaluate_stream(
     progress: bool = False,
     load: Callable[[Path, int], Tensor] = load_aligned,
 ) -> StreamMetrics:
-    """Stylize n outputs batch by batch (output i: photo i mod P, style `style_seed(seed, i)`) into the metrics."""
+    """Stylize n outputs batch by batch (output i: `photos[i mod P]`, style `style_seed(seed, i)`) into the metrics."""
     from tqdm import tqdm
 
     from mmfs.pipeline import SeedStyles
