@@ -1,8 +1,9 @@
 """`mmfs evaluate`: stream photos through the stylizer under random styles and fold the outputs into metrics.
 
-Protocol (paper §4.1-4.2; docs/evaluate.md). The photos are the image files under a folder, sorted by
-path; output i (i = 0 .. n-1) stylizes photo i mod P with its own random style, whose seed
-`style_seed(seed, i)` depends only on `--seed` and i. FID compares the n outputs with the art set; the
+Protocol (paper §4.1-4.2: "10,000 randomly chosen FFHQ images"; docs/evaluate.md). The P photos are
+the image files under a folder, sorted by path, then put in a random order `photo_order(seed, P)`;
+output i (i = 0 .. n-1) stylizes photo `order[i mod P]` (n distinct photos drawn at random when n <= P)
+with its own random style, whose seed `style_seed(seed, i)` depends only on `--seed` and i. FID compares the n outputs with the art set; the
 identity distance compares every output with its photo (n pairs); LPIPS diversity compares every output
 with a second stylization of the same photo under a second random style `style_seed(seed, i, 1)`
 (n pairs). Photos are read, stylized and measured one batch at a time and only running sums are kept,
@@ -37,6 +38,7 @@ REPORT_FORMAT = "mmfs-evaluation"
 REPORT_FORMAT_VERSION = 1
 DEFAULT_REPORT = "evaluation.json"
 STYLE_DRAW, SECOND_STYLE_DRAW = 0, 1  # per output: the measured style, and LPIPS's second style
+PHOTO_DRAW = 2  # the photo order's stream, apart from every output's style streams
 # Packages whose versions shape the numbers (reported when installed).
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "torch-fidelity", "lpips", "insightface",
              "onnxruntime", "dlib-bin", "dlib")  # fmt: skip
@@ -46,6 +48,12 @@ def style_seed(seed: int, index: int, draw: int = STYLE_DRAW) -> int:
     """The style seed (63-bit) of output `index`: a hash of (seed, index, draw), independent of batching."""
     words = np.random.SeedSequence(seed, spawn_key=(index, draw)).generate_state(2, np.uint32)
     return (int(words[0]) << 31) | (int(words[1]) >> 1)
+
+
+def photo_order(seed: int, count: int) -> list[int]:
+    """A random permutation of `count` photos, from `seed` alone; output i uses photo `order[i mod count]`."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(PHOTO_DRAW,)))
+    return rng.permutation(count).tolist()
 
 
 # ------------------------------------------------------------------------------------------ photos
@@ -111,7 +119,7 @@ def evaluate_stream(
     progress: bool = False,
     load: Callable[[Path, int], Tensor] = load_aligned,
 ) -> StreamMetrics:
-    """Stylize n outputs batch by batch (output i: photo i mod P, style `style_seed(seed, i)`) into the metrics."""
+    """Stylize n outputs batch by batch (output i: `photos[i mod P]`, style `style_seed(seed, i)`) into the metrics."""
     from tqdm import tqdm
 
     from mmfs.pipeline import SeedStyles
@@ -200,7 +208,9 @@ def evaluate(
             f"{checkpoint}: {'a ' + repr(kind) if kind else 'not an mmfs'} checkpoint, not a stylizer"
         )
     photo_files = list_photos(photos)
-    check_photos(photo_files[:n])
+    order = photo_order(seed, len(photo_files))
+    sample = [photo_files[i] for i in order]  # the stream takes output i from sample[i mod P]
+    check_photos(sample[:n])
     if "fid" in metrics:
         list_photos(art)  # an empty or missing art folder fails now, not after the networks are built
     nets = load_metric_nets(
@@ -231,7 +241,7 @@ def evaluate(
             )
             seconds["art_statistics"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        stream = evaluate_stream(pipeline, photo_files, nets, n=n, seed=seed, progress=progress)
+        stream = evaluate_stream(pipeline, sample, nets, n=n, seed=seed, progress=progress)
         seconds["stream"] = time.perf_counter() - mark
         values: dict[str, float] = {}
         details: dict[str, dict[str, Any]] = {}
@@ -270,6 +280,7 @@ def evaluate(
             "n_photos": len(photo_files),
             "photos_used": min(n, len(photo_files)),
             "passes_over_photos": math.ceil(n / len(photo_files)),
+            "photo_sample_sha256": sample_digest(sample[:n], Path(photos)),
             "art": str(Path(art).resolve()) if art is not None and "fid" in metrics else None,
         },
         "metric_networks": nets.info,
@@ -282,7 +293,8 @@ def evaluate(
             "noise": pipeline.noise,
             "resolution": pipeline.resolution,
             "tiny_metrics": tiny_metrics,
-            "photo_order": "sorted paths; output i uses photo i mod n_photos",
+            "photo_order": "random: the photos sorted by path, then permuted by mmfs.evaluate.photo_order(seed,"
+            " n_photos); output i uses photo order[i mod n_photos]",
             "style_seeds": "output i: mmfs.evaluate.style_seed(seed, i, 0); LPIPS second style: style_seed(seed, i, 1)",
         },
         "versions": package_versions(),
@@ -290,6 +302,14 @@ def evaluate(
         "warnings": list(dict.fromkeys(caught)),
     }
     return report
+
+
+def sample_digest(files: Sequence[Path], root: Path) -> str:
+    """sha256 of the photos used, in use order, as paths relative to `root` (one per line): same value, same sample."""
+    import hashlib
+
+    text = "\n".join(path.relative_to(root).as_posix() for path in files)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _checkpoint_info(path: Path, meta: dict[str, str]) -> dict[str, Any]:
@@ -341,6 +361,8 @@ def summary_line(report: dict[str, Any]) -> str:
     tiny = any(entry.get("tiny") for entry in report["metric_networks"].values())
     if tiny:
         line += "; tiny stand-in metric networks: NOT comparable with any published number"
+    elif "dlib_id_dist" in report["metrics"]:
+        line += "; dlib_id_dist is dlib's offline identity distance, not ArcFace-Dist: not comparable with published numbers"
     elif not report["comparable"]:
         line += "; non-standard metric weights: not comparable with published numbers"
     return line

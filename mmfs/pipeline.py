@@ -15,6 +15,7 @@ batch, not the input order, not a resumed run).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,9 @@ from torch import Tensor
 
 from mmfs.latents import Latents, load_latents
 
-NOISE_MODES = ("seeded", "zero")
+# "seeded": the style's noise maps, the same for every face; "fresh": each face its own maps, drawn from
+# `face_noise_seed` (the style's noise seed and the face's pixels), so still reproducible; "zero": none.
+NOISE_MODES = ("seeded", "fresh", "zero")
 DEFAULT_NOISE_SEED = 0  # noise of styles that carry no seed (w-file rows without one, CLIP styles)
 MAX_SEED = 2**63 - 1
 _NOISE_CACHE = 32  # styles whose noise maps stay on the device (each ~2.8 MB at 512 px)
@@ -67,6 +70,13 @@ def seed_noise(model: torch.nn.Module, seed: int) -> list[Tensor]:
     generator = torch.Generator().manual_seed(seed)
     torch.randn(1, model.cfg.z_dim, generator=generator)  # skip z: noise follows it in the stream
     return model.make_noise(1, generator=generator, device="cpu", dtype=torch.float32)
+
+
+def face_noise_seed(face: Tensor, seed: int) -> int:
+    """The 63-bit noise seed of one face under `noise="fresh"`: a sha256 of `seed` and the face's fp32 pixels."""
+    pixels = face.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    digest = hashlib.sha256(seed.to_bytes(8, "little") + pixels).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def check_seed(seed: int) -> int:
@@ -163,7 +173,7 @@ class StylizePipeline:
         *,
         dtype: torch.dtype = torch.float32,  # compute precision (bf16 runs under autocast)
         batch_size: int = 1,  # faces per generator call; a short last batch is padded to this size
-        noise: str = "seeded",  # "seeded" (maps from the style's seed) or "zero" (no noise)
+        noise: str = "seeded",  # "seeded" (the style's maps), "fresh" (each face its own) or "zero" (none)
         channels_last: bool = False,  # channels-last activations/weights (pays on CUDA)
     ) -> None:
         if batch_size < 1:
@@ -200,8 +210,7 @@ class StylizePipeline:
         """Resolve a style source against this pipeline's model."""
         return source.styles(self.model)
 
-    def _noise_maps(self, style: Style) -> list[Tensor]:
-        seed = style.noise_seed
+    def _noise_maps(self, seed: int) -> list[Tensor]:
         if seed in self._noise:
             self._noise.move_to_end(seed)
         else:
@@ -229,14 +238,18 @@ class StylizePipeline:
         if pad:  # fixed shapes: repeat the last face, drop its results
             x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
             styles = list(styles) + [styles[-1]] * pad
+        noise: str | list[Tensor] = "zero"
+        if self.noise != "zero":
+            if self.noise == "fresh":  # not cached: a face's maps are used once
+                seeds = [face_noise_seed(face, s.noise_seed) for face, s in zip(x, styles, strict=True)]
+                per_face = [[n.to(self.device) for n in seed_noise(self.model, seed)] for seed in seeds]
+            else:
+                per_face = [self._noise_maps(s.noise_seed) for s in styles]
+            noise = [torch.cat(maps) for maps in zip(*per_face, strict=True)]
         x = x.to(self.device, torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ws = torch.stack([s.ws for s in styles]).to(self.device)
-        noise: str | list[Tensor] = "zero"
-        if self.noise == "seeded":
-            per_style = [self._noise_maps(s) for s in styles]
-            noise = [torch.cat(maps) for maps in zip(*per_style, strict=True)]
         with torch.inference_mode(), autocast(self.device, self.dtype):
             out = self.model(x, ws, noise=noise)
         return out[:n].float().cpu()

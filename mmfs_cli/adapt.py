@@ -10,6 +10,7 @@ import typer
 from mmfs_cli.common import ClipTag, DeviceOpt, OutdirOpt, QuietOpt, echo_err, guarded
 from mmfs_cli.mapper import ClipModel, ClipWeights
 from mmfs_cli.stylize import Detector, Ext
+from mmfs_cli.train import Tf32
 
 
 def adapt(
@@ -63,7 +64,10 @@ def adapt(
     ] = Detector.dlib,
     ext: Annotated[Ext, typer.Option(help="Output format of stylized INPUTS.")] = Ext.png,
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="fp32 (the reference's precision) or bf16 (autocast: faster on GPUs, other weights).")
+    ] = "fp32",
+    tf32: Tf32 = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the stylize JSON summary of INPUTS on stdout.")
     ] = False,
@@ -91,7 +95,7 @@ def adapt(
             inputs=inputs, checkpoint=out, text=[text] if text is not None else None, ref=[ref] if ref is not None else None,
             clip_weights=clip_weights, clip_model="tiny" if tiny else clip_model, clip_tag=tag, outdir=outdir,
             paste_back=paste_back, aligned=aligned, detector=detector, ext=ext, overwrite=overwrite, device=device,
-            dtype="fp32" if dtype == "auto" else dtype, as_json=as_json, quiet=quiet,
+            dtype=dtype, as_json=as_json, quiet=quiet,
         )  # fmt: skip
 
 
@@ -124,7 +128,7 @@ def _adapt(a: dict[str, Any]) -> tuple[Path, str]:
         "dino": "tiny" if tiny else _str(a["dino_weights"]) or "dino_vitb8", "mapper_dropout": a["mapper_dropout"],
     }  # fmt: skip
     loop = {"steps": a["steps"], "batch_size": a["batch_size"], "lr": a["lr"], "seed": a["seed"],
-            "device": a["device"], "dtype": a["dtype"]}  # fmt: skip
+            "device": a["device"], "dtype": a["dtype"], "tf32": a["tf32"]}  # fmt: skip
     try:
         cfg = make_config("adapt", ModelConfig.from_json(config), options=options, **loop)
     except ValueError as exc:

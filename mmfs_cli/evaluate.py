@@ -21,10 +21,15 @@ def evaluate(
         typer.Option(help="Folder of artworks, the FID reference set (needed for fid).", show_default=False),
     ] = None,
     n: Annotated[
-        int, typer.Option("--n", min=1, help="Number of stylized outputs, each with its own random style.")
+        int,
+        typer.Option(
+            "--n", min=1, help="Number of stylized outputs: n photos drawn at random, each under its own random style."
+        ),
     ] = 10000,
     metrics: Annotated[str, typer.Option(help="Comma-separated subset of: fid, arcface, lpips.")] = "fid,arcface,lpips",
-    seed: Annotated[int, typer.Option(help="Seed of the random styles (0 to 2**63 - 1).")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random photo sample and styles (0 to 2**63 - 1); recorded in the report.")
+    ] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Faces per generator and metric call.")] = 8,
     inception_weights: Annotated[
         Path | None,
@@ -68,7 +73,7 @@ def evaluate(
 ) -> None:
     """Evaluate a stylizer: FID of n stylized photos against the art set, identity distance, LPIPS diversity.
 
-    Output i stylizes photo i mod P (photos sorted by path) with its own random style from --seed.
+    The photos are drawn at random with --seed (a seeded permutation, cycled when n > P), each with its own random style.
     The JSON report goes to --report and stdout, one summary line to stderr. Exit codes: 0 done,
     1 user error (missing weights, bad input), 2 usage error, 130 interrupted. See docs/evaluate.md.
 

@@ -42,6 +42,7 @@ class Ext(str, enum.Enum):
 
 class Noise(str, enum.Enum):
     seeded = "seeded"
+    fresh = "fresh"
     zero = "zero"
 
 
@@ -176,7 +177,12 @@ def stylize(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Background threads decoding and aligning photos.")] = 2,
     noise: Annotated[
-        Noise, typer.Option(help="seeded: noise maps from the style's seed; zero: no noise.")
+        Noise,
+        typer.Option(
+            help="seeded: the style's noise maps on every face (seed N's for --seed N, seed 0's for --text/--ref"
+            " and w rows without a seed); fresh: each face its own maps (from the style's seed and the face's"
+            " pixels, still reproducible); zero: no noise."
+        ),
     ] = Noise.seeded,
     save_w: Annotated[
         Path | None, typer.Option(help="Also save the styles used to this w+ file (replay them with --w).")
@@ -221,6 +227,8 @@ def stylize(
         raise typer.BadParameter("--out names the output of a video input; photos go to --outdir")
     if hold_frames and video is None:
         raise typer.BadParameter("--hold-frames is for video inputs")
+    if noise is Noise.fresh and video is not None:
+        raise typer.BadParameter("a video keeps one set of noise maps (new ones per frame flicker): use seeded or zero")
     with guarded():
         _run(locals())
 

@@ -1,6 +1,6 @@
 """`mmfs pretrain-encoder` (Stage I) and `mmfs finetune` (Stage II): thin wrappers over `mmfs.train`.
 
-Both share the loop options (steps, batch, lr, intervals, device, dtype, resume). Without `--preset`
+Both share the loop options (steps, batch, lr, intervals, device, dtype, tf32, resume). Without `--preset`
 the network config comes from the metadata of the `--prior` / `--init` file. Under
 `torchrun --nproc_per_node N -m mmfs_cli.app ...` the same commands train on N processes.
 """
@@ -28,7 +28,17 @@ Keep = Annotated[int | None, typer.Option(help="Checkpoints to keep (oldest dele
 Seed = Annotated[int | None, typer.Option(help="Random seed (weights init, z, noise, data order).")]
 Outdir = Annotated[Path, typer.Option("--outdir", "-o", help="Parent folder of the numbered run directories.")]
 Device = Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Dtype = Annotated[str | None, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.")]
+Dtype = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32 (default: the reference's precision) or bf16 (autocast: faster on GPUs, trains different weights).",
+        show_default=False,
+    ),
+]
+Tf32 = Annotated[
+    bool,
+    typer.Option("--tf32", help="Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: the reference's fp32)."),
+]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trained networks.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loading worker processes per GPU.")]
 Resume = Annotated[
@@ -54,6 +64,7 @@ def pretrain_encoder(
     outdir: Outdir = Path("runs"),
     device: Device = None,
     dtype: Dtype = None,
+    tf32: Tf32 = False,
     compile_: Compile = False,
     resume: Resume = None,
     dry_run: DryRun = False,
@@ -98,6 +109,7 @@ def finetune(
     outdir: Outdir = Path("runs"),
     device: Device = None,
     dtype: Dtype = None,
+    tf32: Tf32 = False,
     compile_: Compile = False,
     resume: Resume = None,
     dry_run: DryRun = False,
@@ -140,6 +152,7 @@ _LOOP_KEYS = (
 def _loop(args: dict[str, Any]) -> dict[str, Any]:
     loop = {k: args.get(k) for k in _LOOP_KEYS}
     loop["compile"] = args.get("compile_") or None
+    loop["tf32"] = args.get("tf32") or None
     return loop
 
 

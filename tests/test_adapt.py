@@ -115,6 +115,24 @@ def test_one_shot_step_equals_hand_computed_losses(files, externals):
     assert float(proj) > 1e-3
 
 
+def test_clip_losses_and_the_frozen_mapper_run_in_fp32_under_bf16_autocast(files, externals):
+    torch.manual_seed(0)
+    stage = AdaptStage(adapt_config(files, ref=str(files / "ref.png"), mapper_dropout=False), CPU, **externals)
+    mapper = stage.nets["stylizer"].clip_mapper
+    seen = []
+    hook = mapper.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    photo = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = stage.g_loss(StepContext(step=1, micro=0, size=2, batch={"photo": photo}))
+    hook.remove()
+    ((emb, ws),) = seen
+    assert emb.dtype == ws.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(ws, mapper(emb))  # the same style code as without autocast
+    assert got["clip_dir"].dtype == got["proj"].dtype == torch.float32
+    assert all(torch.isfinite(v) for v in got.values())
+
+
 def test_zero_shot_anchors_are_text_and_there_is_no_projection_term(files, externals):
     clip = externals["clip"]
     torch.manual_seed(0)

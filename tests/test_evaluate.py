@@ -15,7 +15,15 @@ from typer.testing import CliRunner
 from mmfs.checkpoint import module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.demo.synthetic import make_dataset
-from mmfs.evaluate import SECOND_STYLE_DRAW, evaluate_stream, list_photos, load_aligned, style_seed
+from mmfs.evaluate import (
+    SECOND_STYLE_DRAW,
+    evaluate_stream,
+    list_photos,
+    load_aligned,
+    photo_order,
+    style_seed,
+    summary_line,
+)
 from mmfs.metrics import DiversityMetric, IdentityMetric, RunningStats, load_metric_nets
 from mmfs.nn.stylizer import Stylizer
 from mmfs.pipeline import SeedStyles, StylizePipeline
@@ -66,6 +74,37 @@ def test_style_seeds_are_distinct_per_output_and_draw_and_follow_the_seed():
     assert len(seeds) == 4000 and all(0 <= s < 2**63 for s in seeds)
     assert style_seed(0, 7) == style_seed(0, 7, 0)  # a pure function of (seed, index, draw)
     assert style_seed(1, 7) not in seeds
+
+
+def test_photo_order_is_a_seeded_random_permutation():
+    orders = [photo_order(seed, 50) for seed in range(4)]
+    assert all(sorted(order) == list(range(50)) for order in orders)
+    assert len({tuple(order) for order in orders}) == 4 and orders[0] != list(range(50))
+    assert photo_order(0, 50) == orders[0]  # a pure function of (seed, count)
+
+
+def test_evaluate_samples_n_photos_at_random_under_the_seed_and_records_it(ckpt, data, monkeypatch):
+    import mmfs.evaluate as ev
+
+    streamed = []
+
+    def recording(pipeline, photos, nets, **kwargs):
+        streamed.append(list(photos))
+        return stream(pipeline, photos, nets, **kwargs)
+
+    stream = ev.evaluate_stream
+    monkeypatch.setattr(ev, "evaluate_stream", recording)
+    files = list_photos(data["photos"])
+    reports = [ev.evaluate(ckpt, data["photos"], n=3, metrics=("lpips",), seed=seed, device="cpu", tiny_metrics=True,
+                           progress=False) for seed in (0, 1)]  # fmt: skip
+    used = [photos[:3] for photos in streamed]  # output i (i < n) uses photo i of the streamed order
+    for seed, photos, report in zip((0, 1), used, reports, strict=True):
+        assert photos == [files[i] for i in photo_order(seed, len(files))[:3]] and len(set(photos)) == 3
+        assert report["settings"]["seed"] == seed and "photo_order" in report["settings"]["photo_order"]
+        names = "\n".join(p.relative_to(data["photos"]).as_posix() for p in photos)
+        assert report["data"]["photo_sample_sha256"] == hashlib.sha256(names.encode()).hexdigest()
+    assert used[0] != used[1] and files[:3] not in used  # random, and not simply the first n sorted
+    assert reports[0]["data"]["photo_sample_sha256"] != reports[1]["data"]["photo_sample_sha256"]
 
 
 def test_each_metric_gets_output_i_of_photo_i_mod_p_under_style_i(pipeline, nets, data):
@@ -268,4 +307,6 @@ def test_without_arcface_weights_identity_is_dlib_and_never_named_arcface(ckpt, 
     report = json.loads(result.stdout)
     assert list(report["metrics"]) == ["dlib_id_dist"] and report["details"]["dlib_id_dist"]["pairs"] == 2
     assert "arcface_dist" not in result.stdout
-    assert report["metric_networks"]["dlib_id_dist"]["standard"] is True
+    # dlib's descriptor is not ArcFace: never marked standard, and the numbers are never comparable.
+    assert report["metric_networks"]["dlib_id_dist"]["standard"] is False and report["comparable"] is False
+    assert "not ArcFace-Dist: not comparable with published numbers" in summary_line(report)

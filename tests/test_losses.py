@@ -201,3 +201,18 @@ def test_projection_and_direction_losses_through_tiny_clip():
     (direction + 100 * proj).backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
     assert all(param.grad is None for param in clip.parameters())
+
+
+def test_clip_losses_run_in_fp32_under_bf16_autocast():
+    # bf16 embeddings and tokens, as a CLIP forward under autocast gives them: the losses must equal the
+    # fp32 maths on the same values (bit for bit), not bf16 maths.
+    fake, src, target = (rand(4, 16, seed=s).bfloat16() for s in (21, 22, 23))
+    ref, tokens = rand(7, 16, seed=24).bfloat16(), rand(2, 5, 16, seed=25).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        direction = clip_direction_loss(fake, src, target)
+        projector = projector_from_tokens(ref)
+        proj = token_projection_loss(tokens, projector)
+    assert direction.dtype == projector.dtype == proj.dtype == torch.float32
+    assert torch.equal(direction, clip_direction_loss(fake.float(), src.float(), target.float()))
+    assert torch.equal(projector, projector_from_tokens(ref.float()))
+    assert torch.equal(proj, token_projection_loss(tokens.float(), projector))

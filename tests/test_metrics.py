@@ -279,17 +279,43 @@ def test_fid_inception_loads_into_torch_fidelitys_network(tmp_path):
     assert feats.shape == (1, 2048) and feats.dtype == torch.float32 and torch.isfinite(feats).all()
 
 
+def test_fid_inception_is_built_without_unpickling_or_downloading(tmp_path, monkeypatch):
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
+    from safetensors.torch import save_file
+
+    state = random_fid_inception_state_dict(seed=1)
+    save_file(state, str(tmp_path / "inception.safetensors"))
+    download = fidelity.load_state_dict_from_url
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the FID Inception must be built from the tensors already read")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(torch, "save", forbidden)
+    ours = InceptionFeatures.from_pretrained(tmp_path / "inception.safetensors")
+    loaded = ours.net.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert fidelity.load_state_dict_from_url is download  # torch-fidelity's own loader is back in place
+    with pytest.raises(CheckpointError, match="not FID Inception weights"):
+        InceptionFeatures.from_pretrained(_wrong_inception(tmp_path))
+    assert fidelity.load_state_dict_from_url is download  # also after a failed build
+
+
+def _wrong_inception(tmp_path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"conv.weight": torch.zeros(1)}, str(tmp_path / "wrong.safetensors"))
+    return tmp_path / "wrong.safetensors"
+
+
 def test_missing_and_wrong_weights_messages(tmp_path):
     for path in (None, tmp_path / "nope.pth"):
         with pytest.raises(
             MissingWeightsError, match=r"pt_inception-2015-12-05-6726825d\.pth.*--inception-weights PATH"
         ):
             InceptionFeatures.from_pretrained(path)
-    from safetensors.torch import save_file
-
-    save_file({"conv.weight": torch.zeros(1)}, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(CheckpointError, match="not FID Inception weights"):
-        InceptionFeatures.from_pretrained(tmp_path / "wrong.safetensors")
+        InceptionFeatures.from_pretrained(_wrong_inception(tmp_path))
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="cannot read weights"):
         InceptionFeatures.from_pretrained(tmp_path / "junk.pth")

@@ -19,6 +19,7 @@ from mmfs.pipeline import (
     SeedStyles,
     Style,
     StylizePipeline,
+    face_noise_seed,
     seed_noise,
     seed_z,
 )
@@ -173,6 +174,28 @@ def test_results_do_not_depend_on_batch_neighbours(model):
     # Across batch sizes only the float rounding of batched kernels differs.
     single = StylizePipeline(model, batch_size=1)(x[3:4], styles[0])
     assert (single - alone).abs().max() < 1e-4
+
+
+def test_fresh_noise_gives_each_face_its_own_reproducible_maps(model):
+    style = EmbeddingStyles(torch.randn(1, CFG.clip_dim), ["text"]).styles(_model(with_mapper=True))[0]
+    assert style.noise_seed == DEFAULT_NOISE_SEED  # a text/reference style: seed 0's maps for every face...
+    x = _faces(3, seed=5)
+    fresh = StylizePipeline(model, batch_size=2, noise="fresh")
+    out = fresh(x, style)
+    seeds = [face_noise_seed(face, DEFAULT_NOISE_SEED) for face in x]
+    assert len(set(seeds)) == 3 and all(0 <= s < 2**63 for s in seeds)
+    with torch.no_grad():
+        for i, seed in enumerate(seeds):  # ...and under "fresh" each face its own, from its pixels
+            torch.testing.assert_close(
+                out[i : i + 1], model(x[i : i + 1], style.ws[None], noise=seed_noise(model, seed))
+            )
+    seeded = StylizePipeline(model, batch_size=2)(x, style)
+    assert all(not torch.equal(out[i], seeded[i]) for i in range(3))
+    # Reproducible and independent of the batch: the same face gives the same bytes anywhere in a run.
+    assert torch.equal(fresh(x[2:3], style)[0], out[2])
+    assert torch.equal(fresh(torch.cat([x[2:3], x[0:1]]), style)[0], out[2])
+    # The style's seed is part of the hash: another seed, other maps.
+    assert face_noise_seed(x[0], 1) != seeds[0]
 
 
 def test_pipeline_checks_shapes(model):

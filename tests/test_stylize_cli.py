@@ -268,6 +268,17 @@ def test_usage_errors_exit_2(tmp_path, ckpt, photos, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_fresh_noise_gives_other_bytes_and_is_refused_for_a_video(tmp_path, ckpt, photos):
+    args = (photos / "astronaut.png", "-c", ckpt, "--seed", 3, "--aligned")
+    assert _stylize(*args, "-o", tmp_path / "seeded").exit_code == 0
+    assert _stylize(*args, "--noise", "fresh", "-o", tmp_path / "fresh").exit_code == 0
+    assert _stylize(*args, "--noise", "fresh", "-o", tmp_path / "again").exit_code == 0
+    seeded, fresh, again = (_read(tmp_path / d / "astronaut_seed3.png") for d in ("seeded", "fresh", "again"))
+    assert not np.array_equal(seeded, fresh) and np.array_equal(fresh, again)
+    result = _stylize(tmp_path / "clip.mp4", "-c", ckpt, "--seed", 3, "--noise", "fresh", "-o", tmp_path / "video")
+    assert result.exit_code == 2 and "a video keeps one set of noise maps" in re.sub(r"[\s│╭╮╰╯─]+", " ", result.stderr)
+
+
 def test_text_styles_need_a_mapper(tmp_path, ckpt, photos):
     result = _stylize(photos / "astronaut.png", "-c", ckpt, "--text", "pop art", "-o", tmp_path)
     assert result.exit_code == 1

@@ -146,6 +146,14 @@ def test_dry_run_prints_the_reference_settings(prior, tmp_path):
     assert opts["dino"] == "dino_vitb8"
     enc = json.loads(invoke(["pretrain-encoder", "--prior", str(prior), "--preset", "tiny64", "--dry-run"]).stdout)
     assert enc["model"]["resolution"] == 64 and enc["options"] == {"prior": str(prior), "l1": 1.0, "feat": 4.0}
+    # fp32 without TF32 is the default, as the reference; bf16 and TF32 are asked for.
+    assert (cfg["loop"]["dtype"], cfg["loop"]["tf32"]) == (enc["loop"]["dtype"], enc["loop"]["tf32"]) == ("fp32", False)
+    fast = json.loads(
+        invoke(["pretrain-encoder", "--prior", str(prior), "--dtype", "bf16", "--tf32", "--dry-run"]).stdout
+    )
+    assert (fast["loop"]["dtype"], fast["loop"]["tf32"]) == ("bf16", True)
+    result = invoke(["pretrain-encoder", "--prior", str(prior), "--dtype", "fp16", "--dry-run"])
+    assert result.exit_code == 1 and "training dtype must be one of fp32, bf16, got 'fp16'" in result.output
 
 
 def test_user_errors_are_one_line(prior, tmp_path):

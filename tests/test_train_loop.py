@@ -261,6 +261,67 @@ def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
     assert load_checkpoint(run / "final.safetensors").tensors["0.weight"].dtype == torch.float32  # weights stay fp32
 
 
+def _tf32_allowed() -> tuple[bool, bool]:
+    """(matmul, convolution) TF32 state as torch reports it publicly (torch >= 2.9 API, else the old flags)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision == "tf32", cudnn.conv.fp32_precision == "tf32"
+    return matmul.allow_tf32, cudnn.allow_tf32
+
+
+@register_stage
+class PrecisionStage(ToyStage):
+    """The toy stage, recording the autocast dtype (None: off) and the TF32 state its G loss runs under."""
+
+    command = "toy-precision"
+    seen: list[tuple[torch.dtype | None, tuple[bool, bool]]] = []
+
+    def g_loss(self, ctx):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        PrecisionStage.seen.append((dtype, _tf32_allowed()))
+        return super().g_loss(ctx)
+
+
+@pytest.fixture
+def restore_tf32():
+    from mmfs.utils.device import keeping_tf32_state
+
+    with keeping_tf32_state():
+        yield
+
+
+def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp_path, restore_tf32):
+    from mmfs.utils.device import set_tf32
+
+    def run(name, **loop):
+        PrecisionStage.seen.clear()
+        cfg = make_config("toy-precision", PRESETS["tiny"], options={"photos": str(photos)}, steps=1, **loop)
+        train(cfg, outdir=tmp_path / name, progress=False)
+        return cfg.loop, list(PrecisionStage.seen)
+
+    set_tf32(True)  # allowed before the run (PyTorch allows it for convolutions by default): the run turns it off
+    loop, seen = run("default")
+    assert (loop.dtype, loop.tf32) == ("fp32", False)
+    assert seen == [(None, (False, False))]  # no autocast, no TF32: the reference's fp32
+    assert _tf32_allowed() == (True, True)  # the process's own setting is back after the run
+    set_tf32(False)
+    loop, seen = run("opt-in", dtype="bf16", tf32=True)
+    assert seen == [(torch.bfloat16, (True, True))] and _tf32_allowed() == (False, False)
+    with pytest.raises(ValueError, match="training dtype must be one of fp32, bf16"):
+        make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")
+
+
+def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):
+    from mmfs.train import TrainConfig
+
+    old = json.loads(toy_config(photos).to_json())
+    old["loop"]["dtype"] = "auto"
+    del old["loop"]["tf32"]  # not written then: every CUDA run had TF32 on
+    loop = TrainConfig.from_dict(old).loop
+    assert (loop.dtype, loop.tf32) == ("auto", True)
+    assert TrainConfig.from_json(toy_config(photos).to_json()).loop.tf32 is False
+
+
 @register_stage
 class NanStage(ToyStage):
     """The toy stage whose generator loss turns NaN from step 3 on (as a too-high learning rate would)."""

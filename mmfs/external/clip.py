@@ -6,8 +6,11 @@ reference's `preprocess_clip_image`: `x*0.5+0.5`, bilinear resize with antialias
 size, CLIP mean/std, no crop. The one-shot reference image instead goes through open_clip's own PIL
 preprocessing (bicubic resize of the short side, center crop), as the reference's `clip_preprocess`.
 
-Precision: all CLIP maths here is fp32. The reference runs CLIP in fp16 on CUDA (OpenAI `clip.load`
-behaviour), so its embeddings, directions and cosines carry fp16 rounding there; on CPU both agree.
+Precision: embeddings and tokens come out as fp32, embeddings L2-normalised in fp32. The transformer
+runs in the caller's precision: fp32, or bf16 inside a training run's `--dtype bf16` autocast region,
+where the losses built on these outputs still run in fp32 (`mmfs.losses.clip`). The reference runs
+CLIP in fp16 on CUDA (OpenAI `clip.load` behaviour), so its embeddings, directions and cosines carry
+fp16 rounding there; on CPU both are fp32.
 """
 
 from __future__ import annotations

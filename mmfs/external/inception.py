@@ -11,7 +11,6 @@ covariance; the Frechet formula is pytorch-fid's, see `mmfs.metrics.fid`).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
@@ -118,21 +117,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def build_fid_inception(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> nn.Module:
     """torch-fidelity's FID Inception (2048-d pool features) holding `state_dict`."""
     try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        import torch_fidelity.feature_extractor_inceptionv3 as fidelity
     except ImportError:
         raise MMFSError("FID needs torch-fidelity: pip install 'mmfs[metrics]'") from None
 
-    # torch-fidelity only takes a path and unpickles it with weights_only=False; we already read the
-    # file safely, so hand it an in-memory copy of the plain tensor dict instead of the user's file.
-    buffer = io.BytesIO()
-    torch.save({k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}, buffer)
-    buffer.seek(0)
+    # torch-fidelity's constructor loads its weights itself: `torch.load(path, weights_only=False)` (an
+    # unpickling) or, without a path, its module-level `load_state_dict_from_url`. We already read the
+    # file safely, so that one name is pointed at our tensor dict while the network is built: the
+    # constructor then calls its own strict `load_state_dict` on it, nothing is pickled or downloaded.
+    tensors = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    download = fidelity.load_state_dict_from_url
+    fidelity.load_state_dict_from_url = lambda *args, **kwargs: tensors
     try:
-        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+        return fidelity.FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=None
+        )
     except RuntimeError as exc:  # missing/unexpected keys or wrong shapes
         raise CheckpointError(
             f"{source}: not FID Inception weights ({str(exc).splitlines()[0]}); FID needs {WEIGHTS_HINT}"
         ) from None
+    finally:
+        fidelity.load_state_dict_from_url = download
 
 
 def random_fid_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -158,6 +158,6 @@ def _identity_net(weights: str | os.PathLike[str] | None, device: torch.device |
     return net, {
         "network": "dlib ResNet face descriptor (offline fallback, not ArcFace)",
         "weights": str(default_dlib_models_dir() / DLIB_ID_FILE),
-        "standard": True,
+        "standard": False,  # another network and scale than any paper's ArcFace-Dist: never comparable
         "tiny": False,
     }

@@ -14,6 +14,10 @@ from typing import Any
 
 from mmfs.config import ModelConfig
 
+# Precisions a new run may ask for. fp16 would need loss scaling. Runs saved before fp32 became the
+# default carry "auto" (bf16 autocast on CUDA, fp32 elsewhere), which still resumes as it ran.
+TRAIN_DTYPES = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -31,7 +35,8 @@ class LoopConfig:
     checkpoint_every: int = 5000  # steps between checkpoints (the reference's save_latest_freq); 0 = at the end only
     keep_checkpoints: int = 3  # how many checkpoints to keep (oldest deleted first)
     device: str = "auto"  # auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
+    dtype: str = "fp32"  # fp32 (the reference's precision) or bf16 (autocast); see TRAIN_DTYPES
+    tf32: bool = False  # allow TF32 matmuls/convolutions on CUDA (off, as the reference and StyleGAN2-ADA)
     compile: bool = False  # torch.compile the trained networks' forward passes
     workers: int = 2  # DataLoader worker processes per rank (0 = load in the main process)
     preview_count: int = 8  # samples in a preview grid
@@ -75,10 +80,12 @@ class TrainConfig:
         from mmfs.train.stage import get_stage
 
         stage = get_stage(data["command"])
+        # Runs saved before `tf32` existed had TF32 on for every CUDA run: resuming them keeps it.
+        loop = {"tf32": True, **data["loop"]}
         return cls(
             command=data["command"],
             model=ModelConfig.from_dict(data["model"]),
-            loop=_build(LoopConfig, data["loop"]),
+            loop=_build(LoopConfig, loop),
             options=_build(stage.Options, data["options"]),
         )
 
@@ -101,6 +108,8 @@ def make_config(command: str, model: ModelConfig, *, options: dict[str, Any] | N
 
     stage = get_stage(command)
     settings = {**stage.defaults, **{k: v for k, v in loop.items() if v is not None}}
+    if settings.get("dtype", "fp32") not in TRAIN_DTYPES:
+        raise ValueError(f"training dtype must be one of {', '.join(TRAIN_DTYPES)}, got {settings['dtype']!r}")
     return TrainConfig(
         command=command,
         model=model,

@@ -29,7 +29,7 @@ from mmfs.train.distributed import Dist, init_distributed, wrap_ddp
 from mmfs.train.ema import Ema
 from mmfs.train.log import StatsLog, truncate_log
 from mmfs.train.stage import Stage, StepContext, get_stage
-from mmfs.utils.device import autocast, enable_tf32, parse_dtype
+from mmfs.utils.device import autocast, keeping_tf32_state, parse_dtype, set_tf32
 from mmfs.utils.files import remove_partials
 from mmfs.utils.seed import get_rng_state, seed_everything, set_rng_state
 
@@ -39,7 +39,8 @@ class TrainingDiverged(MMFSError):
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bf16 autocast on CUDA (when supported) and fp32 elsewhere; fp16 would need loss scaling."""
+    """fp32 or bf16 (autocast); `auto`, found only in runs saved before fp32 became the default, is bf16
+    autocast on CUDA (when supported) and fp32 elsewhere, as those runs trained. fp16 would need loss scaling."""
     if name == "auto":
         bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if bf16_ok else torch.float32
@@ -78,8 +79,7 @@ class Trainer:
             raise MMFSError(f"batch size {loop.batch_size} is not divisible by accum ({loop.accum}) x GPUs ({world})")
         self.micro_batch = loop.batch_size // (loop.accum * world)
         self.dtype = resolve_dtype(loop.dtype, self.device)
-        if self.device.type == "cuda":
-            enable_tf32()
+        set_tf32(loop.tf32)  # set either way: the process may have allowed TF32 before (PyTorch does for convs)
 
         seed_everything(loop.seed)  # identical initial weights on every rank
         self.stage: Stage = get_stage(cfg.command)(cfg, self.device, **(externals or {}))
@@ -360,10 +360,11 @@ def train(
         run_dir = d.broadcast_object(st.new_run_dir(outdir, cfg.command) if d.is_main else None)
         if d.is_main:
             st.write_json(run_dir / st.CONFIG, json.loads(cfg.to_json()))
-    trainer = Trainer(
-        cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
-    )
-    trainer.run()
+    with keeping_tf32_state():  # the run's TF32 choice ends with it (`mmfs adapt INPUTS` stylizes afterwards)
+        trainer = Trainer(
+            cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
+        )
+        trainer.run()
     return run_dir
 
 

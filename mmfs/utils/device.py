@@ -33,10 +33,40 @@ def parse_dtype(name: str) -> torch.dtype:
         raise MMFSError(f"unknown dtype {name!r}; use one of: {', '.join(DTYPES)}") from None
 
 
-def enable_tf32() -> None:
-    """Allow TF32 matmuls/convolutions on Ampere+ GPUs (a no-op on the CPU)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 in CUDA fp32 matmuls and cuDNN convolutions on Ampere+ GPUs; process-wide.
+
+    TF32 keeps 10 mantissa bits of fp32's 23 inside those ops. PyTorch allows it in convolutions by
+    default; training forbids it unless asked (`--tf32`), as NVlabs' StyleGAN2-ADA / StyleGAN3 do for
+    GAN training. CPU maths never uses TF32, so on a CPU this only records the choice.
+    """
+    _set_tf32_state(("tf32", "tf32") if enabled else ("ieee", "ieee"))
+
+
+@contextlib.contextmanager
+def keeping_tf32_state() -> Iterator[None]:
+    """Restore the process's TF32 settings after the block (a training run inside a longer process)."""
+    state = _tf32_state()
+    try:
+        yield
+    finally:
+        _set_tf32_state(state)
+
+
+# torch >= 2.9 has the `fp32_precision` settings; mixing them with the older `allow_tf32` flags is an error there.
+def _tf32_state() -> tuple:
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision, cudnn.conv.fp32_precision
+    return matmul.allow_tf32, cudnn.allow_tf32
+
+
+def _set_tf32_state(state: tuple) -> None:
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision, cudnn.conv.fp32_precision = state
+    else:
+        matmul.allow_tf32, cudnn.allow_tf32 = (value in (True, "tf32") for value in state)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -75,3 +105,18 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         )
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+@contextlib.contextmanager
+def fp32_maths(device: torch.device) -> Iterator[None]:
+    """Autocast off for the block, inside an autocast region too: small, precision-sensitive maths.
+
+    The block must cast its inputs (`at_least_fp32`); its ops then run in fp32 whatever the region's dtype.
+    """
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` as fp32 when it is a narrower float (bf16, fp16); fp32 and fp64 tensors are returned as they are."""
+    return x.float() if x.is_floating_point() and x.element_size() < 4 else x

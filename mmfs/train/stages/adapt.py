@@ -36,6 +36,7 @@ from mmfs.errors import CheckpointError, MMFSError
 from mmfs.losses import clip_direction_loss, dino_structure_loss, projector_from_tokens, token_projection_loss
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors
+from mmfs.utils.device import fp32_maths
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,10 @@ class AdaptStage(Stage):
         stylizer = self.nets["stylizer"]
         with torch.no_grad():
             photo_emb = self.clip.encode_image(photo).float()  # [B, D]
-            # The reference keeps the frozen mapper's dropout on: a new mask per sample and step.
-            ws = stylizer.ws_from_clip(self.target.expand(ctx.size, -1))
+            # The reference keeps the frozen mapper's dropout on: a new mask per sample and step. It runs
+            # in fp32 under autocast too: the style code is computed once per step and steers every layer.
+            with fp32_maths(self.device):
+                ws = stylizer.ws_from_clip(self.target.float().expand(ctx.size, -1))
         source = photo_emb.mean(0, keepdim=True) if self.source is None else self.source
         fake = self.train_view("stylizer")(photo, ws)
         tokens = None
