@@ -31,6 +31,8 @@ MAX_SEEDS = 10_000
 
 class Detector(str, enum.Enum):
     dlib = "dlib"
+    dlib_cnn = "dlib-cnn"
+    dlib_then_cnn = "dlib+cnn"
     insightface = "insightface"
 
 
@@ -154,10 +156,18 @@ def stylize(
     size: Annotated[
         int | None, typer.Option(min=8, max=8192, help="Side of saved face crops (default: the model resolution).")
     ] = None,
-    detector: Annotated[Detector, typer.Option(help="Face detector: dlib (offline) or insightface.")] = Detector.dlib,
+    detector: Annotated[
+        Detector, typer.Option(help="Face detector: dlib (HOG), dlib-cnn, dlib+cnn (HOG, then CNN), or insightface.")
+    ] = Detector.dlib,
     detector_model: Annotated[
         Path | None, typer.Option(help="Detector weights: SCRFD .onnx for insightface, or a dlib 68-point .dat.")
     ] = None,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            help="Photos: when no face is found upright, look again on the photo turned 90/180/270 and +-45 degrees."
+        ),
+    ] = True,
     feather: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Paste-back edge blend, fraction of the crop side.")
     ] = 0.1,
@@ -269,7 +279,7 @@ def _run(a: dict[str, Any]) -> None:
     if files and not a["aligned"]:  # fail on missing detector weights before loading the model
         from mmfs.faces import build_detector
 
-        face_detector = build_detector(a["detector"].value, a["detector_model"])
+        face_detector = build_detector(a["detector"].value, a["detector_model"], rotate=a["rotate"])
     from mmfs.utils.device import pick_device
 
     dev = pick_device(a["device"])
@@ -330,7 +340,8 @@ def _run_video(a: dict[str, Any], started: float) -> None:
     src: Path = a["video"]
     if not src.is_file():
         raise InputError(f"{src}: no such video file")
-    face_detector = build_detector(a["detector"].value, a["detector_model"])
+    # Frames come upright from the stream's rotation tag; turned retries on every face-less frame would cost 6x.
+    face_detector = build_detector(a["detector"].value, a["detector_model"], rotate=False)
     dev = pick_device(a["device"])
     batch = a["batch_size"] or (8 if dev.type == "cuda" else 1)
     pipeline = StylizePipeline.from_checkpoint(

@@ -132,3 +132,21 @@ def test_importing_the_command_pulls_in_no_heavy_modules():
     code = "import sys, mmfs_cli.align; print(sorted({'numpy', 'torch', 'dlib', 'PIL'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_sideways_photo_is_aligned_and_its_rotation_recorded(tmp_path, astronaut):
+    Image.fromarray(np.ascontiguousarray(np.rot90(astronaut, k=-1))).save(tmp_path / "sideways.png")
+    out = tmp_path / "aligned"
+    result = _run(str(tmp_path / "sideways.png"), "--outdir", str(out), "--size", "64", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"][0]["rotations"] == [90.0]
+    (face,) = json.loads((out / "sideways.json").read_text())["faces"]
+    assert face["rotation"] == 90.0
+    upright = _run(str(tmp_path / "sideways.png"), "--outdir", str(tmp_path / "plain"), "--no-rotate")
+    assert upright.exit_code == 1 and "no face found" in _error_lines(upright)[0]
+    # the crop is the upright photo's crop: paste-back and stylization see the same face
+    from mmfs.faces import build_detector
+
+    (reference,) = build_detector("dlib", rotate=False).detect(astronaut)
+    crop = np.asarray(Image.open(out / "sideways_face0.png")).astype(int)
+    assert np.abs(crop - align_face(astronaut, reference, 64).image.astype(int)).mean() < 1.5

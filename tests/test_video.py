@@ -113,7 +113,7 @@ class CachedDetector:
     def __init__(self) -> None:
         from mmfs.faces import build_detector
 
-        self.inner = build_detector("dlib")
+        self.inner = build_detector("dlib", rotate=False)  # frames are upright, as the video CLI sees them
         self.cache: dict[bytes, list[Face]] = {}
         self.calls = 0
 
