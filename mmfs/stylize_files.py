@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmfs.data.images import expand_inputs, load_image, save_image, to_tensor, to_uint8
+from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.pipeline import Style, StylizePipeline
 
@@ -36,16 +36,24 @@ class InputFile:
     subdir: Path = Path()
 
 
-def collect_inputs(items: Iterable[str], *, stdin_lines: Iterable[str] | None = None) -> list[InputFile]:
-    """Files, folders (recursive, tree kept under the output dir), globs and `-` (stdin paths), deduplicated."""
+def collect_inputs(
+    items: Iterable[str], *, stdin_lines: Iterable[str] | None = None, skipped: SkippedFiles | None = None
+) -> list[InputFile]:
+    """Files, folders (recursive, tree kept under the output dir), globs and `-` (stdin paths), deduplicated.
+
+    What folders and globs hold besides photos is counted in `skipped` (by reason), if given.
+    """
     stdin = list(stdin_lines or ())
     seen: set[Path] = set()
     out = []
     for item in items:
         root = Path(item)
         is_dir = item != "-" and root.is_dir()
-        for path in expand_inputs([item], stdin_lines=stdin):
-            key = path.resolve()
+        for path in expand_inputs([item], stdin_lines=stdin, skipped=skipped):
+            try:
+                key = path.resolve()
+            except (OSError, RuntimeError):  # a link loop: kept, and reported when it is read
+                key = path.absolute()
             if key not in seen:
                 seen.add(key)
                 out.append(InputFile(path, path.parent.relative_to(root) if is_dir else Path()))

@@ -58,13 +58,14 @@ def align(
     with guarded():
         from tqdm import tqdm
 
-        from mmfs.data.images import expand_inputs, load_image, save_image
+        from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image
         from mmfs.errors import InputError, MMFSError, OutputError
         from mmfs.faces import build_detector, detect_and_align
 
-        paths = list(expand_inputs(inputs, stdin_lines=stdin_lines() if "-" in inputs else None))
+        skipped = SkippedFiles()
+        paths = list(expand_inputs(inputs, stdin_lines=stdin_lines() if "-" in inputs else None, skipped=skipped))
         if not paths:
-            raise InputError("no input images found")
+            raise InputError("no input images found" + (f" ({skipped.describe()})" if skipped.count else ""))
         face_detector = build_detector(detector.value, detector_model, rotate=rotate)
         outdir.mkdir(parents=True, exist_ok=True)
 
@@ -98,9 +99,12 @@ def align(
                             "rotations": rotations})  # fmt: skip
 
         n_faces = sum(len(w["crops"]) for w in written)
+        if skipped.count and not quiet:
+            echo_err(skipped.describe())
         if as_json:
             summary = {"ok": len(written), "failed": len(errors), "faces": n_faces, "outdir": str(outdir)}
-            typer.echo(json.dumps({**summary, "outputs": written, "errors": errors}, indent=2))
+            report = {**summary, "skipped_files": skipped.to_dict(), "outputs": written, "errors": errors}
+            typer.echo(json.dumps(report, indent=2))
         elif not quiet:
             echo_err(f"aligned {n_faces} face(s) from {len(written)} image(s) into {outdir}; {len(errors)} failed")
         if not as_json:

@@ -256,6 +256,7 @@ def _run(a: dict[str, Any]) -> None:
     """The command body, after usage checks: load, resolve styles, run, report."""
     from tqdm import tqdm
 
+    from mmfs.data.images import SkippedFiles
     from mmfs.errors import InputError
     from mmfs.latents import save_latents
     from mmfs.pipeline import StylizePipeline
@@ -265,9 +266,11 @@ def _run(a: dict[str, Any]) -> None:
     if a["video"] is not None:
         _run_video(a, started)
         return
-    files = collect_inputs(a["inputs"], stdin_lines=stdin_lines() if "-" in a["inputs"] else None)
+    skipped = SkippedFiles()
+    files = collect_inputs(a["inputs"], stdin_lines=stdin_lines() if "-" in a["inputs"] else None, skipped=skipped)
     if a["inputs"] and not files:
-        raise InputError(f"no input images found in: {' '.join(a['inputs'])}")
+        also = f" ({skipped.describe()})" if skipped.count else ""
+        raise InputError(f"no input images found in: {' '.join(a['inputs'])}{also}")
     save_w: Path | None = a["save_w"]
     if save_w is not None and save_w.exists() and not a["overwrite"]:
         raise InputError(f"{save_w}: already exists; pass --overwrite to replace it")
@@ -298,6 +301,7 @@ def _run(a: dict[str, Any]) -> None:
     summary: dict[str, Any] = {
         "checkpoint": str(a["checkpoint"]), "outdir": str(opts.outdir), "device": str(dev), "dtype": a["dtype"],
         "batch_size": batch, "styles": [s.describe() for s in styles], "inputs": [], "interrupted": False,
+        "skipped_files": skipped.to_dict(),
     }  # fmt: skip
     bar = tqdm(total=len(files), desc="stylize", unit="img", file=sys.stderr, disable=a["quiet"] or not files,
                dynamic_ncols=True, smoothing=0.1)  # fmt: skip
@@ -319,7 +323,7 @@ def _run(a: dict[str, Any]) -> None:
         raise
     finally:
         bar.close()
-        _report(summary, time.perf_counter() - started, a["as_json"], a["quiet"])
+        _report(summary, time.perf_counter() - started, a["as_json"], a["quiet"], skipped)
     if any(r["status"] == "error" for r in summary["inputs"]):
         raise typer.Exit(EXIT_FAILED)
 
@@ -375,14 +379,19 @@ def _stack(styles: list) -> Any:
     return torch.stack([s.ws for s in styles])
 
 
-def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool) -> None:
-    """The JSON summary on stdout (with --json), or a summary line and the list of failures on stderr."""
+def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool, skipped) -> None:
+    """The JSON summary on stdout (with --json), or a summary line and the list of failures on stderr.
+
+    Names in the input folders that are not photos are counted on stderr in both cases (`skipped`)."""
     results = summary["inputs"]
     counts = {status: sum(r["status"] == status for r in results) for status in ("ok", "skipped", "error")}
     counts["outputs"] = sum(len(r["outputs"]) for r in results)
     counts["faces"] = sum(r["faces"] or 0 for r in results)
+    counts["skipped_files"] = skipped.count
     summary["counts"] = counts
     summary["seconds"] = round(seconds, 3)
+    if skipped.count and not quiet:
+        echo_err(skipped.describe())
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

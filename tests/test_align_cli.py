@@ -150,3 +150,22 @@ def test_sideways_photo_is_aligned_and_its_rotation_recorded(tmp_path, astronaut
     (reference,) = build_detector("dlib", rotate=False).detect(astronaut)
     crop = np.asarray(Image.open(out / "sideways_face0.png")).astype(int)
     assert np.abs(crop - align_face(astronaut, reference, 64).image.astype(int)).mean() < 1.5
+
+
+def test_folder_summary_counts_what_is_not_a_photo(tmp_path, astronaut):
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).resize((256, 256)).save(photos / "a.bmp")
+    Image.fromarray(astronaut).resize((256, 256)).save(photos / "b.tiff")
+    (photos / ".DS_Store").write_bytes(b"\0")
+    (photos / "list.csv").write_text("a,b\n")
+    os.symlink(tmp_path / "nowhere.png", photos / "lost.png")
+    result = _run(str(photos), "--outdir", str(tmp_path / "out"), "--size", "64", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"], summary["faces"]) == (2, 1, 2)
+    assert summary["errors"][0]["input"].endswith("lost.png") and "broken link" in summary["errors"][0]["error"]
+    assert summary["skipped_files"]["by_reason"] == {"extension": 1, "hidden": 1}
+    assert "skipped 2 file(s) in the input folders and globs" in result.stderr
