@@ -84,12 +84,14 @@ def face_in_photo(face: Face, photo_to_copy: np.ndarray, angle: float) -> Face:
 
 
 class FaceSearch:
-    """A detector that tries `attempts` (detector, angle) in order and returns the first faces found."""
+    """A detector that tries `attempts` (detector, angle) in order and returns the first faces found;
+    with `level`, faces found rolled are detected again on a copy that levels them (`LEVEL_DEGREES`)."""
 
-    def __init__(self, attempts: Sequence[tuple[FaceDetector, float]]) -> None:
+    def __init__(self, attempts: Sequence[tuple[FaceDetector, float]], *, level: bool = True) -> None:
         if not attempts:
             raise ValueError("need at least one attempt")
         self.attempts = list(attempts)
+        self.level = level
         self.calls = 0  # detector calls made so far (for benchmarks and tests)
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -97,7 +99,8 @@ class FaceSearch:
         for detector, angle in self.attempts:
             faces = self._detect_turned(detector, image, angle)
             if faces:
-                faces = [self._level(detector, image, face) for face in faces]
+                if self.level:
+                    faces = [self._level(detector, image, face) for face in faces]
                 return sorted(faces, key=lambda f: (float(f.box[0]), float(f.box[1])))
         return []
 
@@ -125,7 +128,7 @@ class FaceSearch:
 
 
 def build_detector(name: str = "dlib", model_path: Path | None = None, *, rotate: bool = True) -> FaceSearch:
-    """A face detector by name, with retries on turned copies unless `rotate=False`.
+    """A face detector by name, with retries on turned copies (and rolled faces levelled) unless `rotate=False`.
 
     "dlib" (HOG), "dlib-cnn" (dlib's CNN), "insightface" (SCRFD, `model_path` to its .onnx), or
     "dlib+cnn": HOG at every angle first, then the CNN on the upright photo only (its time is bounded).
@@ -134,9 +137,9 @@ def build_detector(name: str = "dlib", model_path: Path | None = None, *, rotate
     angles = (0.0, *ROTATIONS) if rotate else (0.0,)
     if name == "dlib+cnn":
         hog, cnn = build_single_detector("dlib", model_path), build_single_detector("dlib-cnn", model_path)
-        return FaceSearch([(hog, a) for a in angles] + [(cnn, 0.0)])
+        return FaceSearch([(hog, a) for a in angles] + [(cnn, 0.0)], level=rotate)
     detector = build_single_detector(name, model_path)
-    return FaceSearch([(detector, a) for a in angles])
+    return FaceSearch([(detector, a) for a in angles], level=rotate)
 
 
 __all__ = [
