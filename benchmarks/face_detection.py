@@ -4,7 +4,7 @@ The detection set is built here, at run time, from photos that ship in scikit-im
 written to disk): the public-domain astronaut upright, scaled down, turned by quarter turns (a phone
 photo that lost its EXIF orientation), tilted, tiled into groups, partly cropped, covered, blurred
 and dimmed; sheets of LFW faces from `skimage.data.lfw_subset()` (25 px crops, upscaled); and
-photos without a face (coffee, a cat, a rocket, ...) for false detections.
+photos without a face (coffee, a cat, a rocket, coins, a micrograph, galaxies) for false detections.
 
 A face counts as found when a detection's landmark centre lies within 0.6 eye distances of the true
 one (the astronaut's landmarks from HOG on the upright photo, mapped through each transform; LFW
@@ -155,7 +155,7 @@ def build_set() -> list[Case]:
             truths.append((x + 50.0, y + 55.0, 35.0))
         cases.append(Case(f"lfw sheet {sheet}", "LFW faces (25 px, upscaled)", canvas, truths))
     # no face at all
-    for name in ("coffee", "chelsea", "rocket", "camera", "hubble_deep_field"):
+    for name in ("coffee", "chelsea", "rocket", "coins", "immunohistochemistry", "hubble_deep_field"):
         image = getattr(data, name)()
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)

@@ -27,8 +27,9 @@ DLIB_DETECT_MAX_SIDE = 2048
 DLIB_UPSAMPLE_MAX_SIDE = 1024
 # HOG scores: clear frontal faces score ~1-2, the typical false positives (hands, folds) 0.05-0.15.
 DLIB_MIN_SCORE = 0.3
-# dlib's CNN (MMOD) costs ~8 us per pixel on one core: it scans a copy whose longer side is this
-# (small photos are upsampled up to it, so ~40 px faces are found), bounding a call to ~3 s.
+# dlib's CNN (MMOD) costs ~8 us per pixel on one core (it uses one): it scans a copy whose longer side is
+# this, which bounds a call to ~3.5 s (5 s on a busy CPU). It finds faces down to ~80 px of that copy,
+# 1/8 of the photo's longer side; small photos are enlarged to it, so their small faces are found too.
 DLIB_CNN_SIDE = 640
 INSIGHTFACE_HINT = "det_10g.onnx from insightface's buffalo_l pack"
 
