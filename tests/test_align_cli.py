@@ -169,3 +169,20 @@ def test_folder_summary_counts_what_is_not_a_photo(tmp_path, astronaut):
     assert summary["errors"][0]["input"].endswith("lost.png") and "broken link" in summary["errors"][0]["error"]
     assert summary["skipped_files"]["by_reason"] == {"extension": 1, "hidden": 1}
     assert "skipped 2 file(s) in the input folders and globs" in result.stderr
+
+
+def test_dlib_cnn_detector_through_the_command(tmp_path, astronaut, monkeypatch):
+    import mmfs.faces.detect as detect
+
+    monkeypatch.setattr(detect, "DLIB_CNN_SIDE", 240)  # a small scan keeps the test to about a second
+    Image.fromarray(astronaut[20:260, 110:350]).save(tmp_path / "head.png")
+    result = _run(str(tmp_path / "head.png"), "--outdir", str(tmp_path / "out"), "--size", "64",
+                  "--detector", "dlib-cnn", "--no-rotate", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "head.json").read_text())
+    (face,) = record["faces"]
+    assert record["detector"] == "dlib-cnn" and face["rotation"] == 0.0
+    from mmfs.faces import build_detector
+
+    (hog,) = build_detector("dlib", rotate=False).detect(astronaut)
+    np.testing.assert_allclose(np.array(face["landmarks"]), hog.landmarks - [110, 20], atol=2.0)

@@ -26,6 +26,14 @@ def test_png_round_trip_is_exact_and_tensor_conversion_inverts(tmp_path):
     assert np.array_equal(to_uint8(x[None])[0], array)
 
 
+def test_a_folder_or_missing_path_given_as_a_file_is_one_line(tmp_path):
+    (tmp_path / "x.png").mkdir()
+    with pytest.raises(InputError, match=r"x\.png: a folder, not an image file"):
+        load_image(tmp_path / "x.png")
+    with pytest.raises(InputError, match=r"y\.png: no such file"):
+        load_image(tmp_path / "y.png")
+
+
 @pytest.mark.parametrize("content, message", [(b"", "empty"), (b"hello, not an image\n", "not an image")])
 def test_empty_and_non_image_files(tmp_path, content, message):
     path = tmp_path / "x.png"

@@ -51,6 +51,8 @@ def load_image(path: str | os.PathLike[str], *, min_side: int = 8) -> np.ndarray
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"{path}: broken link (its target {os.readlink(path)} does not exist)")
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not an image file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:

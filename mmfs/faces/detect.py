@@ -181,9 +181,9 @@ class DlibCnnDetector(DlibDetector):
         landmarks_path: Path | None = None,
         min_score: float = 0.0,
         cnn_path: Path | None = None,
-        side: int = DLIB_CNN_SIDE,
+        side: int | None = None,
     ) -> None:
-        self.side = int(side)
+        self.side = int(side or DLIB_CNN_SIDE)
         self.cnn_path = Path(cnn_path) if cnn_path is not None else default_dlib_model_path(DLIB_CNN_FILE)
         if not self.cnn_path.is_file():
             raise MissingWeightsError(
