@@ -31,7 +31,7 @@ def align(
     detector: Annotated[
         Detector,
         typer.Option(
-            help="dlib: HOG + 68 landmarks, offline. dlib-cnn: dlib's CNN (slower, ~3 s a photo on one core). "
+            help="dlib: HOG + 68 landmarks, offline. dlib-cnn: dlib's CNN (slower, 3.5-5 s a photo). "
             "dlib+cnn: HOG, then the CNN when HOG finds nothing. insightface: SCRFD, needs --detector-model."
         ),
     ] = Detector.dlib,

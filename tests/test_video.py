@@ -500,6 +500,15 @@ def test_cli_stylizes_a_video_with_one_style_and_reports_json(tmp_path, clip, mo
     # An existing output is refused (one line, exit 1) unless --overwrite.
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "a.mp4")])
     assert result.exit_code == 1 and "already exists; pass --overwrite" in result.output
+    # A phone video held sideways: every frame's face is found (upright via the tag), and the tag is kept.
+    phone = write_clip(tmp_path / "phone.mp4", [np.rot90(f, k=1).copy() for f in face_frames(4)], rotation=270)
+    result = runner.invoke(app, ["stylize", str(phone), "-c", str(ckpt), "--seed", "7", "--quiet", "--json",
+                                 "--out", str(tmp_path / "phone_out.mp4")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rotation"] == 270 and report["frames_with_faces"] == 4
+    with VideoReader(tmp_path / "phone_out.mp4") as reader:
+        assert reader.info.rotation % 360 == 270 and (reader.info.width, reader.info.height) == (W, H)
 
 
 @pytest.mark.parametrize(
