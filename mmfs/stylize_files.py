@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmfs.data.images import expand_inputs, load_image, save_image, to_tensor, to_uint8
+from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.pipeline import Style, StylizePipeline
 
@@ -36,16 +36,24 @@ class InputFile:
     subdir: Path = Path()
 
 
-def collect_inputs(items: Iterable[str], *, stdin_lines: Iterable[str] | None = None) -> list[InputFile]:
-    """Files, folders (recursive, tree kept under the output dir), globs and `-` (stdin paths), deduplicated."""
+def collect_inputs(
+    items: Iterable[str], *, stdin_lines: Iterable[str] | None = None, skipped: SkippedFiles | None = None
+) -> list[InputFile]:
+    """Files, folders (recursive, tree kept under the output dir), globs and `-` (stdin paths), deduplicated.
+
+    What folders and globs hold besides photos is counted in `skipped` (by reason), if given.
+    """
     stdin = list(stdin_lines or ())
     seen: set[Path] = set()
     out = []
     for item in items:
         root = Path(item)
         is_dir = item != "-" and root.is_dir()
-        for path in expand_inputs([item], stdin_lines=stdin):
-            key = path.resolve()
+        for path in expand_inputs([item], stdin_lines=stdin, skipped=skipped):
+            try:
+                key = path.resolve()
+            except (OSError, RuntimeError):  # a link loop: kept, and reported when it is read
+                key = path.absolute()
             if key not in seen:
                 seen.add(key)
                 out.append(InputFile(path, path.parent.relative_to(root) if is_dir else Path()))
@@ -89,13 +97,14 @@ class InputResult:
     status: str = "ok"  # "ok", "skipped" (every output existed) or "error"
     faces: int | None = None
     boxes: list[list[float]] = field(default_factory=list)  # face boxes x0, y0, x1, y1 in the photo
+    rotations: list[float] = field(default_factory=list)  # per face: degrees the photo was turned to find it
     outputs: list[dict[str, Any]] = field(default_factory=list)  # {"path", "style", "face"}
     skipped: list[str] = field(default_factory=list)  # outputs that existed (no --overwrite)
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)  # non-MMFSError: a bug, keep it
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("input", "status", "faces", "boxes", "outputs", "skipped", "error")
+        keys = ("input", "status", "faces", "boxes", "rotations", "outputs", "skipped", "error")
         return {k: getattr(self, k) for k in keys}
 
     def fail(self, exc: BaseException, path: Path) -> None:
@@ -171,7 +180,9 @@ def _prepare(file: InputFile, opts: StylizeOptions, detector: Any, resolution: i
         faces = detector.detect(image)
         stats.add("detect", start)
     if not faces:
-        raise NoFaceError(f"{file.path}: no face found (try --detector insightface, or --aligned for aligned crops)")
+        raise NoFaceError(
+            f"{file.path}: no face found (try --detector dlib+cnn or insightface, or --aligned for aligned crops)"
+        )
     start = time.perf_counter()
     aligned = [align_face(image, face, resolution) for face in faces]
     crops = [to_tensor(a.image) for a in aligned]
@@ -294,6 +305,7 @@ def stylize_files(
                     if not opts.aligned:
                         item.result.faces = len(item.aligned)
                         item.result.boxes = [[round(float(v), 1) for v in a.face.box] for a in item.aligned]
+                        item.result.rotations = [a.face.rotation for a in item.aligned]
                     else:
                         item.result.faces = 1
                     plan(item, len(item.crops))

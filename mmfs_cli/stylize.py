@@ -31,6 +31,8 @@ MAX_SEEDS = 10_000
 
 class Detector(str, enum.Enum):
     dlib = "dlib"
+    dlib_cnn = "dlib-cnn"
+    dlib_then_cnn = "dlib+cnn"
     insightface = "insightface"
 
 
@@ -155,10 +157,18 @@ def stylize(
     size: Annotated[
         int | None, typer.Option(min=8, max=8192, help="Side of saved face crops (default: the model resolution).")
     ] = None,
-    detector: Annotated[Detector, typer.Option(help="Face detector: dlib (offline) or insightface.")] = Detector.dlib,
+    detector: Annotated[
+        Detector, typer.Option(help="Face detector: dlib (HOG), dlib-cnn, dlib+cnn (HOG, then CNN), or insightface.")
+    ] = Detector.dlib,
     detector_model: Annotated[
         Path | None, typer.Option(help="Detector weights: SCRFD .onnx for insightface, or a dlib 68-point .dat.")
     ] = None,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            help="Photos: when no face is found upright, look again on the photo turned 90/180/270 and +-45 degrees."
+        ),
+    ] = True,
     feather: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Paste-back edge blend, fraction of the crop side.")
     ] = 0.1,
@@ -254,6 +264,7 @@ def _run(a: dict[str, Any]) -> None:
     """The command body, after usage checks: load, resolve styles, run, report."""
     from tqdm import tqdm
 
+    from mmfs.data.images import SkippedFiles
     from mmfs.errors import InputError
     from mmfs.latents import save_latents
     from mmfs.pipeline import StylizePipeline
@@ -263,9 +274,11 @@ def _run(a: dict[str, Any]) -> None:
     if a["video"] is not None:
         _run_video(a, started)
         return
-    files = collect_inputs(a["inputs"], stdin_lines=stdin_lines() if "-" in a["inputs"] else None)
+    skipped = SkippedFiles()
+    files = collect_inputs(a["inputs"], stdin_lines=stdin_lines() if "-" in a["inputs"] else None, skipped=skipped)
     if a["inputs"] and not files:
-        raise InputError(f"no input images found in: {' '.join(a['inputs'])}")
+        also = f" ({skipped.describe()})" if skipped.count else ""
+        raise InputError(f"no input images found in: {' '.join(a['inputs'])}{also}")
     save_w: Path | None = a["save_w"]
     if save_w is not None and save_w.exists() and not a["overwrite"]:
         raise InputError(f"{save_w}: already exists; pass --overwrite to replace it")
@@ -277,7 +290,7 @@ def _run(a: dict[str, Any]) -> None:
     if files and not a["aligned"]:  # fail on missing detector weights before loading the model
         from mmfs.faces import build_detector
 
-        face_detector = build_detector(a["detector"].value, a["detector_model"])
+        face_detector = build_detector(a["detector"].value, a["detector_model"], rotate=a["rotate"])
     from mmfs.utils.device import pick_device
 
     dev = pick_device(a["device"])
@@ -296,6 +309,7 @@ def _run(a: dict[str, Any]) -> None:
     summary: dict[str, Any] = {
         "checkpoint": str(a["checkpoint"]), "outdir": str(opts.outdir), "device": str(dev), "dtype": a["dtype"],
         "batch_size": batch, "styles": [s.describe() for s in styles], "inputs": [], "interrupted": False,
+        "skipped_files": skipped.to_dict(),
     }  # fmt: skip
     bar = tqdm(total=len(files), desc="stylize", unit="img", file=sys.stderr, disable=a["quiet"] or not files,
                dynamic_ncols=True, smoothing=0.1)  # fmt: skip
@@ -317,7 +331,7 @@ def _run(a: dict[str, Any]) -> None:
         raise
     finally:
         bar.close()
-        _report(summary, time.perf_counter() - started, a["as_json"], a["quiet"])
+        _report(summary, time.perf_counter() - started, a["as_json"], a["quiet"], skipped)
     if any(r["status"] == "error" for r in summary["inputs"]):
         raise typer.Exit(EXIT_FAILED)
 
@@ -338,7 +352,8 @@ def _run_video(a: dict[str, Any], started: float) -> None:
     src: Path = a["video"]
     if not src.is_file():
         raise InputError(f"{src}: no such video file")
-    face_detector = build_detector(a["detector"].value, a["detector_model"])
+    # Frames come upright from the stream's rotation tag; turned retries on every face-less frame would cost 6x.
+    face_detector = build_detector(a["detector"].value, a["detector_model"], rotate=False)
     dev = pick_device(a["device"])
     batch = a["batch_size"] or (8 if dev.type == "cuda" else 1)
     pipeline = StylizePipeline.from_checkpoint(
@@ -372,14 +387,19 @@ def _stack(styles: list) -> Any:
     return torch.stack([s.ws for s in styles])
 
 
-def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool) -> None:
-    """The JSON summary on stdout (with --json), or a summary line and the list of failures on stderr."""
+def _report(summary: dict[str, Any], seconds: float, as_json: bool, quiet: bool, skipped) -> None:
+    """The JSON summary on stdout (with --json), or a summary line and the list of failures on stderr.
+
+    Names in the input folders that are not photos are counted on stderr in both cases (`skipped`)."""
     results = summary["inputs"]
     counts = {status: sum(r["status"] == status for r in results) for status in ("ok", "skipped", "error")}
     counts["outputs"] = sum(len(r["outputs"]) for r in results)
     counts["faces"] = sum(r["faces"] or 0 for r in results)
+    counts["skipped_files"] = skipped.count
     summary["counts"] = counts
     summary["seconds"] = round(seconds, 3)
+    if skipped.count and not quiet:
+        echo_err(skipped.describe())
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

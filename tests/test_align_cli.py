@@ -132,3 +132,57 @@ def test_importing_the_command_pulls_in_no_heavy_modules():
     code = "import sys, mmfs_cli.align; print(sorted({'numpy', 'torch', 'dlib', 'PIL'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_sideways_photo_is_aligned_and_its_rotation_recorded(tmp_path, astronaut):
+    Image.fromarray(np.ascontiguousarray(np.rot90(astronaut, k=-1))).save(tmp_path / "sideways.png")
+    out = tmp_path / "aligned"
+    result = _run(str(tmp_path / "sideways.png"), "--outdir", str(out), "--size", "64", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"][0]["rotations"] == [90.0]
+    (face,) = json.loads((out / "sideways.json").read_text())["faces"]
+    assert face["rotation"] == 90.0
+    upright = _run(str(tmp_path / "sideways.png"), "--outdir", str(tmp_path / "plain"), "--no-rotate")
+    assert upright.exit_code == 1 and "no face found" in _error_lines(upright)[0]
+    # the crop is the upright photo's crop: paste-back and stylization see the same face
+    from mmfs.faces import build_detector
+
+    (reference,) = build_detector("dlib", rotate=False).detect(astronaut)
+    crop = np.asarray(Image.open(out / "sideways_face0.png")).astype(int)
+    assert np.abs(crop - align_face(astronaut, reference, 64).image.astype(int)).mean() < 1.5
+
+
+def test_folder_summary_counts_what_is_not_a_photo(tmp_path, astronaut):
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).resize((256, 256)).save(photos / "a.bmp")
+    Image.fromarray(astronaut).resize((256, 256)).save(photos / "b.tiff")
+    (photos / ".DS_Store").write_bytes(b"\0")
+    (photos / "list.csv").write_text("a,b\n")
+    os.symlink(tmp_path / "nowhere.png", photos / "lost.png")
+    result = _run(str(photos), "--outdir", str(tmp_path / "out"), "--size", "64", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"], summary["faces"]) == (2, 1, 2)
+    assert summary["errors"][0]["input"].endswith("lost.png") and "broken link" in summary["errors"][0]["error"]
+    assert summary["skipped_files"]["by_reason"] == {"extension": 1, "hidden": 1}
+    assert "skipped 2 file(s) in the input folders and globs" in result.stderr
+
+
+def test_dlib_cnn_detector_through_the_command(tmp_path, astronaut, monkeypatch):
+    import mmfs.faces.detect as detect
+
+    monkeypatch.setattr(detect, "DLIB_CNN_SIDE", 240)  # a small scan keeps the test to about a second
+    Image.fromarray(astronaut[20:260, 110:350]).save(tmp_path / "head.png")
+    result = _run(str(tmp_path / "head.png"), "--outdir", str(tmp_path / "out"), "--size", "64",
+                  "--detector", "dlib-cnn", "--no-rotate", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "head.json").read_text())
+    (face,) = record["faces"]
+    assert record["detector"] == "dlib-cnn" and face["rotation"] == 0.0
+    from mmfs.faces import build_detector
+
+    (hog,) = build_detector("dlib", rotate=False).detect(astronaut)
+    np.testing.assert_allclose(np.array(face["landmarks"]), hog.landmarks - [110, 20], atol=2.0)

@@ -278,7 +278,9 @@ def test_dlib_missing_landmark_file_and_unknown_detector(tmp_path):
     pytest.importorskip("dlib")
     with pytest.raises(MissingWeightsError, match="landmark model not found"):
         build_detector("dlib", tmp_path / "nope.dat")
-    with pytest.raises(MMFSError, match="unknown face detector 'mtcnn'; choose one of: dlib, insightface"):
+    with pytest.raises(
+        MMFSError, match=r"unknown face detector .mtcnn.; choose one of: dlib, dlib-cnn, dlib\+cnn, insightface"
+    ):
         build_detector("mtcnn")
 
 

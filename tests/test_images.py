@@ -26,6 +26,14 @@ def test_png_round_trip_is_exact_and_tensor_conversion_inverts(tmp_path):
     assert np.array_equal(to_uint8(x[None])[0], array)
 
 
+def test_a_folder_or_missing_path_given_as_a_file_is_one_line(tmp_path):
+    (tmp_path / "x.png").mkdir()
+    with pytest.raises(InputError, match=r"x\.png: a folder, not an image file"):
+        load_image(tmp_path / "x.png")
+    with pytest.raises(InputError, match=r"y\.png: no such file"):
+        load_image(tmp_path / "y.png")
+
+
 @pytest.mark.parametrize("content, message", [(b"", "empty"), (b"hello, not an image\n", "not an image")])
 def test_empty_and_non_image_files(tmp_path, content, message):
     path = tmp_path / "x.png"
@@ -141,3 +149,94 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
     (tmp_path / "bomb.png").write_bytes(bomb)
     with pytest.raises(InputError, match=r"bomb.png: image is too large \(over 100,000,000 pixels\)"):
         load_image(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("ext", [".bmp", ".tif", ".tga", ".ppm", ".sgi", ".pcx", ".qoi", ".webp"])
+def test_lossless_formats_pil_reads_are_inputs_and_read_exactly(tmp_path, ext):
+    array = _rgb(24, 32)
+    path = tmp_path / f"a{ext}"
+    Image.fromarray(array).save(path, **({"lossless": True} if ext == ".webp" else {}))
+    assert images.is_image_path(path)
+    np.testing.assert_array_equal(load_image(path), array)
+
+
+def test_gif_palette_and_animated_gif_give_the_first_frame(tmp_path):
+    array = _rgb(24, 32)
+    palette = Image.fromarray(array).quantize(64)
+    palette.save(tmp_path / "p.gif")
+    np.testing.assert_array_equal(load_image(tmp_path / "p.gif"), np.asarray(palette.convert("RGB")))
+    frames = [Image.new("RGB", (32, 24), colour) for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(tmp_path / "anim.gif") as check:
+        assert check.n_frames == 3
+    got = load_image(tmp_path / "anim.gif")
+    assert got.shape == (24, 32, 3) and (got == [200, 0, 0]).all()
+    # transparent GIF pixels come out white, as for PNG
+    see_through = Image.new("P", (16, 16), 1)
+    see_through.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    see_through.save(tmp_path / "t.gif", transparency=1)
+    assert (load_image(tmp_path / "t.gif") == 255).all()
+    (tmp_path / "bad.gif").write_bytes(b"GIF89a" + b"\x00" * 20)
+    with pytest.raises(InputError, match=r"bad\.gif: (corrupt|not an image)"):
+        load_image(tmp_path / "bad.gif")
+
+
+def test_formats_pil_only_identifies_are_not_taken_from_folders():
+    for ext in (".mpg", ".h5", ".grib", ".wmf", ".txt", ".mp4"):
+        assert not images.is_image_path(images.Path(f"x{ext}"))
+    for ext in (".gif", ".GIF", ".jpeg", ".tiff", ".bmp", ".tga", ".jp2"):
+        assert images.is_image_path(images.Path(f"x{ext}"))
+
+
+def test_every_name_in_a_folder_is_an_input_or_counted_with_its_reason(tmp_path):
+    import os
+
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    (root / "named.png").mkdir()  # a folder named like a photo is walked, not skipped
+    for name in ("a.png", "b.gif", "sub/c.TIF", "named.png/d.bmp", "notes.txt", ".hidden.png", "sub/clip.mp4"):
+        (root / name).write_bytes(b"x")
+    os.symlink(tmp_path / "gone.png", root / "missing.png")  # broken, named like a photo: an input
+    os.symlink(tmp_path / "gone.txt", root / "missing.txt")  # broken, not a photo name: counted
+    os.symlink(tmp_path, root / "elsewhere")  # a folder link: not followed, counted
+    os.mkfifo(root / "pipe.png")
+    skipped = images.SkippedFiles()
+    found = [str(p.relative_to(root)) for p in expand_inputs([str(root)], skipped=skipped)]
+    assert found == ["a.png", "b.gif", "missing.png", "named.png/d.bmp", "sub/c.TIF"]
+    rel = {
+        reason: sorted(str(images.Path(p).relative_to(root)) for p in paths) for reason, paths in skipped.paths.items()
+    }
+    assert rel == {
+        "extension": ["notes.txt", "sub/clip.mp4"],
+        "hidden": [".hidden.png"],
+        "broken_link": ["missing.txt"],
+        "folder_link": ["elsewhere"],
+        "special_file": ["pipe.png"],
+    }
+    assert skipped.count == 6 and skipped.to_dict()["by_reason"]["extension"] == 2
+    assert skipped.describe().startswith("skipped 6 file(s) in the input folders and globs: 2 not an image extension")
+    with pytest.raises(InputError, match=r"missing\.png: broken link \(its target .*gone\.png does not exist\)"):
+        load_image(root / "missing.png")
+    # a glob that matches a folder and a text file counts both
+    globbed = images.SkippedFiles()
+    assert [p.name for p in expand_inputs([str(root / "n*")], skipped=globbed)] == []
+    assert globbed.paths == {"directory": [str(root / "named.png")], "extension": [str(root / "notes.txt")]}
+
+
+def test_an_unlistable_subfolder_is_counted(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.png").write_bytes(b"x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what listing a folder without read permission does (the tests may run as root)
+        if str(path) == str(tmp_path / "locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped = images.SkippedFiles()
+    assert [p.name for p in expand_inputs([str(tmp_path)], skipped=skipped)] == ["a.png"]
+    assert skipped.paths == {"unreadable_folder": [str(tmp_path / "locked")]}

@@ -319,3 +319,39 @@ def test_text_and_reference_styles_through_a_local_clip(tmp_path, photos):
         {"label": "ref-mirror", "seed": None, "source": "ref", "ref": str(photos / "mirror.png")}
     ]
     assert (tmp_path / "out" / "astronaut_face0_ref-mirror.png").is_file()
+
+
+def test_gif_sideways_and_broken_link_inputs_and_every_skipped_name_counted(tmp_path, ckpt, photos):
+    import os
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    astro = skimage_data.astronaut()
+    Image.fromarray(astro).quantize(256).save(folder / "palette.gif")
+    Image.fromarray(np.ascontiguousarray(np.rot90(astro, k=1))).save(folder / "sideways.png")  # EXIF lost
+    os.symlink(tmp_path / "deleted.jpg", folder / "gone.jpg")
+    (folder / "readme.txt").write_text("not a photo\n")
+    os.symlink(photos, folder / "more")  # a linked folder is not followed
+    out = tmp_path / "out"
+
+    result = _stylize(folder, "-c", ckpt, "--seed", 4, "-o", out, "--json")
+    assert result.exit_code == 1
+    summary = _json(result)
+    by_name = {e["input"].rsplit("/", 1)[1]: e for e in summary["inputs"]}
+    assert sorted(by_name) == ["gone.jpg", "palette.gif", "sideways.png"]
+    assert by_name["palette.gif"]["status"] == "ok" and by_name["palette.gif"]["rotations"] == [0.0]
+    assert by_name["sideways.png"]["status"] == "ok" and by_name["sideways.png"]["rotations"] == [270.0]
+    assert "broken link" in by_name["gone.jpg"]["error"]
+    assert summary["skipped_files"]["by_reason"] == {"extension": 1, "folder_link": 1}
+    assert summary["skipped_files"]["paths"]["extension"] == [str(folder / "readme.txt")]
+    assert summary["counts"]["skipped_files"] == 2
+    assert "skipped 2 file(s) in the input folders and globs: 1 not an image extension, 1 a link to a folder" in (
+        result.stderr
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["palette_face0_seed4.png", "sideways_face0_seed4.png"]
+    # a folder with nothing readable says what it skipped
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "clip.mov.txt").write_text("x")
+    result = _stylize(empty, "-c", ckpt, "--seed", 4, "-o", out)
+    assert result.exit_code == 1 and "1 not an image extension" in result.stderr

@@ -113,7 +113,7 @@ class CachedDetector:
     def __init__(self) -> None:
         from mmfs.faces import build_detector
 
-        self.inner = build_detector("dlib")
+        self.inner = build_detector("dlib", rotate=False)  # frames are upright, as the video CLI sees them
         self.cache: dict[bytes, list[Face]] = {}
         self.calls = 0
 
@@ -500,6 +500,15 @@ def test_cli_stylizes_a_video_with_one_style_and_reports_json(tmp_path, clip, mo
     # An existing output is refused (one line, exit 1) unless --overwrite.
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "a.mp4")])
     assert result.exit_code == 1 and "already exists; pass --overwrite" in result.output
+    # A phone video held sideways: every frame's face is found (upright via the tag), and the tag is kept.
+    phone = write_clip(tmp_path / "phone.mp4", [np.rot90(f, k=1).copy() for f in face_frames(4)], rotation=270)
+    result = runner.invoke(app, ["stylize", str(phone), "-c", str(ckpt), "--seed", "7", "--quiet", "--json",
+                                 "--out", str(tmp_path / "phone_out.mp4")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rotation"] == 270 and report["frames_with_faces"] == 4
+    with VideoReader(tmp_path / "phone_out.mp4") as reader:
+        assert reader.info.rotation % 360 == 270 and (reader.info.width, reader.info.height) == (W, H)
 
 
 @pytest.mark.parametrize(
@@ -546,3 +555,45 @@ def test_cli_reads_other_containers_and_writes_mp4_by_default(tmp_path, model):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == 6
     assert len(probe(tmp_path / "out" / "broadcast_seed3.mp4")["frames"]) == 6
+
+
+def test_phone_video_with_a_rotation_tag_is_stylized_upright_and_keeps_its_tag(tmp_path, model, ws, detector):
+    n = 6
+    upright_frames = face_frames(n)
+    stored = [np.ascontiguousarray(np.rot90(f, k=-1)) for f in upright_frames]  # a phone held sideways
+    src = write_clip(tmp_path / "phone.mp4", stored, audio=None, rotation=90)
+    from mmfs.faces import build_detector
+
+    assert build_detector("dlib", rotate=False).detect(stored[0]) == []  # as stored, the face lies on its side
+    out = tmp_path / "phone_styled.mp4"
+    summary = stylize_video(src, out, model=model, ws=ws, detector=detector, batch_size=3, progress=False)
+    assert summary.frames == n and summary.frames_with_faces == n and summary.rotation == 90
+    assert "rotated 90 degrees" in summary.describe() and summary.to_dict()["rotation"] == 90
+    # stored the way the source is (sideways, same size), tagged the same way, so players show it upright
+    raw = probe(out)
+    assert (raw["width"], raw["height"]) == (H, W)
+    with VideoReader(out) as reader:
+        assert reader.info.rotation == 90 and (reader.info.width, reader.info.height) == (W, H)
+        got = [f.image for f in reader.frames()]
+    diff = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(upright_frames, got, strict=True)]
+    assert np.mean([d[40:90, 55:105].mean() for d in diff]) > 10  # the face (upright coordinates) changed
+    assert np.mean([d[:12, :12].mean() for d in diff]) < 3  # a far corner did not
+
+
+@pytest.mark.parametrize("suffix, tagged", [(".mp4", True), (".mov", True), (".mkv", True), (".avi", False)])
+def test_writer_stores_frames_turned_back_under_the_rotation_tag(tmp_path, suffix, tagged):
+    ramp = np.zeros((48, 64, 3), np.uint8)
+    ramp[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 4  # left-right ramp
+    ramp[..., 1] = np.arange(48, dtype=np.uint8)[:, None] * 5  # top-bottom ramp
+    path = tmp_path / f"r{suffix}"
+    writer = VideoWriter(path, width=64, height=48, frame_rate=Fraction(25), rotation=270)
+    for i in range(3):
+        writer.write(ramp, i)
+    writer.close()
+    assert writer.rotation == (270 if tagged else 0)
+    raw = probe(path)
+    assert (raw["width"], raw["height"]) == ((48, 64) if tagged else (64, 48))
+    with VideoReader(path) as reader:
+        assert reader.info.rotation % 360 == (270 if tagged else 0)
+        first = next(reader.frames()).image
+    assert first.shape == ramp.shape and np.abs(first.astype(int) - ramp.astype(int)).mean() < 4

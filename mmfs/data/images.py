@@ -1,7 +1,8 @@
 """Image files in and out: the only place that converts between files, uint8 arrays and tensors.
 
 Inside the core an image is always a float tensor in [-1, 1], RGB, NCHW. On disk it is whatever the
-user has: any mode PIL reads (grayscale, palette, RGBA, CMYK, 16-bit), possibly rotated by EXIF.
+user has: any format and mode PIL reads (GIF, BMP, TIFF, ...; grayscale, palette, RGBA, CMYK, 16-bit),
+possibly rotated by EXIF; of an animated or multi-page file, the first frame.
 Every failure to read is an `InputError` with one line naming the file.
 """
 
@@ -14,12 +15,31 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import EpsImagePlugin, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mmfs.errors import InputError
 from mmfs.utils.files import atomic_path, write_failure
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # the common ones, for messages
+
+
+def _readable_extensions() -> frozenset[str]:
+    """Every extension PIL has a decoder for here: its registry minus formats it can only identify."""
+    Image.init()
+    unreadable = {"MPEG"}  # PIL reads an MPEG video's size, not its pictures
+    if not EpsImagePlugin.gs_binary:
+        unreadable.add("EPS")  # needs Ghostscript
+    readable = set()
+    for ext, fmt in Image.registered_extensions().items():
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        stub = isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)  # BUFR, GRIB, HDF5, WMF
+        if factory is not None and not stub and fmt not in unreadable:
+            readable.add(ext.lower())
+    return frozenset(readable) | frozenset(IMAGE_EXTENSIONS)
+
+
+# What a folder or glob yields as photos: GIF, BMP, TIFF, TGA, PPM, ICO, JPEG 2000, ... (the PIL build's own list).
+READABLE_EXTENSIONS = _readable_extensions()
 # Refuse decompression bombs well before they exhaust memory: 100 megapixels is ~300 MB as RGB,
 # far more than any face photo needs.
 MAX_PIXELS = 100_000_000
@@ -29,6 +49,10 @@ SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 def load_image(path: str | os.PathLike[str], *, min_side: int = 8) -> np.ndarray:
     """Read an image file as an RGB uint8 array [H, W, 3], upright per its EXIF orientation."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: broken link (its target {os.readlink(path)} does not exist)")
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not an image file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -102,15 +126,105 @@ def to_uint8(tensor) -> np.ndarray:
 
 
 def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.suffix.lower() in READABLE_EXTENSIONS and not path.name.startswith(".")
 
 
-def expand_inputs(inputs: Iterable[str], *, stdin_lines: Iterable[str] | None = None) -> Iterator[Path]:
+# Why a name met in a folder or a glob is not an input; `SkippedFiles.describe` prints the text.
+SKIP_REASONS = {
+    "extension": "not an image extension",
+    "hidden": "hidden (name starts with a dot)",
+    "directory": "a folder matched by a glob",
+    "folder_link": "a link to a folder (not followed)",
+    "broken_link": "a broken link",
+    "special_file": "not a regular file",
+    "unreadable_folder": "a folder that cannot be listed",
+}
+
+
+class SkippedFiles:
+    """The names in input folders and globs that are not taken as inputs, by reason (`SKIP_REASONS`)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, list[str]] = {}
+
+    def add(self, reason: str, path: Path | str) -> None:
+        self.paths.setdefault(reason, []).append(str(path))
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.paths.values())
+
+    def _by_reason(self) -> list[tuple[str, list[str]]]:
+        return [(reason, self.paths[reason]) for reason in SKIP_REASONS if reason in self.paths]
+
+    def to_dict(self) -> dict:
+        """For `--json` summaries: the total, the count per reason and the paths per reason."""
+        return {
+            "count": self.count,
+            "by_reason": {reason: len(v) for reason, v in self._by_reason()},
+            "paths": {reason: list(v) for reason, v in self._by_reason()},
+        }
+
+    def describe(self) -> str:
+        """One line: 'skipped 3 file(s) in the input folders and globs: 2 not an image extension, 1 a broken link'."""
+        parts = ", ".join(f"{len(v)} {SKIP_REASONS[reason]}" for reason, v in self._by_reason())
+        return f"skipped {self.count} file(s) in the input folders and globs: {parts}"
+
+
+def _walk_folder(root: Path, skipped: SkippedFiles) -> list[Path]:
+    """Image files under `root` (links to files followed, links to folders not), sorted; the rest is counted."""
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        skipped.add("unreadable_folder", exc.filename or root)
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        base = Path(folder)
+        for name in dirs:
+            if (base / name).is_symlink():
+                skipped.add("folder_link", base / name)
+        for name in files:
+            path = base / name
+            if name.startswith("."):
+                skipped.add("hidden", path)
+            elif path.is_symlink() and not path.exists() and not is_image_path(path):
+                skipped.add("broken_link", path)  # named like a photo, it is an input: an error line later
+            elif path.is_symlink() and not path.exists():
+                found.append(path)
+            elif not path.is_file():
+                skipped.add("special_file", path)
+            elif not is_image_path(path):
+                skipped.add("extension", path)
+            else:
+                found.append(path)
+    return sorted(found)
+
+
+def _glob(pattern: str, skipped: SkippedFiles) -> list[Path]:
+    found = []
+    for name in sorted(glob.glob(pattern, recursive=True)):
+        path = Path(name)
+        if path.is_dir():
+            skipped.add("directory", path)
+        elif path.is_symlink() and not path.exists() and not is_image_path(path):
+            skipped.add("broken_link", path)
+        elif not is_image_path(path):
+            skipped.add("hidden" if path.name.startswith(".") else "extension", path)
+        else:
+            found.append(path)
+    return found
+
+
+def expand_inputs(
+    inputs: Iterable[str], *, stdin_lines: Iterable[str] | None = None, skipped: SkippedFiles | None = None
+) -> Iterator[Path]:
     """Expand files, folders (recursive, image extensions only) and globs; `-` reads paths from stdin.
 
     A plain file is yielded whatever its extension, so that a bad file given by name is reported
-    rather than silently skipped. Folders and globs yield only image-looking names, sorted.
+    rather than silently skipped; so is a broken link named like an image in a folder. Folders and globs
+    yield only image-looking names, sorted; everything else they hold is counted in `skipped` by reason.
     """
+    skipped = skipped if skipped is not None else SkippedFiles()
     for item in inputs:
         if item == "-":
             for line in stdin_lines or ():
@@ -119,8 +233,8 @@ def expand_inputs(inputs: Iterable[str], *, stdin_lines: Iterable[str] | None = 
             continue
         path = Path(item)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
-        elif path.exists() or not glob.has_magic(item):
+            yield from _walk_folder(path, skipped)
+        elif path.exists() or path.is_symlink() or not glob.has_magic(item):
             yield path
         else:
-            yield from sorted(Path(p) for p in glob.glob(item, recursive=True) if is_image_path(Path(p)))
+            yield from _glob(item, skipped)

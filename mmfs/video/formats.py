@@ -31,6 +31,8 @@ COPY_AUDIO: dict[str, frozenset[str]] = {
     "webm": frozenset({"opus", "vorbis"}),
     "avi": frozenset({"mp3", "mp2", "ac3", "pcm_s16le", "pcm_u8"}),
 }
+# Muxers that store a display rotation (mp4/mov: the track matrix; Matroska/WebM: the projection roll).
+ROTATION_MUXERS = frozenset({"mp4", "mov", "matroska", "webm"})
 DEFAULT_RATE = Fraction(25)  # only when a file states no frame rate at all
 
 

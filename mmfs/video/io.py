@@ -3,7 +3,8 @@
 `VideoReader` decodes the first video stream to upright RGB uint8 frames and hands the first audio
 stream's packets to a callback as they are demuxed, so one pass over the file feeds both tracks.
 `VideoWriter` encodes RGB frames (libx264, else mpeg4; yuv420p; even sides) at the source's exact
-rational frame rate and timestamps, and copies the audio packets when the output container accepts
+rational frame rate and timestamps, stored turned back and tagged with the source's display rotation
+(so a phone video keeps its orientation tag and its stored size), and copies the audio packets when the output container accepts
 the codec, else re-encodes them (aac; opus for .webm).
 """
 
@@ -20,7 +21,15 @@ import numpy as np
 
 from mmfs.errors import InputError
 
-from .formats import DEFAULT_RATE, OUTPUT_FORMATS, FrameClock, can_copy_audio, has_encoder, is_video_path
+from .formats import (
+    DEFAULT_RATE,
+    OUTPUT_FORMATS,
+    ROTATION_MUXERS,
+    FrameClock,
+    can_copy_audio,
+    has_encoder,
+    is_video_path,
+)
 
 __all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "VideoWriter", "is_video_path", "upright"]
 
@@ -224,7 +233,11 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         color: dict[str, int] | None = None,
+        rotation: int = 0,
     ) -> None:
+        """`width` x `height` is the upright picture `write` takes; with `rotation` (degrees counter-clockwise,
+        a multiple of 90, as `VideoInfo.rotation`) frames are stored turned back and the stream is tagged
+        to display them upright, as phones write them. Muxers without a rotation tag (AVI) store them upright."""
         av = _av()
         suffix = (suffix or Path(path).suffix).lower()
         if suffix not in OUTPUT_FORMATS:
@@ -239,6 +252,10 @@ class VideoWriter:
         self.seconds = 0.0  # time spent encoding and muxing
         self.frames = 0
         self._width, self._height = int(width), int(height)
+        quarter = int(round(rotation / 90.0)) % 4 if muxer in ROTATION_MUXERS else 0
+        self.rotation = 90 * quarter
+        # the picture as stored: the upright one turned back by the display rotation
+        self._stored = (self._height, self._width) if quarter % 2 else (self._width, self._height)
         self._color = dict(color or {})
         self._out = av.open(str(path), mode="w", format=muxer)
         try:
@@ -262,7 +279,10 @@ class VideoWriter:
     def _add_video(self, rate: Fraction, time_base: Fraction | None, crf: int, preset: str):
         stream = self._out.add_stream(self.codec, rate=rate)
         # yuv420p needs even sides: odd frames get their last row/column repeated (see `write`).
-        stream.width, stream.height = self._width + self._width % 2, self._height + self._height % 2
+        w, h = self._stored
+        stream.width, stream.height = w + w % 2, h + h % 2
+        if self.rotation:
+            stream.set_display_rotation(self.rotation)
         stream.pix_fmt = "yuv420p"
         # AVI stores a constant rate only; MPEG-4 part 2 allows time-base denominators up to 65535.
         limit = 0 if self._muxer == "avi" else 65535 if self.codec == "mpeg4" else 2**31 - 1
@@ -317,8 +337,10 @@ class VideoWriter:
             raise ValueError(
                 f"frame is {image.shape[1]}x{image.shape[0]}, the writer was opened for {self._width}x{self._height}"
             )
-        if self._width % 2 or self._height % 2:
-            image = np.pad(image, ((0, self._height % 2), (0, self._width % 2), (0, 0)), mode="edge")
+        image = upright(image, -self.rotation)  # stored turned back; players (and VideoReader) turn it upright
+        w, h = self._stored
+        if w % 2 or h % 2:
+            image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         # RGB -> YUV here, on one thread, with the source's matrix and range: left to the encoder, the
         # (multi-threaded) conversion gave different pixels from run to run, and a seed must give one video.

@@ -69,6 +69,7 @@ class VideoSummary:
     video_codec: str
     audio: str
     decode_errors: int
+    rotation: int = 0  # the display rotation tag written (the source's, degrees counter-clockwise)
     seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
@@ -84,7 +85,7 @@ class VideoSummary:
             "frames_with_faces": self.frames_with_faces, "frames_without_face": self.frames_without_face,
             "faces": self.faces, "held_faces": self.held_faces, "width": self.width, "height": self.height,
             "frame_rate": str(self.frame_rate), "duration": round(self.duration, 3), "video_codec": self.video_codec,
-            "audio": self.audio, "decode_errors": self.decode_errors, "fps": round(self.fps, 3),
+            "audio": self.audio, "decode_errors": self.decode_errors, "rotation": self.rotation, "fps": round(self.fps, 3),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "wall_seconds": round(self.wall_seconds, 3),
         }  # fmt: skip
 
@@ -97,6 +98,8 @@ class VideoSummary:
             f"{f', {self.held_faces} held' if self.held_faces else ''}), {self.frames_without_face} without a face "
             f"passed through; video {self.video_codec}, audio {self.audio}; {self.fps:.2f} frames/s"
         )
+        if self.rotation:
+            text += f"; stored turned, tagged to display rotated {self.rotation} degrees as the source"
         if self.decode_errors:
             text += f"; {self.decode_errors} damaged packets skipped"
         return text
@@ -257,7 +260,7 @@ def stylize_video(
         writer = VideoWriter(
             tmp, suffix=suffix, width=info.width, height=info.height, frame_rate=info.frame_rate,
             time_base=info.time_base, audio_stream=reader.audio_stream if keep_audio else None,
-            codec=codec, crf=crf, preset=preset, color=reader.color,
+            codec=codec, crf=crf, preset=preset, color=reader.color, rotation=info.rotation,
         )  # fmt: skip
         total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
         bar = _progress_bar(total, input_path.name, progress)
@@ -293,6 +296,7 @@ def stylize_video(
         video_codec=writer.codec,
         audio=writer.audio,
         decode_errors=reader.decode_errors,
+        rotation=writer.rotation,
         seconds=seconds,
         wall_seconds=time.perf_counter() - wall,
     )
