@@ -420,6 +420,35 @@ def test_rotated_video_is_read_upright_and_odd_sizes_are_padded(tmp_path):
     assert (dst["width"], dst["height"]) == (64, 48) and len(dst["frames"]) == 3 and dst["audio"] is None
 
 
+def test_writer_bytes_do_not_depend_on_what_fresh_memory_holds(tmp_path):
+    """Same frames, same file, whatever bytes the encoder's fresh memory holds.
+
+    glibc's M_PERTURB fills every new allocation with a chosen byte, so an encoder that reads memory before
+    writing it sees different bytes in each encode below, every time rather than now and then (as a loaded
+    machine makes it). x264's AVX-512 code did when the width in macroblocks is not a multiple of 8 (160 px: 10).
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("M_PERTURB is glibc's")
+    libc, m_perturb = ctypes.CDLL(None), -6
+    frames = face_frames(8)
+    files = []
+    for fill in (0x01, 0x5A, 0xC8):
+        path = tmp_path / f"fill{fill}.mp4"
+        libc.mallopt(m_perturb, fill)
+        try:
+            writer = VideoWriter(path, width=W, height=H, frame_rate=RATE)
+            for i, image in enumerate(frames):
+                writer.write(image, i)
+            writer.close()
+        finally:
+            libc.mallopt(m_perturb, 0)
+        files.append(path.read_bytes())
+    assert files[0] == files[1] == files[2]
+
+
 def test_colour_tags_are_kept_so_colours_survive(tmp_path):
     # A full-range BT.709 source: decoding and re-encoding must use (and tag) the same matrix and range.
     bars = np.zeros((48, 64, 3), np.uint8)

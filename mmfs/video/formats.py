@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -84,6 +85,41 @@ def has_encoder(name: str) -> bool:
     except (av.FFmpegError, ValueError):
         return False
     return True
+
+
+@functools.cache
+def x264_instruction_sets() -> str | None:
+    """The instruction sets x264 detects on this CPU less AVX-512, as its `asm` parameter; None without AVX-512.
+
+    x264's AVX-512 `mbtree_propagate_list` spreads a macroblock row's costs in groups of 8 macroblocks
+    without masking the lanes past the row's end (its SSSE3 to AVX2 versions finish each row in C).
+    When the width in macroblocks is not a multiple of 8 (160 px, 720 px, a 1080x1920 phone video),
+    those lanes add costs from past the row's end, some of which x264 never wrote, so the same frames
+    give different bytes from run to run. Where the bug cannot bite (256 to 1280 px wide, measured),
+    its AVX2 code gives the same bytes as its AVX-512 code.
+    x264 names what it detected in its info log when it opens; passing a name it did not detect would run
+    instructions this CPU lacks, so the list is taken from that log and only AVX-512 is removed.
+    """
+    av = _av_module()
+    from av import logging as av_logging
+
+    previous = av_logging.get_level()
+    av_logging.set_level(av_logging.INFO)
+    try:
+        with av_logging.Capture() as logs:
+            probe = av.CodecContext.create("libx264", "w")
+            probe.width, probe.height, probe.pix_fmt = 64, 64, "yuv420p"
+            probe.time_base = Fraction(1, 25)
+            probe.open()
+    except (av.FFmpegError, ValueError):
+        return None
+    finally:
+        av_logging.set_level(previous)
+    for _level, _name, message in logs:
+        if message.startswith("using cpu capabilities:"):
+            names = message.split(":", 1)[1].split()
+            return ",".join(n for n in names if n != "AVX512") if "AVX512" in names else None
+    return None
 
 
 def can_copy_audio(source, muxer: str) -> bool:

@@ -29,6 +29,7 @@ from .formats import (
     can_copy_audio,
     has_encoder,
     is_video_path,
+    x264_instruction_sets,
 )
 
 __all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "VideoWriter", "is_video_path", "upright"]
@@ -289,9 +290,12 @@ class VideoWriter:
         self._clock = FrameClock(rate, time_base, max_denominator=limit)
         stream.codec_context.time_base = self._clock.time_base
         if self.codec == "libx264":
-            # One x264 thread: with its frame threads the same frames gave different bytes from run to run.
-            # Encoding is under 1% of the time (docs/benchmarks.md), and a seed must give one video.
+            # A seed must give one video. x264's bytes depend on its thread count (auto: the machine's cores),
+            # so one thread (encoding is under 1% of the time, docs/benchmarks.md); and its AVX-512 code reads
+            # memory it never wrote on most widths, so it runs without AVX-512 (see x264_instruction_sets).
             stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+            if asm := x264_instruction_sets():
+                stream.options = {**stream.options, "x264-params": f"asm={asm}"}
         elif self.codec.startswith("libvpx"):
             stream.options = {"crf": str(max(crf, 4) + 12), "b": "0", "deadline": "good", "cpu-used": "4"}
         else:
@@ -342,11 +346,10 @@ class VideoWriter:
         if w % 2 or h % 2:
             image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        # RGB -> YUV here, on one thread, with the source's matrix and range: left to the encoder, the
-        # (multi-threaded) conversion gave different pixels from run to run, and a seed must give one video.
+        # RGB -> YUV here, with the source's matrix and range (the conversion inside `encode` would use defaults).
         color = self._color
         frame = frame.reformat(format="yuv420p", dst_colorspace=color.get("colorspace"),
-                               dst_color_range=color.get("color_range"), threads=1)  # fmt: skip
+                               dst_color_range=color.get("color_range"))  # fmt: skip
         for name, value in color.items():  # tag the output with them too
             try:
                 setattr(frame, name, value)
