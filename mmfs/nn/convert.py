@@ -209,3 +209,46 @@ def convert_mmfs(obj: dict) -> tuple[Tensors, ModelConfig]:
         load_state_strict(Discriminator(cfg), d, source="'D_model'")
         tensors.update({"disc." + k: v for k, v in d.items()})
     return tensors, cfg
+
+
+def check_prior_covers(prior: ModelConfig, cfg: ModelConfig) -> None:
+    """Raise unless a Stylizer of `cfg` can be built from the layers of a StyleGAN2 prior of `prior`.
+
+    A larger prior (the public FFHQ 1024 for the paper's 512 model) is fine: the Stylizer takes its
+    layers up to `cfg.resolution`. The mapping network and every channel count up to there must match.
+    """
+    if prior.resolution < cfg.resolution:
+        raise CheckpointError(
+            f"a {prior.resolution} px prior cannot make a {cfg.resolution} px Stylizer: "
+            f"drop --preset (the prior's own {prior.resolution} px) or pass a preset of at most {prior.resolution} px"
+        )
+    same_mapping = (prior.z_dim, prior.w_dim, prior.mapping_layers) == (cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+    sizes = [2**i for i in range(2, cfg.log2_resolution + 1)]
+    if not same_mapping or [prior.channels(r) for r in sizes] != [cfg.channels(r) for r in sizes]:
+        raise CheckpointError(
+            f"the prior's mapping or channel widths differ from the preset's ({cfg.resolution} px): "
+            "drop --preset to use the prior's own configuration"
+        )
+
+
+def discriminator_down_to(d_tensors: Tensors, disc: torch.nn.Module) -> Tensors:
+    """Fit a larger-resolution discriminator's weights to `disc`: its residual blocks from `disc`'s size down.
+
+    A rosinality D at 2**n px is `convs.0` (from-RGB at full size), `convs.1..` (one residual block per
+    halving), `final_*`. A D at half that size is the same from `convs.2` on, renumbered. Its from-RGB
+    layer has no counterpart (the larger D's takes RGB at twice the size), so `disc`'s own freshly
+    initialised one is kept. Tensors that already fit `disc` are returned unchanged.
+    """
+    n_dst = len(disc.convs)
+    n_src = 1 + sum(1 for k in d_tensors if re.fullmatch(r"convs\.\d+\.conv1\.0\.weight", k))
+    if n_src <= n_dst:
+        return d_tensors
+    shift = n_src - n_dst
+    out = {k: v for k, v in disc.state_dict().items() if k.startswith("convs.0.")}
+    for key, value in d_tensors.items():
+        m = re.match(r"convs\.(\d+)\.(.*)", key)
+        if m is None:
+            out[key] = value  # final_conv, final_linear: sizes independent of the input resolution
+        elif int(m.group(1)) > shift:
+            out[f"convs.{int(m.group(1)) - shift}.{m.group(2)}"] = value
+    return out
