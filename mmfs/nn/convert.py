@@ -26,25 +26,39 @@ _DERIVED_BUFFER = re.compile(r"(^|\.)kernel$")
 
 
 def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> dict:
-    """Load a `torch.save` file without executing code, unless the user explicitly trusts it."""
+    """Load a `torch.save` file without executing code, unless the user explicitly trusts it.
+
+    Before anything is unpickled, the file's container and the Python classes its pickle would import
+    are read from its bytes (`mmfs.foreign`): a file holding more than tensors is refused with their
+    names unless `trust_pickle`; a TorchScript archive is refused always.
+    """
+    from mmfs.foreign import container, python_objects
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    kind = container(path)
+    if kind == "torchscript":
+        raise CheckpointError(
+            f"{path}: is a TorchScript archive (a compiled model), not a torch.save checkpoint; "
+            "mmfs convert reads rosinality StyleGAN2 and official MMFS files"
+        )
+    if kind is None:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)")
+    objects = python_objects(path)
+    if objects and not trust_pickle:
+        shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3 else "")
+        raise CheckpointError(
+            f"{path}: the file holds Python objects besides tensors ({shown}); loading it runs their code: "
+            "re-run with --trust-pickle only if you trust where it came from"
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found is None:  # not a pickle we can read at all
-            raise CheckpointError(
-                f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)"
-            ) from None
-        if not trust_pickle:
-            raise CheckpointError(
-                f"{path}: the file holds Python objects besides tensors ({found.group(1)}); "
-                "re-run with --trust-pickle only if you trust where it came from"
-            ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if objects and kind == "pickle":  # pickle.dump, not torch.save: torch.load cannot read it
+            with open(path, "rb") as fh:
+                obj = pickle.load(fh)  # noqa: S301 - the user passed --trust-pickle
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=not objects)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of state dicts, found {type(obj).__name__}")
