@@ -71,7 +71,8 @@ def test_stage1_on_a_larger_prior_learns_from_its_resampled_images(prior64, tmp_
         steps=1,
         batch_size=2,
         log_every=1,
-        preview_every=0,
+        preview_every=1,
+        preview_count=2,
     )
     trainer = Trainer(cfg, tmp_path, progress=False)
     stage = trainer.stage
@@ -94,6 +95,7 @@ def test_stage1_on_a_larger_prior_learns_from_its_resampled_images(prior64, tmp_
     # the prior's discriminator compares both at its own size, at the scales the 32 px blocks would see
     assert stage.disc.feature_blocks == tuple(b + 1 for b in TINY.disc_feature_blocks if b + 1 < 5)
     trainer.run()
+    assert (tmp_path / "previews" / "step-000001.png").is_file()  # teacher row resampled like the loss sees it
     final = load_checkpoint(tmp_path / "final.safetensors", kind="stylizer")
     assert final.config == TINY and final.meta["prior"] == str(prior64["path"])
 
