@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mmfs.testing.doc_commands import REPO, runnable, tier_commands, user_files
+from mmfs.testing.doc_commands import REPO, folder_for, runnable, tier_commands, user_files
 from mmfs.testing.standins import ensure_standins
 
 
@@ -44,7 +44,13 @@ def main() -> int:
     print(f"stand-ins ready in {time.perf_counter() - t0:.0f} s ({args.standins})")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="mmfs-realsize-"))
     user_files(root)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TORCH_HOME": str(root / "torch")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "TORCH_HOME": str(root / "torch"),
+        "MMFS_CACHE": str(root / "cache"),
+    }
     print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, folder {root}")
     print(f"{'doc':<15} {'seconds':>8} {'peak GiB':>9}  command")
     total, peak, done = 0.0, 0.0, set()
@@ -53,7 +59,7 @@ def main() -> int:
         if tuple(sorted(argv)) in done:
             continue
         done.add(tuple(sorted(argv)))
-        code, seconds, rss, tail = run(argv, root, env)
+        code, seconds, rss, tail = run(argv, folder_for(root, doc), env)
         total, peak = total + seconds, max(peak, rss)
         shown = shlex.join(argv[1:]).replace(str(args.standins) + "/", "")
         print(f"{doc:<15} {seconds:8.0f} {rss:9.2f}  {shown}", flush=True)

@@ -109,6 +109,27 @@ def runnable(command: str, standins: Path) -> list[str]:
     return [str(Path(sys.executable).with_name("mmfs")), *out[1:]]
 
 
+# What `user_files` writes: every page's commands see these (and the quick start's `runs/`).
+USER_FILES = ("ffhq", "ffhq-test", "aligned", "data", "aahq", "me.jpg", "photos", "style.png")
+
+
+def folder_for(root: Path, doc: str) -> Path:
+    """Where a doc page's commands run: `root` for the quick start, else a folder of its own.
+
+    Pages are read independently, so two pages may name the same output (`--out style.safetensors`);
+    each page's folder links the user's files and the quick start's `runs/` (the checkpoints other
+    pages start from), and keeps the page's own outputs apart.
+    """
+    if doc == QUICK_START[0].name:
+        return root
+    folder = root / "pages" / Path(doc).stem
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for name in (*USER_FILES, "runs"):
+            (folder / name).symlink_to(root / name)
+    return folder
+
+
 def user_files(root: Path) -> Path:
     """The files a new user has, under `root`: aligned photos, an art folder, a selfie, a style image.
 
