@@ -10,13 +10,15 @@ kernels rosinality persists, and the official MMFS files are written from the ha
 
     python -m mmfs.testing.standins DIR [NAME ...]     # writes the missing ones; prints DIR/NAME per file
 
-Files are written atomically and kept: a second run only writes what is missing.
+Files are written atomically and kept: a second run only writes what is missing (all of them again
+after `STANDINS_VERSION` changes).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -134,7 +136,8 @@ class _OpenAIArchive(nn.Module):
         object.__setattr__(self, "clip", clip)  # not a sub-module: its children are registered directly
         self._modules.update(clip._modules)
         self._parameters.update(clip._parameters)
-        self._buffers.update(clip._buffers)
+        # TorchScript saves every buffer; open_clip's non-persistent attn_mask becomes a traced constant instead.
+        self._buffers.update({k: v for k, v in clip._buffers.items() if k not in clip._non_persistent_buffers_set})
         for name, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
             self.register_buffer(name, torch.tensor(value))
 
@@ -265,19 +268,25 @@ def write_alexnet(path: Path) -> None:
     import torchvision
 
     torch.manual_seed(0)
-    _save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    _save(torchvision.models.alexnet(weights=None).state_dict(), path, legacy=True)  # published 2017
 
 
 def write_lpips_linear(path: Path) -> None:
-    """lpips' `weights/v0.1/alex.pth`: the five linear layers (`lin0.model.1.weight` ...)."""
+    """lpips' `weights/v0.1/alex.pth`: the five linear layers `lin{0..4}.model.1.weight`, legacy container.
+
+    The published file (shipped inside the lpips package) is a legacy torch stream whose storages are
+    tagged `cuda`; without a GPU the stand-in's are tagged `cpu`.
+    """
     from mmfs.external.lpips import build_lpips_alex
 
     torch.manual_seed(0)
     net = build_lpips_alex()
-    lin = {k: torch.rand_like(v) for k, v in net.state_dict().items() if k.startswith("lin")}
-    _save(lin, path)
+    lin = {k: torch.rand_like(v) for k, v in net.state_dict().items() if re.fullmatch(r"lin\d\.model\.1\.weight", k)}
+    _save(lin, path, legacy=True)
 
 
+# Bump when a writer changes, so that cached stand-ins are written again.
+STANDINS_VERSION = 4
 # File name (as published) -> writer. The names are the ones the docs tell users to download.
 STANDINS: dict[str, Writer] = {
     "stylegan2-ffhq-config-f.pt": write_rosinality_ffhq1024,
@@ -302,6 +311,11 @@ def ensure_standins(folder: str | os.PathLike[str], names: list[str] | None = No
     unknown = sorted(set(names or ()) - set(STANDINS))
     if unknown:
         raise KeyError(f"no stand-in named {', '.join(unknown)}; known: {', '.join(STANDINS)}")
+    stamp = folder / ".standins-version"
+    if not stamp.is_file() or stamp.read_text().strip() != str(STANDINS_VERSION):
+        for name in STANDINS:  # written by another version of this module: write them again
+            (folder / name).unlink(missing_ok=True)
+        stamp.write_text(f"{STANDINS_VERSION}\n")
     out = {}
     for name in names or list(STANDINS):
         path = folder / name
@@ -311,9 +325,10 @@ def ensure_standins(folder: str | os.PathLike[str], names: list[str] | None = No
     return out
 
 
-def _save(obj: object, path: Path) -> None:
+def _save(obj: object, path: Path, *, legacy: bool = False) -> None:
+    """torch.save, atomically; `legacy`: the pre-1.6 stream format of files published before torch 1.6 (2020)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save(obj, tmp, _use_new_zipfile_serialization=not legacy)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,9 @@ noise, no grad) and reconstructs it through the Stylizer with the same z:
 sum_k L1(D_k(fake), D_k(teacher))` over the frozen prior discriminator's feature maps. Only the encoder,
 `decoder0` and `to_rgb0` train; the z-mapping and the decoder from 2F px up come from the prior, frozen.
 No dataset is needed. In Python, `teacher=` / `disc=` externals replace the prior file's networks (tests).
+A prior larger than the Stylizer (the public 1024 px FFHQ for `--preset ffhq512`) is used whole: its
+images are resampled to the Stylizer's size, and its discriminator compares both upsampled to its own
+(docs/training.md, "A 1024 px prior for the 512 px model").
 """
 
 from __future__ import annotations
