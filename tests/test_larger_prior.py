@@ -38,9 +38,9 @@ def prior64(tmp_path_factory):
 def test_a_larger_prior_fits_and_a_smaller_or_different_one_is_refused():
     check_prior_covers(PRESETS["ffhq1024"], PRESETS["ffhq512"])
     check_prior_covers(TINY64, TINY)
-    with pytest.raises(CheckpointError, match="a 32 px prior cannot make a 64 px Stylizer: drop --preset"):
+    with pytest.raises(CheckpointError, match="prior: a 32 px prior cannot make a 64 px Stylizer: drop --preset"):
         check_prior_covers(TINY, TINY64)
-    with pytest.raises(CheckpointError, match="channel widths differ"):
+    with pytest.raises(CheckpointError, match=r"channels at 4 px 16 vs 32, prior vs preset"):
         check_prior_covers(dataclasses.replace(TINY64, channel_max=16), TINY)
 
 

@@ -225,7 +225,7 @@ def convert_mmfs(obj: dict) -> tuple[Tensors, ModelConfig]:
     return tensors, cfg
 
 
-def check_prior_covers(prior: ModelConfig, cfg: ModelConfig) -> None:
+def check_prior_covers(prior: ModelConfig, cfg: ModelConfig, *, source: str = "prior") -> None:
     """Raise unless a Stylizer of `cfg` can be built from the layers of a StyleGAN2 prior of `prior`.
 
     A larger prior (the public FFHQ 1024 for the paper's 512 model) is fine: the Stylizer takes its
@@ -233,14 +233,19 @@ def check_prior_covers(prior: ModelConfig, cfg: ModelConfig) -> None:
     """
     if prior.resolution < cfg.resolution:
         raise CheckpointError(
-            f"a {prior.resolution} px prior cannot make a {cfg.resolution} px Stylizer: "
+            f"{source}: a {prior.resolution} px prior cannot make a {cfg.resolution} px Stylizer: "
             f"drop --preset (the prior's own {prior.resolution} px) or pass a preset of at most {prior.resolution} px"
         )
-    same_mapping = (prior.z_dim, prior.w_dim, prior.mapping_layers) == (cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
-    sizes = [2**i for i in range(2, cfg.log2_resolution + 1)]
-    if not same_mapping or [prior.channels(r) for r in sizes] != [cfg.channels(r) for r in sizes]:
+    mapping = (prior.z_dim, prior.w_dim, prior.mapping_layers), (cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+    differences = [] if mapping[0] == mapping[1] else [f"z, w, mapping layers {mapping[0]} vs {mapping[1]}"]
+    differences += [
+        f"channels at {r} px {prior.channels(r)} vs {cfg.channels(r)}"
+        for r in (2**i for i in range(2, cfg.log2_resolution + 1))
+        if prior.channels(r) != cfg.channels(r)
+    ]
+    if differences:
         raise CheckpointError(
-            f"the prior's mapping or channel widths differ from the preset's ({cfg.resolution} px): "
+            f"{source}: the prior does not fit the {cfg.resolution} px preset ({differences[0]}, prior vs preset): "
             "drop --preset to use the prior's own configuration"
         )
 

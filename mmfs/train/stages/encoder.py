@@ -96,7 +96,7 @@ class EncoderStage(Stage):
         # A larger prior (the public 1024 px FFHQ for the 512 px model) is used whole: its images are
         # resampled to the Stylizer's size, and the Stylizer takes its layers up to that size.
         prior_cfg = prior.config if prior is not None else model
-        check_prior_covers(prior_cfg, model)
+        check_prior_covers(prior_cfg, model, source=source)
         if teacher is None:
             teacher = Generator(prior_cfg)
             load_state_strict(teacher, prior.subset("g."), source=f"{prior.path} [generator]")
