@@ -9,7 +9,6 @@ listed by walking its opcodes with `pickletools`, which never constructs anythin
 
 from __future__ import annotations
 
-import io
 import os
 import pickletools
 import zipfile
@@ -63,17 +62,25 @@ def python_objects(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _pickles(path: Path) -> list[bytes]:
-    """The pickles at the start of a file, back to back (at most the legacy torch header's count)."""
-    raw = path.read_bytes()
-    out, pos = [], 0
-    while pos < len(raw) and raw[pos] == _PICKLE_PROTO and len(out) < _LEGACY_PICKLES:
-        stream = io.BytesIO(raw[pos:])
-        try:
-            end = next(p for op, _arg, p in pickletools.genops(stream) if op.name == "STOP") + 1
-        except (ValueError, StopIteration):  # truncated or not a pickle after all
-            break
-        out.append(raw[pos : pos + end])
-        pos += end
+    """The pickles at the start of a file, back to back (at most the legacy torch header's count).
+
+    Read opcode by opcode up to each STOP, so a legacy torch file's tensor data after them is never read.
+    """
+    out: list[bytes] = []
+    with open(path, "rb") as fh:
+        while len(out) < _LEGACY_PICKLES:
+            start = fh.tell()
+            if fh.read(1) != bytes([_PICKLE_PROTO]):
+                break
+            fh.seek(start)
+            try:
+                if not any(op.name == "STOP" for op, _arg, _pos in pickletools.genops(fh)):
+                    break
+            except ValueError:  # truncated, or not a pickle after all
+                break
+            end = fh.tell()
+            fh.seek(start)
+            out.append(fh.read(end - start))
     return out
 
 
