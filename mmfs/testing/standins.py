@@ -47,13 +47,10 @@ def write_rosinality_ffhq1024(path: Path) -> None:
     cfg = PRESETS["ffhq1024"]  # 1024 px, 8 mapping layers, channel multiplier 2: config-f
     torch.manual_seed(0)
     g = Generator(cfg)
-    obj = {
-        "g": _with_kernels(g),
-        "d": _with_kernels(Discriminator(cfg)),
-        "g_ema": _with_kernels(g),
-        "latent_avg": torch.randn(cfg.w_dim),
-    }
-    obj["g_ema"] = {k: v.clone() for k, v in obj["g_ema"].items()}  # its own storage, as in the release
+    # rosinality's convert_weight.py writes g_ema and latent_avg, then g (--gen) and d (--disc), in this order.
+    obj = {"g_ema": _with_kernels(g), "latent_avg": torch.randn(cfg.w_dim)}
+    obj["g"] = {k: v.clone() for k, v in obj["g_ema"].items()}  # its own storage, as in the release
+    obj["d"] = _with_kernels(Discriminator(cfg))
     _save(obj, path)
 
 
@@ -286,7 +283,7 @@ def write_lpips_linear(path: Path) -> None:
 
 
 # Bump when a writer changes, so that cached stand-ins are written again.
-STANDINS_VERSION = 4
+STANDINS_VERSION = 5
 # File name (as published) -> writer. The names are the ones the docs tell users to download.
 STANDINS: dict[str, Writer] = {
     "stylegan2-ffhq-config-f.pt": write_rosinality_ffhq1024,
