@@ -10,11 +10,15 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[all,dev]'
 	touch $@
 
-.PHONY: install test demo lint
+.PHONY: install test test-realsize demo lint
 install: $(VENV)/.installed
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# Every documented command on full-size stand-ins of the public weight files (see docs/benchmarks.md for its cost).
+test-realsize: install
+	$(VENV)/bin/python -m pytest -q -x -m realsize
 
 demo: install
 	$(VENV)/bin/mmfs demo

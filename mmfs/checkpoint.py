@@ -109,8 +109,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
+        from mmfs.foreign import convert_hint
+
         raise CheckpointError(
-            f"{path}: not a readable safetensors file, corrupt or truncated ({_first_line(exc)})"
+            convert_hint(path) or f"{path}: not a readable safetensors file, corrupt or truncated ({_first_line(exc)})"
         ) from None
 
 

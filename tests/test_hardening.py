@@ -184,7 +184,7 @@ def test_a_checkpoint_of_the_wrong_kind_or_preset_is_one_line(tmp_path, tiny_ckp
     # A tiny64 prior for a Stage I run told to build the tiny preset: the first mismatching keys are named.
     line = one_line_error(["pretrain-encoder", "--prior", str(prior), "--preset", "tiny", "--steps", "1",
                            "-o", str(tmp_path / "runs")])  # fmt: skip
-    assert str(prior) in line and "shape" in line
+    assert str(prior) in line and "z, w, mapping layers (64, 64, 4) vs (32, 32, 2)" in line
     # A stylizer file whose stored config does not match its tensors (tiny weights labelled tiny64).
     mislabelled = save_checkpoint(tmp_path / "mislabelled.safetensors", load_checkpoint(tiny_ckpt).tensors,
                                   kind="stylizer", config=tiny64)  # fmt: skip

@@ -217,7 +217,7 @@ def test_user_errors_are_one_line(prior, tmp_path):
                 "-o",
                 str(tmp_path / "r"),
             ],
-            "does not fit",
+            "cannot make a 64 px Stylizer",
         ),
     ]
     for args, message in cases:

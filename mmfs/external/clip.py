@@ -38,6 +38,7 @@ from mmfs.external.base import (
     stats_buffer,
     to_unit_range,
 )
+from mmfs.foreign import container
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -219,7 +220,13 @@ class OpenClipEncoder(FrozenExternal):
             kwargs["force_quick_gelu"] = quick_gelu
             if weights is not None:
                 what = f"CLIP {model_name} weights"
-                kwargs["pretrained"] = str(require_file(weights, what, WEIGHTS_FLAG))
+                path = require_file(weights, what, WEIGHTS_FLAG)
+                if container(path) == "torchscript":  # open_clip would have to run the archive's code
+                    raise MissingWeightsError(
+                        f"{path}: is OpenAI's TorchScript archive; mmfs reads open_clip's state dict: "
+                        f"{_DOWNLOAD_HINT} and pass {WEIGHTS_FLAG} PATH"
+                    )
+                kwargs["pretrained"] = str(path)
             else:
                 kwargs["pretrained"] = tag
         if "pretrained" in kwargs and weights is None:

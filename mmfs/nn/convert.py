@@ -26,25 +26,39 @@ _DERIVED_BUFFER = re.compile(r"(^|\.)kernel$")
 
 
 def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> dict:
-    """Load a `torch.save` file without executing code, unless the user explicitly trusts it."""
+    """Load a `torch.save` file without executing code, unless the user explicitly trusts it.
+
+    Before anything is unpickled, the file's container and the Python classes its pickle would import
+    are read from its bytes (`mmfs.foreign`): a file holding more than tensors is refused with their
+    names unless `trust_pickle`; a TorchScript archive is refused always.
+    """
+    from mmfs.foreign import container, python_objects
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    kind = container(path)
+    if kind == "torchscript":
+        raise CheckpointError(
+            f"{path}: is a TorchScript archive (a compiled model), not a torch.save checkpoint; "
+            "mmfs convert reads rosinality StyleGAN2 and official MMFS files"
+        )
+    if kind is None:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)")
+    objects = python_objects(path)
+    if objects and not trust_pickle:
+        shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3 else "")
+        raise CheckpointError(
+            f"{path}: the file holds Python objects besides tensors ({shown}); loading it runs their code: "
+            "re-run with --trust-pickle only if you trust where it came from"
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found is None:  # not a pickle we can read at all
-            raise CheckpointError(
-                f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)"
-            ) from None
-        if not trust_pickle:
-            raise CheckpointError(
-                f"{path}: the file holds Python objects besides tensors ({found.group(1)}); "
-                "re-run with --trust-pickle only if you trust where it came from"
-            ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if objects and kind == "pickle":  # pickle.dump, not torch.save: torch.load cannot read it
+            with open(path, "rb") as fh:
+                obj = pickle.load(fh)  # noqa: S301 - the user passed --trust-pickle
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=not objects)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of state dicts, found {type(obj).__name__}")
@@ -209,3 +223,51 @@ def convert_mmfs(obj: dict) -> tuple[Tensors, ModelConfig]:
         load_state_strict(Discriminator(cfg), d, source="'D_model'")
         tensors.update({"disc." + k: v for k, v in d.items()})
     return tensors, cfg
+
+
+def check_prior_covers(prior: ModelConfig, cfg: ModelConfig, *, source: str = "prior") -> None:
+    """Raise unless a Stylizer of `cfg` can be built from the layers of a StyleGAN2 prior of `prior`.
+
+    A larger prior (the public FFHQ 1024 for the paper's 512 model) is fine: the Stylizer takes its
+    layers up to `cfg.resolution`. The mapping network and every channel count up to there must match.
+    """
+    if prior.resolution < cfg.resolution:
+        raise CheckpointError(
+            f"{source}: a {prior.resolution} px prior cannot make a {cfg.resolution} px Stylizer: "
+            f"drop --preset (the prior's own {prior.resolution} px) or pass a preset of at most {prior.resolution} px"
+        )
+    mapping = (prior.z_dim, prior.w_dim, prior.mapping_layers), (cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+    differences = [] if mapping[0] == mapping[1] else [f"z, w, mapping layers {mapping[0]} vs {mapping[1]}"]
+    differences += [
+        f"channels at {r} px {prior.channels(r)} vs {cfg.channels(r)}"
+        for r in (2**i for i in range(2, cfg.log2_resolution + 1))
+        if prior.channels(r) != cfg.channels(r)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{source}: the prior does not fit the {cfg.resolution} px preset ({differences[0]}, prior vs preset): "
+            "drop --preset to use the prior's own configuration"
+        )
+
+
+def discriminator_down_to(d_tensors: Tensors, disc: torch.nn.Module) -> Tensors:
+    """Fit a larger-resolution discriminator's weights to `disc`: its residual blocks from `disc`'s size down.
+
+    A rosinality D at 2**n px is `convs.0` (from-RGB at full size), `convs.1..` (one residual block per
+    halving), `final_*`. A D at half that size is the same from `convs.2` on, renumbered. Its from-RGB
+    layer has no counterpart (the larger D's takes RGB at twice the size), so `disc`'s own freshly
+    initialised one is kept. Tensors that already fit `disc` are returned unchanged.
+    """
+    n_dst = len(disc.convs)
+    n_src = 1 + sum(1 for k in d_tensors if re.fullmatch(r"convs\.\d+\.conv1\.0\.weight", k))
+    if n_src <= n_dst:
+        return d_tensors
+    shift = n_src - n_dst
+    out = {k: v for k, v in disc.state_dict().items() if k.startswith("convs.0.")}
+    for key, value in d_tensors.items():
+        m = re.match(r"convs\.(\d+)\.(.*)", key)
+        if m is None:
+            out[key] = value  # final_conv, final_linear: sizes independent of the input resolution
+        elif int(m.group(1)) > shift:
+            out[f"convs.{int(m.group(1)) - shift}.{m.group(2)}"] = value
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mmfs.checkpoint import Checkpoint, load_checkpoint
+from mmfs.config import ModelConfig
 from mmfs.errors import CheckpointError
 
 Tensors = dict[str, torch.Tensor]
@@ -64,6 +65,24 @@ def discriminator_tensors(init: Checkpoint, override: str | os.PathLike[str] | N
     raise CheckpointError(
         f"{init.path}: no discriminator found in it or next to it; pass --disc with the prior (or a training checkpoint)"
     )
+
+
+def load_discriminator(
+    cfg: ModelConfig, init: Checkpoint, override: str | os.PathLike[str] | None = None
+) -> torch.nn.Module:
+    """The discriminator a stage starts from (see `discriminator_tensors`), as a module of `cfg`.
+
+    A prior's discriminator of a larger resolution (a 512 px run on the public 1024 prior) keeps its
+    blocks from `cfg.resolution` down and gets a new from-RGB layer (`discriminator_down_to`).
+    """
+    from mmfs.checkpoint import load_state_strict
+    from mmfs.nn import Discriminator
+    from mmfs.nn.convert import discriminator_down_to
+
+    disc = Discriminator(cfg)
+    d_tensors, d_path = discriminator_tensors(init, override)
+    load_state_strict(disc, discriminator_down_to(d_tensors, disc), source=f"{d_path} [discriminator]")
+    return disc
 
 
 def _disc_in(ckpt: Checkpoint) -> Tensors:

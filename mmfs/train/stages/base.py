@@ -25,7 +25,7 @@ from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.errors import CheckpointError
 from mmfs.losses import d_logistic_loss, dino_structure_loss, g_nonsaturating_loss, r1_penalty
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
-from mmfs.train.weights import discriminator_tensors, init_stylizer_tensors
+from mmfs.train.weights import init_stylizer_tensors, load_discriminator
 
 PREVIEW_STYLES = 3  # style columns per photo in the preview grid
 
@@ -99,7 +99,7 @@ class FinetuneStage(Stage):
 
     def __init__(self, cfg, device: torch.device, *, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
-        from mmfs.nn import Discriminator, Stylizer
+        from mmfs.nn import Stylizer
 
         opts: FinetuneOptions = cfg.options
         self._dataset = None
@@ -109,9 +109,7 @@ class FinetuneStage(Stage):
         init = load_checkpoint(opts.init, kind=("stylizer", "training"))
         stylizer = Stylizer(cfg.model)
         load_state_strict(stylizer, init_stylizer_tensors(init), source=f"{init.path} [stylizer]")
-        disc = Discriminator(cfg.model)
-        d_tensors, d_path = discriminator_tensors(init, opts.disc)
-        load_state_strict(disc, d_tensors, source=f"{d_path} [discriminator]")
+        disc = load_discriminator(cfg.model, init, opts.disc)
         stylizer.to(device)
         disc.to(device)
         self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval(), "disc": disc}

@@ -6,11 +6,15 @@ noise, no grad) and reconstructs it through the Stylizer with the same z:
 sum_k L1(D_k(fake), D_k(teacher))` over the frozen prior discriminator's feature maps. Only the encoder,
 `decoder0` and `to_rgb0` train; the z-mapping and the decoder from 2F px up come from the prior, frozen.
 No dataset is needed. In Python, `teacher=` / `disc=` externals replace the prior file's networks (tests).
+A prior larger than the Stylizer (the public 1024 px FFHQ for `--preset ffhq512`) is used whole: its
+images are resampled to the Stylizer's size, and its discriminator compares both upsampled to its own
+(docs/training.md, "A 1024 px prior for the 512 px model").
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +31,13 @@ from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_
 from mmfs.train.weights import load_prior
 
 STAGE1_NEW_LAYERS = ("encoder.", "decoder0.", "to_rgb0.")
+
+
+def resample(x: Tensor, size: int) -> Tensor:
+    """Images at `size` px: unchanged when they are, else bilinear with antialiasing (an area filter downwards)."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def reconstruction_losses(
@@ -72,7 +83,7 @@ class EncoderStage(Stage):
         """
         super().__init__(cfg, device)
         from mmfs.nn import Discriminator, Generator, Stylizer
-        from mmfs.nn.convert import stylizer_init_from_prior
+        from mmfs.nn.convert import check_prior_covers, stylizer_init_from_prior
 
         opts: EncoderOptions = cfg.options
         model = cfg.model
@@ -82,8 +93,12 @@ class EncoderStage(Stage):
         elif teacher is None or disc is None:
             raise CheckpointError("Stage I needs a prior: pass --prior stylegan2.safetensors (made by `mmfs convert`)")
         source = str(prior.path) if prior is not None else "injected teacher"
+        # A larger prior (the public 1024 px FFHQ for the 512 px model) is used whole: its images are
+        # resampled to the Stylizer's size, and the Stylizer takes its layers up to that size.
+        prior_cfg = prior.config if prior is not None else model
+        check_prior_covers(prior_cfg, model, source=source)
         if teacher is None:
-            teacher = Generator(model)
+            teacher = Generator(prior_cfg)
             load_state_strict(teacher, prior.subset("g."), source=f"{prior.path} [generator]")
             g_tensors = prior.subset("g.")
         else:
@@ -95,9 +110,14 @@ class EncoderStage(Stage):
                 raise CheckpointError(
                     f"{prior.path}: prior has no discriminator (d.*); Stage I needs it for the feature loss"
                 )
-            disc = Discriminator(model)
+            # The prior's D sees its own size: both images are upsampled to it, and its feature blocks move
+            # down by the same number of halvings, so each compared feature map covers the same image scale.
+            shift = prior_cfg.log2_resolution - model.log2_resolution
+            blocks = tuple(b + shift for b in model.disc_feature_blocks)
+            disc = Discriminator(dataclasses.replace(prior_cfg, disc_feature_blocks=blocks))
             load_state_strict(disc, d_tensors, source=f"{prior.path} [discriminator]")
         self.teacher, self.disc = teacher, disc
+        self.prior_resolution = prior_cfg.resolution
         for net in (self.teacher, self.disc):
             net.to(device).eval().requires_grad_(False)
 
@@ -125,19 +145,27 @@ class EncoderStage(Stage):
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: EncoderOptions = self.cfg.options
         z = torch.randn(ctx.size, self.cfg.model.z_dim, device=self.device)
-        features = self.frozen_fn("disc_features", self.disc.features)
+        disc_features = self.frozen_fn("disc_features", self.disc.features)
+
+        def features(x: Tensor) -> list[Tensor]:
+            return disc_features(resample(x, self.prior_resolution))
+
         with torch.no_grad():
-            real = F.hardtanh(self.frozen_fn("teacher", self.teacher)(z))  # the teacher draws its own noise
+            real = self.teacher_images(self.frozen_fn("teacher", self.teacher), z)  # the teacher draws its own noise
             real_feats = features(real)
         ws = self.nets["stylizer"].ws_from_z(z)  # frozen mapping: the same z as the teacher
         fake = self.train_view("stylizer")(real, ws)
         return reconstruction_losses(fake, real, features(fake), real_feats, l1=opts.l1, feat=opts.feat)
 
+    def teacher_images(self, teacher: Any, z: Tensor, **kwargs: Any) -> Tensor:
+        """`hardtanh(G(z))` at the Stylizer's size (a larger prior's images are resampled down)."""
+        return resample(F.hardtanh(teacher(z, **kwargs)), self.cfg.model.resolution)
+
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """Top row: teacher samples; bottom row: their reconstructions by the EMA Stylizer (fixed z and noise)."""
         gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
-        real = F.hardtanh(self.teacher(self.preview_z, generator=gen))
+        real = self.teacher_images(self.teacher, self.preview_z, generator=gen)
         ema = self.nets["stylizer_ema"]
         fake = ema(real, ema.ws_from_z(self.preview_z), generator=gen)
         return torch.cat([real, fake]).float(), len(real)

@@ -28,7 +28,7 @@ from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
 from mmfs.errors import CheckpointError
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
 from mmfs.train.stages.encoder import reconstruction_losses
-from mmfs.train.weights import MAPPER_PREFIX, discriminator_tensors, init_stylizer_tensors
+from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors, load_discriminator
 
 PREVIEW_STYLES = 2  # random styles per preview photo (each shown as target and reconstruction)
 
@@ -86,16 +86,13 @@ class MapperStage(Stage):
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
-        from mmfs.nn import Discriminator
 
         opts: MapperOptions = cfg.options
         if not opts.init:
             raise CheckpointError("train-mapper needs --init (a Stage II training checkpoint or run directory)")
         init = load_checkpoint(resolve_init(opts.init), kind=("stylizer", "training"))
         stylizer, self.mapper_from_init = stylizer_with_mapper(cfg.model, init)
-        disc = Discriminator(cfg.model)
-        d_tensors, d_path = discriminator_tensors(init, opts.disc)
-        load_state_strict(disc, d_tensors, source=f"{d_path} [discriminator]")
+        disc = load_discriminator(cfg.model, init, opts.disc)
         stylizer.to(device).train()  # train mode only matters for the mapper's dropout (reference)
         disc.to(device).eval()
         self.disc = disc

@@ -1,0 +1,158 @@
+"""The documented command lines as the real-size tier runs them (tests/test_realsize.py, benchmarks/realsize_commands.py).
+
+Every command line in README.md and docs/*.md that names a public weight file (a `--*-weights` flag, or
+an upstream `.pt` / `.pth` / `.bin` / `.onnx` file) is read from the docs, in the order the docs give,
+after docs/cli.md's "From nothing to a stylized photo", which comes first and whole. Only two things
+change: file names become the stand-ins (`mmfs.testing.standins`) and the tier's own inputs, and each
+training or evaluation gets a budget of one step (`--steps 1 --batch-size 1`, `evaluate --n 8`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+QUICK_START = (REPO / "docs" / "cli.md", "## From nothing to a stylized photo")
+
+# A public weight file as the docs name it (the downloaded file, not one mmfs wrote).
+_WEIGHT_FILE = re.compile(r"[\w.~/-]+\.(?:pt|pth|bin|onnx)\b|--\w+-weights\b")
+# Doc file name -> stand-in file (`mmfs.testing.standins.STANDINS`).
+STANDIN_FOR = {
+    "stylegan2-ffhq-config-f.pt": "stylegan2-ffhq-config-f.pt",
+    "phase2_pretrain_90000.pth": "phase2_pretrain_90000.pth",
+    "phase3_pretrain_10000.pth": "phase3_pretrain_10000.pth",
+    "example_ref01.pth": "example_ref01.pth",
+    "open_clip_pytorch_model.bin": "open_clip_pytorch_model.bin",
+    "dino_vitbase8_pretrain.pth": "dino_vitbase8_pretrain.pth",
+    "dino_vitb8.safetensors": "model.safetensors",  # timm's file, saved under a telling name
+    "pt_inception-2015-12-05-6726825d.pth": "weights-inception-2015-12-05-6726825d.pth",  # the same state dict
+    "weights-inception-2015-12-05-6726825d.pth": "weights-inception-2015-12-05-6726825d.pth",
+    "w600k_r50.onnx": "w600k_r50.onnx",
+    "alexnet-owt-7be5be79.pth": "alexnet-owt-7be5be79.pth",
+}
+# Checkpoints the docs' examples name generically -> what the quick start made.
+MADE_BY_QUICK_START = {
+    "mapper.safetensors": "runs/00002-train-mapper/final.safetensors",
+    "final.safetensors": "runs/00001-finetune/final.safetensors",
+}
+# Lines the tier cannot run yet: insightface's SCRFD face detector (det_10g.onnx) has no stand-in.
+NOT_IN_TIER = ("mmfs align photos/ --outdir aligned --detector insightface",)
+TRAINING = ("pretrain-encoder", "finetune", "train-mapper")
+# The tier's budget: one step of everything (the options are set, whatever the docs' values).
+BUDGET = {
+    "pretrain-encoder": {"--steps": "1", "--batch-size": "1", "--preview-every": "0"},
+    **{
+        command: {"--steps": "1", "--batch-size": "1", "--preview-every": "0", "--workers": "0"}
+        for command in TRAINING[1:]
+    },
+    "adapt": {"--steps": "1", "--batch-size": "1"},
+    "evaluate": {"--n": "8", "--batch-size": "8"},
+}
+
+
+def doc_commands(path: Path, heading: str | None = None) -> list[str]:
+    """The `mmfs ...` lines of the bash blocks of a doc (under `heading` only, when given), as written.
+
+    Continuation lines are joined and `NAME="..."` assignments of the block are expanded; comments go.
+    """
+    text = path.read_text()
+    if heading is not None:
+        text = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        variables: dict[str, str] = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$|^#.*$", "", line).strip()
+            assignment = re.fullmatch(r'(\w+)="(.*)"', line)
+            if assignment:
+                variables[assignment.group(1)] = assignment.group(2)
+            elif line.startswith("mmfs "):
+                for name, value in variables.items():
+                    line = line.replace(f"${name}", value)
+                commands.append(" ".join(line.split()))
+    return commands
+
+
+def tier_commands() -> list[tuple[str, str]]:
+    """(doc, command) in run order: the quick start whole, then every other doc line naming a weight file."""
+    quick = [(QUICK_START[0].name, c) for c in doc_commands(*QUICK_START)]
+    seen = {c for _, c in quick}
+    rest = []
+    for doc in DOCS:
+        for command in doc_commands(doc):
+            if _WEIGHT_FILE.search(command) and command not in seen and not command.startswith(NOT_IN_TIER):
+                seen.add(command)
+                rest.append((doc.name, command))
+    return quick + rest
+
+
+def runnable(command: str, standins: Path) -> list[str]:
+    """A doc line as the tier runs it: stand-in file names and the one-step budget, nothing else."""
+    args = shlex.split(command.replace("~/models/", ""))
+    out = []
+    for arg in args:
+        name = Path(arg).name
+        if name in STANDIN_FOR and not Path(arg).exists():
+            arg = str(standins / STANDIN_FOR[name])
+        out.append(MADE_BY_QUICK_START.get(arg, arg))
+    budget = BUDGET.get(out[1], {})
+    if "--resume" not in out:
+        for option, value in budget.items():
+            if option in out:
+                out[out.index(option) + 1] = value
+            else:
+                out[2:2] = [option, value]
+    return [str(Path(sys.executable).with_name("mmfs")), *out[1:]]
+
+
+# What `user_files` writes: every page's commands see these (and the quick start's `runs/`).
+USER_FILES = ("ffhq", "ffhq-test", "aligned", "data", "aahq", "me.jpg", "photos", "style.png")
+
+
+def folder_for(root: Path, doc: str) -> Path:
+    """Where a doc page's commands run: `root` for the quick start, else a folder of its own.
+
+    Pages are read independently, so two pages may name the same output (`--out style.safetensors`);
+    each page's folder links the user's files and the quick start's `runs/` (the checkpoints other
+    pages start from), and keeps the page's own outputs apart.
+    """
+    if doc == QUICK_START[0].name:
+        return root
+    folder = root / "pages" / Path(doc).stem
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for name in (*USER_FILES, "runs"):
+            (folder / name).symlink_to(root / name)
+    return folder
+
+
+def user_files(root: Path) -> Path:
+    """The files a new user has, under `root`: aligned photos, an art folder, a selfie, a style image.
+
+    The photos and the art are the demo's synthetic faces at 512 px; the selfie is scikit-image's
+    astronaut (public domain), a real face for detection and paste-back.
+    """
+    import numpy as np
+    from skimage.data import astronaut
+
+    from mmfs.data.images import save_image
+    from mmfs.demo.synthetic import make_dataset
+
+    dirs = make_dataset(root / "data", n_photos=3, n_art_per_style=1, size=512, seed=0)
+    for name in ("ffhq", "ffhq-test", "aligned", "data/ffhq"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for photo in sorted(dirs["photos"].glob("*.png")):
+            (root / name / photo.name).write_bytes(photo.read_bytes())
+    (root / "aahq").mkdir()
+    for art in sorted(dirs["art"].rglob("*.png")):
+        (root / "aahq" / art.name).write_bytes(art.read_bytes())
+    (root / "data" / "aahq").symlink_to(root / "aahq")
+    save_image(np.ascontiguousarray(astronaut()), root / "me.jpg")
+    (root / "photos").mkdir()
+    (root / "photos" / "me.jpg").write_bytes((root / "me.jpg").read_bytes())
+    (root / "style.png").write_bytes(next((root / "aahq").glob("*.png")).read_bytes())
+    return root
