@@ -58,5 +58,25 @@ def export_prior(
     return save_checkpoint(dest, half, kind="prior", config=ckpt.config, meta=meta)
 
 
+@torch.no_grad()
+def prior_samples(
+    path: str | os.PathLike[str], count: int, seed: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` samples of the prior file's EMA generator for z drawn from `seed`, without noise.
+
+    Returns (z [count, z_dim], images [count, 3, R, R] in [-1, 1]).
+    """
+    from mmfs.checkpoint import load_state_strict
+    from mmfs.nn import Generator
+    from mmfs.train.weights import load_prior
+
+    prior = load_prior(path)
+    generator = Generator(prior.config)
+    load_state_strict(generator, prior.subset("g."), source=f"{prior.path} [generator]")
+    generator.to(device).eval()
+    z = torch.randn(count, prior.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    return z, torch.nn.functional.hardtanh(generator(z, noise="zero"))
+
+
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + k: v for k, v in tensors.items()}

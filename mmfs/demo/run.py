@@ -71,6 +71,9 @@ class DemoBudget:
     finetune_lr: float = 1e-3
     mapper_lr: float = 2e-3
     adapt_lr: float = 1e-3
+    # DINO-structure weights (reference 0.5 for both): the tiny random DINO sees 4 x 4 patches, a weaker hold
+    finetune_structure: float = 0.5
+    adapt_structure: float = 0.5
     random_styles: int = 3  # rows of random styles in the contact sheet
     eval_n: int = 64  # stylized outputs measured
     previews: int = 4  # preview grids per training run (besides the one at step 0)
@@ -241,7 +244,8 @@ def _train_all(
         encoder_run = run("pretrain-encoder", {"prior": str(paths["prior"])}, b.encoder_steps, b.encoder_lr)
         paths["encoder"] = encoder_run / "final.safetensors"
     with steps.step("finetune", f"Stage II, finetune: photos vs. four art styles mixed ({b.finetune_steps} steps)"):
-        options = {"photos": photos, "art": str(paths["art"]), "init": str(paths["encoder"]), "dino": "tiny"}
+        options = {"photos": photos, "art": str(paths["art"]), "init": str(paths["encoder"]), "dino": "tiny",
+                   "structure": b.finetune_structure}  # fmt: skip
         paths["finetune_run"] = run("finetune", options, b.finetune_steps, b.finetune_lr)
         paths["finetune"] = paths["finetune_run"] / "final.safetensors"
     with steps.step("mapper", f"train-mapper: the CLIP -> w+ mapper, tiny CLIP ({b.mapper_steps} steps)"):
@@ -251,7 +255,7 @@ def _train_all(
         paths["mapper"] = run("train-mapper", options, b.mapper_steps, b.mapper_lr) / "final.safetensors"
     with steps.step("adapt", f"adapt: one-shot from one {ADAPT_STYLE} artwork ({b.adapt_steps} steps)"):
         options = {"checkpoint": str(paths["mapper"]), "photos": photos, "ref": str(paths["adapt_ref"]),
-                   "clip_model": "tiny", "dino": "tiny"}  # fmt: skip
+                   "clip_model": "tiny", "dino": "tiny", "structure": b.adapt_structure}  # fmt: skip
         cfg = make_config("adapt", model, options=options, **loop(b.adapt_steps, b.adapt_lr))
         paths["adapted"], _ = run_adapt(
             cfg, outdir / "models" / f"adapted-{ADAPT_STYLE}.safetensors", run_dir=runs, progress=progress

@@ -114,17 +114,11 @@ def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) 
 def stage_rows(paths: dict[str, Any], count: int, device: torch.device, seed: int) -> list[Row]:
     """Prior samples for fixed z, and the same samples reconstructed by the Stage I Stylizer (its training task)."""
     from mmfs.data.images import to_uint8
+    from mmfs.demo.prior import prior_samples
     from mmfs.models import load_stylizer
-    from mmfs.nn import Generator
-    from mmfs.train.weights import load_prior
 
-    prior = load_prior(paths["prior"])
-    teacher = Generator(prior.config)
-    teacher.load_state_dict(prior.subset("g."))
-    teacher.to(device).eval()
+    z, samples = prior_samples(paths["prior"], count, seed, device)
     stage1 = load_stylizer(paths["encoder"], device=device)
-    z = torch.randn(count, prior.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    samples = torch.nn.functional.hardtanh(teacher(z, noise="zero"))
     recon = stage1(samples, stage1.ws_from_z(z), noise="zero")
     return [
         Row("the prior: random samples", list(to_uint8(samples))),
@@ -212,7 +206,7 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[s
 
 def render_sheet(sheet: Sheet, cell: int) -> np.ndarray:
     """The contact sheet as an RGB uint8 array: a title row, then a label column and one cell per input."""
-    pad, label_w, header_h = 4, int(cell * 1.6), max(20, cell // 4)
+    pad, label_w, header_h = 4, int(cell * 1.6), max(30, cell * 3 // 8)  # up to three title lines
     cols, rows = len(sheet.columns), len(sheet.rows)
     width = label_w + cols * (cell + pad) + pad
     height = header_h + rows * (cell + pad) + pad
@@ -221,7 +215,7 @@ def render_sheet(sheet: Sheet, cell: int) -> np.ndarray:
     font = _font(max(10, cell // 8))
     for c, title in enumerate(sheet.columns):
         x = label_w + pad + c * (cell + pad)
-        for i, line in enumerate(_wrap(draw, title, font, cell)[:2]):
+        for i, line in enumerate(_wrap(draw, title, font, cell)[:3]):
             draw.text((x, 2 + i * (font.size if hasattr(font, "size") else 11)), line, fill=(0, 0, 0), font=font)
     for r, row in enumerate(sheet.rows):
         y = header_h + pad + r * (cell + pad)
