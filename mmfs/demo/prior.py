@@ -78,5 +78,17 @@ def prior_samples(
     return z, torch.nn.functional.hardtanh(generator(z, noise="zero"))
 
 
+def save_sample_grid(
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *, rows: int = 4, columns: int = 8, seed: int = 0
+) -> Path:
+    """A PNG grid of `prior_samples` (the picture of the shipped prior in docs/demo.md), each shown at 2x."""
+    from mmfs.data.images import save_image, to_uint8
+
+    _, images = prior_samples(path, rows * columns, seed)
+    grid = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
+    grid = grid.reshape(rows, columns, *grid.shape[1:]).permute(2, 0, 3, 1, 4).flatten(3, 4).flatten(1, 2)
+    return save_image(to_uint8(grid), out)
+
+
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + k: v for k, v in tensors.items()}

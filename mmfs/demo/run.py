@@ -74,6 +74,7 @@ class DemoBudget:
     # DINO-structure weights (reference 0.5 for both): the tiny random DINO sees 4 x 4 patches, a weaker hold
     finetune_structure: float = 0.5
     adapt_structure: float = 0.5
+    finetune_r1_gamma: float = 10.0  # Stage II's R1 weight (reference 10)
     random_styles: int = 3  # rows of random styles in the contact sheet
     eval_n: int = 64  # stylized outputs measured
     previews: int = 4  # preview grids per training run (besides the one at step 0)
@@ -245,7 +246,7 @@ def _train_all(
         paths["encoder"] = encoder_run / "final.safetensors"
     with steps.step("finetune", f"Stage II, finetune: photos vs. four art styles mixed ({b.finetune_steps} steps)"):
         options = {"photos": photos, "art": str(paths["art"]), "init": str(paths["encoder"]), "dino": "tiny",
-                   "structure": b.finetune_structure}  # fmt: skip
+                   "structure": b.finetune_structure, "r1_gamma": b.finetune_r1_gamma}  # fmt: skip
         paths["finetune_run"] = run("finetune", options, b.finetune_steps, b.finetune_lr)
         paths["finetune"] = paths["finetune_run"] / "final.safetensors"
     with steps.step("mapper", f"train-mapper: the CLIP -> w+ mapper, tiny CLIP ({b.mapper_steps} steps)"):
