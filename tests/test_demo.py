@@ -152,3 +152,22 @@ def test_cli_refuses_an_existing_demo_folder_in_one_line(demo):
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: ") and len(result.output.strip().splitlines()) == 1
     assert "pass --overwrite" in result.output
+
+
+def test_train_prior_trains_the_prior_from_scratch_with_the_budget_recipe_and_stage_one_uses_it(tmp_path):
+    summary = run_demo(tmp_path, quick=True, train_prior=True, device="cpu", threads=1, progress=False,
+                       echo=lambda _: None)  # fmt: skip
+    from mmfs.train.weights import load_prior
+
+    prior_path = tmp_path / "models" / "prior.safetensors"
+    assert summary["prior"]["shipped"] is False and summary["prior"]["path"] == str(prior_path)
+    assert len(list((tmp_path / "data" / "prior" / "photos").iterdir())) == QUICK.prior_photos
+    # the demo's training photos are the first of the prior's photos (one random stream)
+    first = sorted((tmp_path / "data" / "photos").iterdir())[0]
+    assert (tmp_path / "data" / "prior" / "photos" / first.name).read_bytes() == first.read_bytes()
+    prior = load_prior(prior_path)
+    assert {v.dtype for v in prior.tensors.values()} == {torch.float16}
+    recipe = json.loads(prior.meta["recipe"])
+    assert (recipe["steps"], recipe["batch_size"], recipe["photos"]) == (4, 4, 16) and prior.meta["step"] == "4"
+    encoder = load_checkpoint(tmp_path / summary["checkpoints"]["encoder"])
+    assert encoder.meta["prior"] == str(prior_path.resolve())
