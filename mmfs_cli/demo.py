@@ -16,7 +16,7 @@ def demo(
         "demo_out"
     ),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A much shorter run (about a minute) that checks the pipeline.")
+        bool, typer.Option("--quick", help="A much shorter run (about 15 s) that checks the pipeline.")
     ] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the outputs of an earlier demo in --outdir (other files are kept).")

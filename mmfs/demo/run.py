@@ -1,4 +1,4 @@
-"""`mmfs demo`: the whole method, offline, on a CPU, in minutes: data, five trainings, stylization, metrics.
+"""`mmfs demo`: the whole method, offline, on a CPU, in minutes: data, four trainings, stylization, measures.
 
 Each step calls the library function its CLI command calls (`mmfs.train.train` with `make_config`,
 `mmfs.train.stages.adapt.run_adapt`, `mmfs.stylize_files.stylize_files`, `mmfs.evaluate.evaluate`);
@@ -6,14 +6,16 @@ nothing is implemented twice. The steps, on the synthetic data of `mmfs.demo.syn
 
 1. data: FFHQ-aligned synthetic "photos", the same kind of faces in four art styles (unpaired), held-out
    photos, one reference per style, and scikit-image's astronaut photo;
-2. `train-prior` on the photos; 3. Stage I (`pretrain-encoder`) with that prior; 4. Stage II (`finetune`)
-   on photos vs. all four art styles mixed (as AAHQ mixes styles); 5. `train-mapper`; 6. one-shot `adapt`
+2. the prior: the one shipped with mmfs (`mmfs.demo.prior`), or `train-prior` from scratch with its recipe
+   (`train_prior=True`); 3. Stage I (`pretrain-encoder`) with that prior; 4. Stage II (`finetune`) on
+   photos vs. all four art styles mixed (as AAHQ mixes styles); 5. `train-mapper`; 6. one-shot `adapt`
    from one art image; CLIP and DINO are the tiny random stand-ins (`--clip-model tiny`, `--tiny`);
 7. stylize the held-out photos and the astronaut (dlib detection, alignment, paste-back) with random,
-   reference-guided and adapted styles; 8. evaluate with tiny metric networks; 9. the contact sheet.
+   reference-guided and adapted styles; 8. the structure measure (`mmfs.demo.measure`); 9. evaluate with
+   tiny metric networks; 10. the contact sheet.
 
 Everything goes under one output folder; every file is written atomically. The budgets are short and
-the learning rates are raised for them (`DemoBudget`); each stage's EMA half-life is a tenth of its run.
+the recipe is changed for them where `RECIPE_NOTES` says (`DemoBudget` holds the numbers).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def run_demo(
     """Run every step of the demo into `outdir`; returns the summary (also written as `summary.json`).
 
     Args:
-        quick: the tiny budget (`QUICK`, for tests: about a minute) instead of `FULL`.
+        quick: the tiny budget (`QUICK`, for tests: about 15 s) instead of `FULL`.
         budget: explicit sizes and steps (overrides `quick`).
         train_prior: train the prior from scratch with the budget's prior recipe instead of loading the
             shipped one (the full recipe takes about an hour on two cores).
