@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,11 +13,12 @@ from typer.testing import CliRunner
 
 from mmfs.checkpoint import load_checkpoint
 from mmfs.config import PRESETS
-from mmfs.demo.run import QUICK, SUMMARY, prepare_outdir, run_demo
+from mmfs.demo.run import FULL, QUICK, SUMMARY, prepare_outdir, run_demo
 from mmfs.errors import MMFSError
 from mmfs_cli.app import app
 
-pytestmark = pytest.mark.slow  # about a minute: the whole pipeline, once
+pytestmark = pytest.mark.slow  # about 20 s: the whole pipeline, once
+STRUCTURE_FLOOR = 0.4  # of 8 held-out faces identified as their own source (chance 1/8)
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +31,21 @@ def demo(tmp_path_factory):
 
 
 def test_every_stage_checkpoint_exists_and_loads(demo):
+    from mmfs.demo.prior import SHIPPED_PRIOR
     from mmfs.models import load_stylizer
-    from mmfs.nn import Generator
-    from mmfs.train.weights import load_prior
 
     outdir, checkpoints = demo["outdir"], demo["summary"]["checkpoints"]
-    assert set(checkpoints) == {"prior", "encoder", "finetune", "mapper", "adapted"}
+    assert set(checkpoints) == {"encoder", "finetune", "mapper", "adapted"}
+    prior = demo["summary"]["prior"]
+    assert prior["shipped"] is True and prior["path"] == str(SHIPPED_PRIOR)
     tiny = PRESETS[QUICK.preset]
-    prior = load_prior(outdir / checkpoints["prior"])
-    Generator(tiny).load_state_dict(prior.subset("g."))  # strict
-    assert prior.subset("d.") and prior.config == tiny
     for stage in ("encoder", "finetune", "mapper", "adapted"):
         model = load_stylizer(outdir / checkpoints[stage])
         assert model.cfg == tiny, stage
         assert (getattr(model, "clip_mapper", None) is not None) == (stage in ("mapper", "adapted")), stage
-    # the chain: Stage I read the demo's prior, Stage II the Stage I output, the adapted file the mapper's
+    # the chain: Stage I read the shipped prior, Stage II the Stage I output, the adapted file the mapper's
     encoder = load_checkpoint(outdir / checkpoints["encoder"])
-    assert encoder.meta["prior"] == str((outdir / checkpoints["prior"]).resolve())
+    assert encoder.meta["prior"] == str(SHIPPED_PRIOR.resolve())
     finetune = load_checkpoint(outdir / checkpoints["finetune"])
     assert finetune.meta["init"] == str((outdir / checkpoints["encoder"]).resolve())
     adapted = load_checkpoint(outdir / checkpoints["adapted"], kind="adapted")
@@ -55,12 +55,27 @@ def test_every_stage_checkpoint_exists_and_loads(demo):
     assert adapted.meta["reference"].endswith(".png") and adapted.tensors  # some decoder weights changed
 
 
+def test_the_shipped_prior_is_an_fp16_tiny64_prior_with_its_recipe():
+    from mmfs.demo.prior import shipped_prior
+    from mmfs.nn import Generator
+    from mmfs.train.weights import load_prior
+
+    prior = load_prior(shipped_prior())
+    assert prior.config == PRESETS["tiny64"] and {v.dtype for v in prior.tensors.values()} == {torch.float16}
+    Generator(prior.config).load_state_dict(prior.subset("g."))  # strict
+    recipe = json.loads(prior.meta["recipe"])
+    budget = dataclasses.asdict(FULL)
+    for key in ("photos", "steps", "batch_size", "lr", "r1_gamma"):
+        assert recipe[key] == budget[f"prior_{key}" if key != "r1_gamma" else key], key
+    assert recipe["wall_seconds"] > 0 and int(prior.meta["step"]) == recipe["steps"]
+
+
 def test_the_contact_sheet_has_one_row_per_style_kind_and_one_column_per_input(demo):
     path = demo["outdir"] / demo["summary"]["contact_sheet"]
     b = QUICK
-    rows = 1 + b.random_styles + 4 + 1  # inputs, random styles, a reference per art style, adapted
+    rows = 2 + 1 + b.random_styles + 4 + 1  # prior, Stage I, inputs, random styles, a reference per art style, adapted
     columns = b.n_heldout + 1  # held-out photos and the astronaut
-    pad, label_w, header_h = 4, int(b.cell * 1.6), max(20, b.cell // 4)
+    pad, label_w, header_h = 4, int(b.cell * 1.6), max(30, b.cell * 3 // 8)
     with Image.open(path) as img:
         assert img.mode == "RGB"
         assert img.size == (label_w + columns * (b.cell + pad) + pad, header_h + rows * (b.cell + pad) + pad)
@@ -101,12 +116,21 @@ def test_the_summary_has_the_metrics_flagged_not_comparable_and_the_timings(demo
     assert all(np.isfinite(v) for v in summary["metrics"].values())
     report = json.loads((demo["outdir"] / summary["evaluation"]).read_text())
     assert report["metrics"] == summary["metrics"] and report["n"] == QUICK.eval_n and report["comparable"] is False
-    steps = ("data", "prior", "encoder", "finetune", "mapper", "adapt", "stylize", "evaluate", "sheet")
+    steps = ("data", "prior", "encoder", "finetune", "mapper", "adapt", "stylize", "measure", "evaluate", "sheet")
     assert set(summary["seconds"]) == {*steps, "total"}
-    assert [m.split("]")[0] for m in demo["messages"] if m.startswith("[")] == [f"[{i}/9" for i in range(1, 10)]
+    assert [m.split("]")[0] for m in demo["messages"] if m.startswith("[")] == [f"[{i}/10" for i in range(1, 11)]
     assert summary["warnings"] == [] and summary["torch_threads"] == 1
     before, after = demo["threads"]
     assert before == after  # the thread count is restored
+
+
+def test_structure_is_kept_above_a_floor_on_the_shipped_prior_after_a_short_fixed_seed_run(demo):
+    structure = demo["summary"]["structure"]
+    rows = QUICK.random_styles + 4 + 1
+    assert structure["sources"] == QUICK.n_measure and len(structure["per_style"]) == rows
+    assert structure["chance"] == 1 / QUICK.n_measure
+    # Unrelated faces score about the chance level (test_demo_measure.py); kept structure scores far above it.
+    assert structure["mean"] >= STRUCTURE_FLOOR, structure["per_style"]
 
 
 def test_an_existing_demo_folder_is_refused_unless_overwrite_which_keeps_other_files(tmp_path):
@@ -128,3 +152,22 @@ def test_cli_refuses_an_existing_demo_folder_in_one_line(demo):
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: ") and len(result.output.strip().splitlines()) == 1
     assert "pass --overwrite" in result.output
+
+
+def test_train_prior_trains_the_prior_from_scratch_with_the_budget_recipe_and_stage_one_uses_it(tmp_path):
+    summary = run_demo(tmp_path, quick=True, train_prior=True, device="cpu", threads=1, progress=False,
+                       echo=lambda _: None)  # fmt: skip
+    from mmfs.train.weights import load_prior
+
+    prior_path = tmp_path / "models" / "prior.safetensors"
+    assert summary["prior"]["shipped"] is False and summary["prior"]["path"] == str(prior_path)
+    assert len(list((tmp_path / "data" / "prior" / "photos").iterdir())) == QUICK.prior_photos
+    # the demo's training photos are the first of the prior's photos (one random stream)
+    first = sorted((tmp_path / "data" / "photos").iterdir())[0]
+    assert (tmp_path / "data" / "prior" / "photos" / first.name).read_bytes() == first.read_bytes()
+    prior = load_prior(prior_path)
+    assert {v.dtype for v in prior.tensors.values()} == {torch.float16}
+    recipe = json.loads(prior.meta["recipe"])
+    assert (recipe["steps"], recipe["batch_size"], recipe["photos"]) == (4, 4, 16) and prior.meta["step"] == "4"
+    encoder = load_checkpoint(tmp_path / summary["checkpoints"]["encoder"])
+    assert encoder.meta["prior"] == str(prior_path.resolve())

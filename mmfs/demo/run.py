@@ -1,4 +1,4 @@
-"""`mmfs demo`: the whole method, offline, on a CPU, in minutes: data, five trainings, stylization, metrics.
+"""`mmfs demo`: the whole method, offline, on a CPU, in minutes: data, four trainings, stylization, measures.
 
 Each step calls the library function its CLI command calls (`mmfs.train.train` with `make_config`,
 `mmfs.train.stages.adapt.run_adapt`, `mmfs.stylize_files.stylize_files`, `mmfs.evaluate.evaluate`);
@@ -6,14 +6,16 @@ nothing is implemented twice. The steps, on the synthetic data of `mmfs.demo.syn
 
 1. data: FFHQ-aligned synthetic "photos", the same kind of faces in four art styles (unpaired), held-out
    photos, one reference per style, and scikit-image's astronaut photo;
-2. `train-prior` on the photos; 3. Stage I (`pretrain-encoder`) with that prior; 4. Stage II (`finetune`)
-   on photos vs. all four art styles mixed (as AAHQ mixes styles); 5. `train-mapper`; 6. one-shot `adapt`
+2. the prior: the one shipped with mmfs (`mmfs.demo.prior`), or `train-prior` from scratch with its recipe
+   (`train_prior=True`); 3. Stage I (`pretrain-encoder`) with that prior; 4. Stage II (`finetune`) on
+   photos vs. all four art styles mixed (as AAHQ mixes styles); 5. `train-mapper`; 6. one-shot `adapt`
    from one art image; CLIP and DINO are the tiny random stand-ins (`--clip-model tiny`, `--tiny`);
 7. stylize the held-out photos and the astronaut (dlib detection, alignment, paste-back) with random,
-   reference-guided and adapted styles; 8. evaluate with tiny metric networks; 9. the contact sheet.
+   reference-guided and adapted styles; 8. the structure measure (`mmfs.demo.measure`); 9. evaluate with
+   tiny metric networks; 10. the contact sheet.
 
 Everything goes under one output folder; every file is written atomically. The budgets are short and
-the learning rates are raised for them (`DemoBudget`); each stage's EMA half-life is a tenth of its run.
+the recipe is changed for them where `RECIPE_NOTES` says (`DemoBudget` holds the numbers).
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ EVALUATION = "evaluation.json"
 # What the demo writes under its output folder; --overwrite removes exactly these, nothing else.
 OWNED = ("data", "runs", "models", "stylized", SHEET, EVALUATION, SUMMARY)
 ADAPT_STYLE = "popart"  # the art style of the one-shot reference (the most distinct of the four)
+# Where the demo's short runs leave the reference recipes (also in summary.json and docs/demo.md).
+RECIPE_NOTES = (
+    "learning rates raised for the short runs: Stage I 5e-3 (reference 2e-4), Stage II 5e-3 (1e-3), mapper 3e-3"
+    " (2e-4), adapt 1e-3 (2e-4)",
+    "each stage's EMA half-life is a tenth of its run (reference: 0.999 per step, 0.99 for adapt)",
+    "Stage II: DINO-structure weight 1.0 (reference 0.5) and R1 gamma 1 (reference 10); adapt: structure 2.0 (0.5)",
+    "the prior: R1 gamma 1 instead of 10 and no path-length regularisation (64 px)",
+    "stylized without noise inputs (mmfs stylize --noise zero): after minutes at 64 px they only add speckle",
+)
 
 
 @dataclass(frozen=True)
@@ -47,20 +58,30 @@ class DemoBudget:
     preset: str = "tiny64"
     n_photos: int = 400  # training photos
     n_art_per_style: int = 100  # artworks per style (four styles)
-    n_heldout: int = 6  # held-out photos in the contact sheet and the evaluation
+    n_heldout: int = 6  # held-out photos in the contact sheet
+    n_measure: int = 32  # held-out photos the structure measure identifies among (the sheet's first)
     batch_size: int = 8
-    prior_steps: int = 240  # the bulk of the run: 0.8-1.2 s/step on an AVX2-only 2-core CPU
-    encoder_steps: int = 110
-    finetune_steps: int = 90
-    mapper_steps: int = 70
-    adapt_steps: int = 40
-    # Learning rates raised for the short runs (the references: 2e-3 prior, 2e-4, 1e-3, 2e-4, 2e-4).
-    prior_lr: float = 0.002
-    encoder_lr: float = 2e-3
-    finetune_lr: float = 1e-3
-    mapper_lr: float = 2e-3
+    # The prior's recipe: the shipped prior was trained with it; `--train-prior` reruns it from scratch.
+    prior_photos: int = 4000  # its photos (the first `n_photos` of them are the demo's training photos)
+    prior_steps: int = 4000  # about an hour on two cores; its samples are clearly faces from about 3000
+    prior_batch_size: int = 16
+    prior_lr: float = 0.002  # rosinality's
+    r1_gamma: float = 1.0  # 10 is tuned for 1024 px; a 64 px prior learns faster with less
+    encoder_steps: int = 400
+    finetune_steps: int = 300
+    mapper_steps: int = 150
+    adapt_steps: int = 80
+    # Learning rates raised for the short runs (the references: 2e-4, 1e-3, 2e-4, 2e-4).
+    encoder_lr: float = 5e-3
+    finetune_lr: float = 5e-3
+    mapper_lr: float = 3e-3
     adapt_lr: float = 1e-3
-    r1_gamma: float = 1.0  # 10 is tuned for 1024 px and long runs; a 64 px prior learns faster with less
+    # Stage II and adapt: DINO-structure weights (reference 0.5 both; the tiny random DINO sees 4 x 4
+    # patches, a weak hold: at 0 Stage II collapses to one colour in 200 steps, at 2 it does not move)
+    # and Stage II's R1 weight (reference 10; 1 lets the Stylizer move within a few hundred steps).
+    finetune_structure: float = 1.0
+    adapt_structure: float = 2.0
+    finetune_r1_gamma: float = 1.0
     random_styles: int = 3  # rows of random styles in the contact sheet
     eval_n: int = 64  # stylized outputs measured
     previews: int = 4  # preview grids per training run (besides the one at step 0)
@@ -69,8 +90,9 @@ class DemoBudget:
 
 FULL = DemoBudget()
 QUICK = DemoBudget(
-    preset="tiny", n_photos=16, n_art_per_style=4, n_heldout=3, batch_size=4, prior_steps=4, encoder_steps=3,
-    finetune_steps=3, mapper_steps=3, adapt_steps=2, random_styles=2, eval_n=8, previews=1, cell=64,
+    n_photos=16, n_art_per_style=4, n_heldout=3, n_measure=8, batch_size=4, prior_photos=16, prior_steps=4,
+    prior_batch_size=4, encoder_steps=3, finetune_steps=3, mapper_steps=3, adapt_steps=2, random_styles=2, eval_n=8,
+    previews=1, cell=64,
 )  # fmt: skip
 
 
@@ -122,6 +144,7 @@ def run_demo(
     *,
     quick: bool = False,
     budget: DemoBudget | None = None,
+    train_prior: bool = False,
     device: str = "auto",
     seed: int = 0,
     overwrite: bool = False,
@@ -132,8 +155,10 @@ def run_demo(
     """Run every step of the demo into `outdir`; returns the summary (also written as `summary.json`).
 
     Args:
-        quick: the tiny budget (`QUICK`, for tests: about a minute) instead of `FULL`.
+        quick: the tiny budget (`QUICK`, for tests: about 15 s) instead of `FULL`.
         budget: explicit sizes and steps (overrides `quick`).
+        train_prior: train the prior from scratch with the budget's prior recipe instead of loading the
+            shipped one (the full recipe takes about an hour on two cores).
         device: auto, cpu, cuda or cuda:N.
         threads: torch CPU threads for the run (restored afterwards); None keeps torch's setting.
         progress: show the training progress bars.
@@ -145,23 +170,29 @@ def run_demo(
     budget = budget or (QUICK if quick else FULL)
     outdir = Path(outdir)
     dev = pick_device(device)  # a bad device fails before anything is written
+    if not train_prior:
+        from mmfs.demo.prior import shipped_prior
+
+        shipped_prior()  # a missing file fails before anything is written
     prepare_outdir(outdir, overwrite)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     run_threads = torch.get_num_threads()
     started = time.perf_counter()
-    steps = Progress(9, echo)
+    steps = Progress(10, echo)
     try:
-        paths = _train_all(outdir, budget, str(dev), seed, steps, progress)
-        from mmfs.demo.sheet import stylize_all
+        paths = _train_all(outdir, budget, str(dev), seed, train_prior, steps, progress)
+        from mmfs.demo.measure import measure_structure
+        from mmfs.demo.sheet import load_styles, stylize_all, write_contact_sheet
 
         with steps.step("stylize", "stylizing held-out photos and the astronaut (random, reference, adapted styles)"):
-            content = stylize_all(outdir, paths, budget, dev, seed)
+            styles = load_styles(paths, budget, dev, seed)
+            content = stylize_all(outdir, paths, styles, budget, seed)
+        with steps.step("measure", f"structure kept? each stylized face identified among {budget.n_measure} sources"):
+            structure = measure_structure(styles, paths["measure"])
         with steps.step("evaluate", f"evaluating {budget.eval_n} stylized outputs with TINY metric networks"):
             report = _evaluate(outdir, paths, budget, str(dev), seed, progress)
-        from mmfs.demo.sheet import write_contact_sheet
-
         with steps.step("sheet", "writing the contact sheet"):
             sheet = write_contact_sheet(outdir / SHEET, content, budget.cell)
         for note in content.notes:
@@ -169,14 +200,21 @@ def run_demo(
     finally:
         torch.set_num_threads(old_threads)
     summary = _summary(outdir, budget, quick, str(dev), run_threads, seed, paths, report, sheet, steps.seconds, started)
+    summary["structure"] = structure
     summary["warnings"] = content.notes
     write_json(outdir / SUMMARY, summary)
+    echo(
+        f"structure kept: {structure['mean']:.2f} of the stylized faces identified as their own source"
+        f" (chance {structure['chance']:.2f})"
+    )
     echo(f"demo finished in {summary['seconds']['total']:.0f} s: contact sheet {sheet}, summary {outdir / SUMMARY}")
     return summary
 
 
-def _train_all(outdir: Path, b: DemoBudget, device: str, seed: int, steps: Progress, progress: bool) -> dict[str, Path]:
-    """Steps 1-6: the data and every training stage; returns the paths later steps use."""
+def _train_all(
+    outdir: Path, b: DemoBudget, device: str, seed: int, train_prior: bool, steps: Progress, progress: bool
+) -> dict[str, Any]:
+    """Steps 1-6: the data, the prior (shipped or trained) and every training stage; returns the paths later steps use."""
     from mmfs.config import get_preset
     from mmfs.demo.synthetic import STYLES
     from mmfs.train import make_config, train
@@ -184,10 +222,9 @@ def _train_all(outdir: Path, b: DemoBudget, device: str, seed: int, steps: Progr
 
     model = get_preset(b.preset)
     data, runs = outdir / "data", outdir / "runs"
-    with steps.step(
-        "data", f"making synthetic data: {b.n_photos} photos, {b.n_art_per_style} artworks x {len(STYLES)} styles"
-    ):
-        paths = _make_data(data, b, model.resolution, seed)
+    title = f"making synthetic data: {b.n_photos} photos, {b.n_art_per_style} artworks x {len(STYLES)} styles"
+    with steps.step("data", title + (f", {b.prior_photos} photos for the prior" if train_prior else "")):
+        paths = _make_data(data, b, model.resolution, seed, train_prior)
 
     def loop(stage_steps: int, lr: float) -> dict[str, Any]:
         return {
@@ -201,18 +238,22 @@ def _train_all(outdir: Path, b: DemoBudget, device: str, seed: int, steps: Progr
         return train(cfg, outdir=runs, progress=progress)
 
     photos = str(paths["photos"])
-    with steps.step("prior", f"train-prior: a StyleGAN2 prior on the photos ({b.prior_steps} steps)"):
-        # Path-length regularisation is off: it costs a double backward that a 64 px demo cannot afford.
-        prior_run = run("train-prior", {"photos": photos, "r1_gamma": b.r1_gamma, "path_reg": 0.0}, b.prior_steps,
-                        b.prior_lr)  # fmt: skip
-        paths["prior"] = prior_run / "final.safetensors"
+    if train_prior:
+        with steps.step("prior", f"train-prior: a StyleGAN2 prior from scratch ({b.prior_steps} steps)"):
+            paths["prior"] = _train_prior(outdir, b, model, device, seed, str(paths["prior_photos"]), progress)
+    else:
+        from mmfs.demo.prior import shipped_prior
+
+        with steps.step("prior", "the shipped StyleGAN2 prior (trained on these photos; --train-prior retrains it)"):
+            paths["prior"] = shipped_prior()
     with steps.step(
         "encoder", f"Stage I, pretrain-encoder: align the encoder with the prior ({b.encoder_steps} steps)"
     ):
         encoder_run = run("pretrain-encoder", {"prior": str(paths["prior"])}, b.encoder_steps, b.encoder_lr)
         paths["encoder"] = encoder_run / "final.safetensors"
     with steps.step("finetune", f"Stage II, finetune: photos vs. four art styles mixed ({b.finetune_steps} steps)"):
-        options = {"photos": photos, "art": str(paths["art"]), "init": str(paths["encoder"]), "dino": "tiny"}
+        options = {"photos": photos, "art": str(paths["art"]), "init": str(paths["encoder"]), "dino": "tiny",
+                   "structure": b.finetune_structure, "r1_gamma": b.finetune_r1_gamma}  # fmt: skip
         paths["finetune_run"] = run("finetune", options, b.finetune_steps, b.finetune_lr)
         paths["finetune"] = paths["finetune_run"] / "final.safetensors"
     with steps.step("mapper", f"train-mapper: the CLIP -> w+ mapper, tiny CLIP ({b.mapper_steps} steps)"):
@@ -222,7 +263,7 @@ def _train_all(outdir: Path, b: DemoBudget, device: str, seed: int, steps: Progr
         paths["mapper"] = run("train-mapper", options, b.mapper_steps, b.mapper_lr) / "final.safetensors"
     with steps.step("adapt", f"adapt: one-shot from one {ADAPT_STYLE} artwork ({b.adapt_steps} steps)"):
         options = {"checkpoint": str(paths["mapper"]), "photos": photos, "ref": str(paths["adapt_ref"]),
-                   "clip_model": "tiny", "dino": "tiny"}  # fmt: skip
+                   "clip_model": "tiny", "dino": "tiny", "structure": b.adapt_structure}  # fmt: skip
         cfg = make_config("adapt", model, options=options, **loop(b.adapt_steps, b.adapt_lr))
         paths["adapted"], _ = run_adapt(
             cfg, outdir / "models" / f"adapted-{ADAPT_STYLE}.safetensors", run_dir=runs, progress=progress
@@ -230,8 +271,32 @@ def _train_all(outdir: Path, b: DemoBudget, device: str, seed: int, steps: Progr
     return paths
 
 
-def _make_data(root: Path, b: DemoBudget, size: int, seed: int) -> dict[str, Path]:
-    """Training photos and art, held-out photos, one unseen reference per style, the astronaut photo."""
+def _train_prior(outdir: Path, b: DemoBudget, model: Any, device: str, seed: int, photos: str, progress: bool) -> Path:
+    """`train-prior` with the budget's recipe (the shipped prior's), exported in fp16 as the shipped file is."""
+    from mmfs.demo.prior import export_prior
+    from mmfs.train import make_config, train
+
+    # The loop's own EMA (rosinality's half-life) and no path-length term: its double backward costs more
+    # than it gives at 64 px. Checkpoints every tenth of the run, so a long run can be resumed.
+    options = {"photos": photos, "r1_gamma": b.r1_gamma, "path_reg": 0.0}
+    every = max(1, b.prior_steps // 10)
+    cfg = make_config("train-prior", model, options=options, steps=b.prior_steps, batch_size=b.prior_batch_size,
+                      lr=b.prior_lr, seed=seed, device=device, workers=0, checkpoint_every=every,
+                      preview_every=every, log_every=max(1, b.prior_steps // 100))  # fmt: skip
+    started = time.perf_counter()
+    run_dir = train(cfg, outdir=outdir / "runs", progress=progress)
+    recipe = {"photos": b.prior_photos, "steps": b.prior_steps, "batch_size": b.prior_batch_size, "lr": b.prior_lr,
+              "r1_gamma": b.r1_gamma, "path_reg": 0.0, "seed": seed,
+              "wall_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return export_prior(run_dir / "final.safetensors", outdir / "models" / "prior.safetensors", recipe=recipe)
+
+
+def _make_data(root: Path, b: DemoBudget, size: int, seed: int, train_prior: bool) -> dict[str, Any]:
+    """Training photos and art, held-out photos, one unseen reference per style, the astronaut photo.
+
+    With `train_prior`, also the prior's photos: the same random stream, so the first `n_photos` of them
+    are the training photos and the rest continue it (the shipped prior was trained on exactly these).
+    """
     import numpy as np
     from skimage import data as skdata
 
@@ -239,17 +304,24 @@ def _make_data(root: Path, b: DemoBudget, size: int, seed: int) -> dict[str, Pat
     from mmfs.demo.synthetic import STYLES, make_dataset
 
     train = make_dataset(root, n_photos=b.n_photos, n_art_per_style=b.n_art_per_style, size=size, seed=seed)
-    # Other seeds than the training set's: these faces were never seen in training.
-    heldout = make_dataset(root / "heldout", n_photos=b.n_heldout, n_art_per_style=0, size=size, seed=seed + 1000)
+    # Other seeds than the training set's: these faces were never seen in training. The sheet shows the
+    # first `n_heldout`; the structure measure uses the first `n_measure`.
+    count = max(b.n_heldout, b.n_measure)
+    heldout = make_dataset(root / "heldout", n_photos=count, n_art_per_style=0, size=size, seed=seed + 1000)
     refs = make_dataset(root / "refs", n_photos=0, n_art_per_style=1, size=size, seed=seed + 2000)
-    paths = {"photos": train["photos"], "art": train["art"], "heldout": heldout["photos"]}
+    files = sorted(heldout["photos"].iterdir())
+    paths: dict[str, Any] = {"photos": train["photos"], "art": train["art"], "heldout": heldout["photos"]}
+    paths["sheet_heldout"], paths["measure"] = files[: b.n_heldout], files[: b.n_measure]
     paths["refs"] = [next(refs[style].iterdir()) for style in STYLES]
     paths["adapt_ref"] = next(train[ADAPT_STYLE].iterdir())
     paths["astronaut"] = save_image(np.ascontiguousarray(skdata.astronaut()), root / "astronaut.png")
+    if train_prior:
+        prior = make_dataset(root / "prior", n_photos=b.prior_photos, n_art_per_style=0, size=size, seed=seed)
+        paths["prior_photos"] = prior["photos"]
     return paths
 
 
-def _evaluate(outdir: Path, paths: dict[str, Path], b: DemoBudget, device: str, seed: int, progress: bool) -> dict:
+def _evaluate(outdir: Path, paths: dict[str, Any], b: DemoBudget, device: str, seed: int, progress: bool) -> dict:
     """`mmfs evaluate` on the held-out photos with tiny random metric networks (the numbers are not comparable)."""
     from mmfs.evaluate import evaluate, write_report
 
@@ -264,11 +336,13 @@ def _summary(
     sheet: Path, seconds: dict[str, float], started: float,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON summary: settings, timings, every checkpoint, the metrics (flagged as not comparable)."""
+    from mmfs.checkpoint import read_metadata
     from mmfs.evaluate import package_versions
 
     def rel(p: Path) -> str:
         return os.path.relpath(p, outdir)
 
+    prior_meta = {k.removeprefix("mmfs."): v for k, v in read_metadata(paths["prior"]).items()}
     return {
         "format": "mmfs-demo",
         "quick": quick,
@@ -276,7 +350,14 @@ def _summary(
         "torch_threads": threads,
         "seed": seed,
         "budget": dataclasses.asdict(b),
-        "checkpoints": {k: rel(paths[k]) for k in ("prior", "encoder", "finetune", "mapper", "adapted")},
+        "recipe_notes": RECIPE_NOTES,
+        "prior": {
+            "path": str(paths["prior"]),
+            "shipped": "prior_photos" not in paths,
+            "recipe": json.loads(prior_meta.get("recipe", "null")),
+            "step": prior_meta.get("step"),
+        },
+        "checkpoints": {k: rel(paths[k]) for k in ("encoder", "finetune", "mapper", "adapted")},
         "contact_sheet": rel(sheet),
         "evaluation": EVALUATION,
         "metrics": report["metrics"],

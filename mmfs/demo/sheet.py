@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mmfs.errors import MMFSError
 
+# `mmfs stylize --noise zero`: after minutes of training at 64 px the per-pixel noise inputs only add speckle.
+STYLIZE_NOISE = "zero"
 ASTRONAUT_MARGIN = 0.6  # the sheet's astronaut crop: the face box grown by this fraction on each side
 
 
@@ -71,22 +73,71 @@ def _outputs(results: list) -> dict[tuple[str, str], str]:
     return {(r.input, o["style"]): o["path"] for r in results for o in r.outputs}
 
 
-def stylize_all(outdir: Path, paths: dict[str, Any], b: Any, device: torch.device, seed: int) -> Sheet:
-    """Stylize held-out photos and the astronaut with every style kind; returns the contact sheet's content."""
+@dataclass
+class DemoStyles:
+    """The trained models and every style the sheet and the structure measure use."""
+
+    base: Any  # StylizePipeline of the mapper checkpoint (Stage II weights + the CLIP mapper)
+    adapted: Any  # StylizePipeline of the one-shot adapted checkpoint
+    random: list  # seed styles
+    refs: list  # one reference-guided style per art style
+    adapt: list  # the adapted model's style (its reference through the mapper)
+    ref_paths: list[Path]
+    adapt_ref: Path
+
+    def kinds(self) -> list[tuple[str, Any, Any]]:
+        """(name, pipeline, style) of every stylized row: random seeds, references, the adapted model."""
+        rows = [(f"random {s.label}", self.base, s) for s in self.random]
+        refs = zip(self.refs, self.ref_paths, strict=True)
+        rows += [(f"reference {Path(p).parent.name}", self.base, s) for s, p in refs]
+        return rows + [(f"adapted {Path(self.adapt_ref).parent.name}", self.adapted, s) for s in self.adapt]
+
+
+def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) -> DemoStyles:
+    """The base and adapted pipelines and their styles (random seeds, one reference per style, adapted)."""
     from mmfs.clip_styles import build_clip, reference_styles
-    from mmfs.faces import build_detector
     from mmfs.pipeline import SeedStyles, StylizePipeline
+
+    kwargs = {"device": device, "batch_size": b.batch_size, "noise": STYLIZE_NOISE}
+    base = StylizePipeline.from_checkpoint(paths["mapper"], **kwargs)
+    adapted = StylizePipeline.from_checkpoint(paths["adapted"], **kwargs)
+    clip = build_clip("tiny", embed_dim=base.model.cfg.clip_dim, device=device)  # the CLIP the mapper learnt
+    return DemoStyles(
+        base=base,
+        adapted=adapted,
+        random=base.styles(SeedStyles([seed + k for k in range(b.random_styles)])),
+        refs=base.styles(reference_styles(clip, paths["refs"])),
+        adapt=adapted.styles(reference_styles(clip, [paths["adapt_ref"]])),
+        ref_paths=list(paths["refs"]),
+        adapt_ref=Path(paths["adapt_ref"]),
+    )
+
+
+@torch.no_grad()
+def stage_rows(paths: dict[str, Any], count: int, device: torch.device, seed: int) -> list[Row]:
+    """Prior samples for fixed z, and the same samples reconstructed by the Stage I Stylizer (its training task)."""
+    from mmfs.data.images import to_uint8
+    from mmfs.demo.prior import prior_samples
+    from mmfs.models import load_stylizer
+
+    z, samples = prior_samples(paths["prior"], count, seed, device)
+    stage1 = load_stylizer(paths["encoder"], device=device)
+    recon = stage1(samples, stage1.ws_from_z(z), noise="zero")
+    return [
+        Row("the prior: random samples", list(to_uint8(samples))),
+        Row("Stage I: those samples rebuilt through the encoder", list(to_uint8(recon))),
+    ]
+
+
+def stylize_all(outdir: Path, paths: dict[str, Any], styles: DemoStyles, b: Any, seed: int) -> Sheet:
+    """Stylize held-out photos and the astronaut with every style kind; returns the contact sheet's content."""
+    from mmfs.faces import build_detector
     from mmfs.stylize_files import collect_inputs
 
     notes: list[str] = []
-    base = StylizePipeline.from_checkpoint(paths["mapper"], device=device, batch_size=b.batch_size)
-    adapted = StylizePipeline.from_checkpoint(paths["adapted"], device=device, batch_size=b.batch_size)
-    clip = build_clip("tiny", embed_dim=base.model.cfg.clip_dim, device=device)  # the CLIP the mapper learnt
-    random_styles = base.styles(SeedStyles([seed + k for k in range(b.random_styles)]))
-    ref_styles = base.styles(reference_styles(clip, paths["refs"]))
-    adapt_style = adapted.styles(reference_styles(clip, [paths["adapt_ref"]]))
-
-    heldout = collect_inputs([str(paths["heldout"])])
+    base, adapted = styles.base, styles.adapted
+    random_styles, ref_styles, adapt_style = styles.random, styles.refs, styles.adapt
+    heldout = collect_inputs([str(p) for p in paths["sheet_heldout"]])
     astronaut = collect_inputs([str(paths["astronaut"])])
     detector = build_detector("dlib")
     out = outdir / "stylized"
@@ -117,8 +168,9 @@ def stylize_all(outdir: Path, paths: dict[str, Any], b: Any, device: torch.devic
         return _crop(image, box) if item is astronaut[0] and box is not None else image
 
     columns = heldout + astronaut
+    rows = stage_rows(paths, len(columns), base.device, seed)
     photo = [_read(f.path) for f in heldout] + [_crop(_read(astronaut[0].path), box) if box else None]
-    rows = [Row("input photos", photo)]
+    rows.append(Row("input photos (held out: never trained on)", photo))
     rows += [Row(f"random style {s.label}", [cell(c, s.label) for c in columns]) for s in random_styles]
     for style, ref in zip(ref_styles, paths["refs"], strict=True):
         rows.append(
@@ -126,8 +178,12 @@ def stylize_all(outdir: Path, paths: dict[str, Any], b: Any, device: torch.devic
         )
     rows.append(Row(f"one-shot adapted ({Path(paths['adapt_ref']).parent.name})",
                     [cell(c, adapt_style[0].label) for c in columns], _read(paths["adapt_ref"])))  # fmt: skip
-    titles = [f"held-out {i + 1}" for i in range(len(heldout))] + ["astronaut (paste-back)"]
+    titles = [f"held-out {i + 1}" for i in range(len(heldout))] + [ASTRONAUT_TITLE]
     return Sheet(titles, rows, notes)
+
+
+# A real photo, unlike anything the 64 px networks saw: detected, aligned, stylized, pasted back.
+ASTRONAUT_TITLE = "astronaut: real photo, out of distribution"
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -153,7 +209,7 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[s
 
 def render_sheet(sheet: Sheet, cell: int) -> np.ndarray:
     """The contact sheet as an RGB uint8 array: a title row, then a label column and one cell per input."""
-    pad, label_w, header_h = 4, int(cell * 1.6), max(20, cell // 4)
+    pad, label_w, header_h = 4, int(cell * 1.6), max(30, cell * 3 // 8)  # up to three title lines
     cols, rows = len(sheet.columns), len(sheet.rows)
     width = label_w + cols * (cell + pad) + pad
     height = header_h + rows * (cell + pad) + pad
@@ -162,7 +218,7 @@ def render_sheet(sheet: Sheet, cell: int) -> np.ndarray:
     font = _font(max(10, cell // 8))
     for c, title in enumerate(sheet.columns):
         x = label_w + pad + c * (cell + pad)
-        for i, line in enumerate(_wrap(draw, title, font, cell)[:2]):
+        for i, line in enumerate(_wrap(draw, title, font, cell)[:3]):
             draw.text((x, 2 + i * (font.size if hasattr(font, "size") else 11)), line, fill=(0, 0, 0), font=font)
     for r, row in enumerate(sheet.rows):
         y = header_h + pad + r * (cell + pad)

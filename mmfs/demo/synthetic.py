@@ -127,7 +127,12 @@ def render_face(params: FaceParams, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stylize_face(photo: np.ndarray, labels: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
-    """Render a synthetic photo in one of `STYLES`; the geometry is kept, the look changes."""
+    """Render a synthetic photo in one of `STYLES`; the geometry is kept, the look changes.
+
+    The looks are flat, without fine texture (no halftone dots, hatching or paper grain): with them, the
+    discriminator of the demo's few hundred Stage II steps keyed on texture and the Stylizer answered
+    with speckle instead of palettes, outlines and washes.
+    """
     img = Image.fromarray(photo)
     edges = _edges(labels)
     if style == "cel":
@@ -139,9 +144,6 @@ def stylize_face(photo: np.ndarray, labels: np.ndarray, style: str, rng: np.rand
         gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
         levels = np.clip((gray * 3).astype(int), 0, 2)
         out = palette[levels].copy()
-        yy, xx = np.mgrid[: photo.shape[0], : photo.shape[1]]
-        dots = ((xx % 4 - 1.5) ** 2 + (yy % 4 - 1.5) ** 2) < (1.0 - gray) * 4  # halftone in the shadows
-        out[dots] *= 0.6
         out[edges] = (10, 10, 10)
     elif style == "sketch":
         gray = np.asarray(img.convert("L"), dtype=np.float32)
@@ -149,23 +151,12 @@ def stylize_face(photo: np.ndarray, labels: np.ndarray, style: str, rng: np.rand
             Image.fromarray(255 - gray.astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32
         )
         dodge = np.clip(gray * 255.0 / np.maximum(255.0 - blurred, 1.0), 0, 255)  # colour-dodge pencil look
-        yy, xx = np.mgrid[: photo.shape[0], : photo.shape[1]]
-        hatch = ((xx + yy) % 5 == 0) & (gray < 140)
-        dodge[hatch] *= 0.75
         dodge[edges] = np.minimum(dodge[edges], 70)
-        paper = 235 + rng.normal(0, 6, gray.shape)
-        out = np.repeat((np.minimum(dodge, paper))[..., None], 3, axis=2)
+        out = np.repeat(np.minimum(dodge, 235)[..., None], 3, axis=2)
     elif style == "watercolor":
         soft = img.filter(ImageFilter.GaussianBlur(2)).filter(ImageFilter.ModeFilter(5))
         out = np.asarray(soft, dtype=np.float32) * 0.75 + 255 * 0.25  # washed-out pigments
         out += rng.normal(0, 1, (1, 1, 3)) * 12  # a paper tint per painting
-        grain = np.asarray(
-            Image.fromarray(rng.integers(0, 255, photo.shape[:2], dtype=np.uint8)).filter(
-                ImageFilter.GaussianBlur(1.5)
-            ),
-            np.float32,
-        )
-        out *= (0.92 + 0.08 * grain / 255.0)[..., None]
         out[edges] *= 0.8
     else:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
