@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/realsize_commands.py [--standins DIR] [--workdir DIR]
 
-Runs the same command lines as `make test-realsize` (`mmfs.testing.doc_commands`) one after the other
+Runs the same command lines as `make test-realsize` (`tests/support/doc_commands.py`) one after the other
 in a fresh folder of user files and prints, per command, its wall time and the peak resident memory of
 its process (from `wait4`), then the totals. Stops at the first failing command, printing its error.
 """
@@ -18,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mmfs.testing.doc_commands import REPO, folder_for, runnable, tier_commands, user_files
-from mmfs.testing.standins import ensure_standins
+# The tier's support code lives beside the tests (it writes pickles, so it is not part of the package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.doc_commands import REPO, folder_for, runnable, tier_commands, user_files  # noqa: E402
+from support.standins import ensure_standins  # noqa: E402
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, float, str]:

@@ -15,8 +15,8 @@ from mmfs.errors import CheckpointError
 from mmfs.models import load_stylizer
 from mmfs.nn import Discriminator, Generator, Stylizer
 from mmfs.nn.convert import prior_config, stylizer_init_from_prior
-from mmfs.testing.official_layout import official_discriminator_shapes, official_stylizer_shapes, official_tensors
 from mmfs_cli.app import app
+from support.official_layout import official_discriminator_shapes, official_stylizer_shapes, official_tensors
 
 runner = CliRunner()
 

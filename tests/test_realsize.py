@@ -1,6 +1,6 @@
 """The real-size tier: the documented commands, run on stand-ins of every public weight file at full size.
 
-`mmfs.testing.doc_commands` says which lines run and what changes in them (file names and one-step
+`tests/support/doc_commands.py` says which lines run and what changes in them (file names and one-step
 budgets only). docs/cli.md's quick start runs first and whole. Not part of `make test`: run it with
 `make test-realsize` (its cost is in docs/benchmarks.md); only the check of the docs themselves runs
 in `make test`, so a doc line naming a file the tier has no stand-in for fails there at once. The stand-ins are written once into
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfs.testing.doc_commands import (
+from support.doc_commands import (
     QUICK_START,
     REPO,
     STANDIN_FOR,
@@ -38,7 +38,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def standins():
-    from mmfs.testing.standins import ensure_standins
+    from support.standins import ensure_standins
 
     folder = Path(os.environ.get("MMFS_STANDINS", REPO / ".cache" / "standins"))
     ensure_standins(folder)

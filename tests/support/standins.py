@@ -6,9 +6,9 @@ shapes and the dtypes of the published file, with random numbers inside. Each ne
 own library (open_clip, timm, torchvision, torch-fidelity, lpips, torch.onnx) so that the container
 is the one that library writes; the StyleGAN2 files use our rosinality-keyed modules plus the blur
 kernels rosinality persists, and the official MMFS files are written from the hand-made key table in
-`mmfs.testing.official_layout`.
+`tests/support/official_layout.py`.
 
-    python -m mmfs.testing.standins DIR [NAME ...]     # writes the missing ones; prints DIR/NAME per file
+    cd tests && python -m support.standins DIR [NAME ...]     # writes the missing ones; prints DIR/NAME per file
 
 Files are written atomically and kept: a second run only writes what is missing (all of them again
 after `STANDINS_VERSION` changes).
@@ -67,7 +67,7 @@ def _adam_and_scheduler(tensors: dict[str, torch.Tensor], lr: float) -> tuple[di
 
 def _official_release(path: Path, *, with_mapper: bool, total_iters: int, seed: int) -> None:
     """An official MMFS `save_networks` file: G / G_ema / D state dicts, optimizers, schedulers, counters."""
-    from mmfs.testing.official_layout import official_discriminator_shapes, official_stylizer_shapes, official_tensors
+    from .official_layout import official_discriminator_shapes, official_stylizer_shapes, official_tensors
 
     gen = torch.Generator().manual_seed(seed)
     g_ema = official_tensors(official_stylizer_shapes(with_mapper), gen)
@@ -329,11 +329,15 @@ def _save(obj: object, path: Path, *, legacy: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmfs.testing.standins", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m support.standins", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("names", nargs="*", help=f"a subset of: {', '.join(STANDINS)}")
     args = parser.parse_args(argv)
-    for path in ensure_standins(args.folder, args.names or None).values():
+    try:
+        paths = ensure_standins(args.folder, args.names or None)
+    except KeyError as exc:
+        parser.error(exc.args[0])
+    for path in paths.values():
         print(path)
     return 0
 

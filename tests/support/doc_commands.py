@@ -3,7 +3,7 @@
 Every command line in README.md and docs/*.md that names a public weight file (a `--*-weights` flag, or
 an upstream `.pt` / `.pth` / `.bin` / `.onnx` file) is read from the docs, in the order the docs give,
 after docs/cli.md's "From nothing to a stylized photo", which comes first and whole. Only two things
-change: file names become the stand-ins (`mmfs.testing.standins`) and the tier's own inputs, and each
+change: file names become the stand-ins (`tests/support/standins.py`) and the tier's own inputs, and each
 training or evaluation gets a budget of one step (`--steps 1 --batch-size 1`, `evaluate --n 8`).
 """
 
@@ -20,7 +20,7 @@ QUICK_START = (REPO / "docs" / "cli.md", "## From nothing to a stylized photo")
 
 # A public weight file as the docs name it (the downloaded file, not one mmfs wrote).
 _WEIGHT_FILE = re.compile(r"[\w.~/-]+\.(?:pt|pth|bin|onnx)\b|--\w+-weights\b")
-# Doc file name -> stand-in file (`mmfs.testing.standins.STANDINS`).
+# Doc file name -> stand-in file (`tests/support/standins.py`: `STANDINS`).
 STANDIN_FOR = {
     "stylegan2-ffhq-config-f.pt": "stylegan2-ffhq-config-f.pt",
     "phase2_pretrain_90000.pth": "phase2_pretrain_90000.pth",
