@@ -87,3 +87,23 @@ def test_model_config_json_round_trip_and_validation():
         ModelConfig(resolution=500)
     with pytest.raises(ValueError, match="unknown model config keys: bogus"):
         ModelConfig.from_dict({"bogus": 1})
+
+
+def test_the_package_writes_no_pickle():
+    """Everything mmfs writes is safetensors/JSON/images: no `torch.save` or `pickle.dump` in its sources
+    (stand-ins of upstream pickled files are written by tests/support, outside the package)."""
+    import re
+    from pathlib import Path
+
+    import mmfs
+    import mmfs_cli
+
+    writers = re.compile(r"\btorch\.save\(|\bpickle\.dumps?\(|\btorch\.jit\.save\(")
+    found = [
+        f"{path}:{number}"
+        for package in (mmfs, mmfs_cli)
+        for path in Path(package.__file__).parent.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if writers.search(line)
+    ]
+    assert found == []
