@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from pathlib import Path
@@ -10,16 +9,9 @@ from typing import Annotated
 
 import typer
 
-from mmfs_cli.common import EXIT_FAILED, OutdirOpt, QuietOpt, echo_err, guarded, report_failures, stdin_lines
+from mmfs_cli.common import EXIT_FAILED, Detector, OutdirOpt, QuietOpt, echo_err, guarded, report_failures, stdin_lines
 
 FORMAT = "mmfs-align/1"
-
-
-class Detector(str, enum.Enum):
-    dlib = "dlib"
-    dlib_cnn = "dlib-cnn"
-    dlib_then_cnn = "dlib+cnn"
-    insightface = "insightface"
 
 
 def align(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,3 +71,12 @@ ClipTag = Annotated[
         show_default=False,
     ),
 ]
+
+
+class Detector(str, enum.Enum):
+    """`--detector` of align and stylize: the names of `mmfs.faces.DETECTORS` (spelled here, so --help needs no import)."""
+
+    dlib = "dlib"
+    dlib_cnn = "dlib-cnn"
+    dlib_then_cnn = "dlib+cnn"
+    insightface = "insightface"

@@ -14,6 +14,7 @@ import typer
 from mmfs_cli.common import (
     EXIT_FAILED,
     ClipTag,
+    Detector,
     DeviceOpt,
     DtypeOpt,
     OutdirOpt,
@@ -27,13 +28,6 @@ from mmfs_cli.common import (
 # Every option that picks the styles; exactly one of them must be given (`_one_style_source`).
 STYLE_OPTIONS = ("--seed", "--seeds", "--w", "--text", "--ref")
 MAX_SEEDS = 10_000
-
-
-class Detector(str, enum.Enum):
-    dlib = "dlib"
-    dlib_cnn = "dlib-cnn"
-    dlib_then_cnn = "dlib+cnn"
-    insightface = "insightface"
 
 
 class Ext(str, enum.Enum):

@@ -56,3 +56,10 @@ def test_info_prints_metadata_and_rejects_foreign_files(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "b.safetensors"))
     result = runner.invoke(app, ["info", str(tmp_path / "b.safetensors")])
     assert result.exit_code == 1 and "not an mmfs checkpoint" in result.output
+
+
+def test_detector_choices_are_the_core_detectors():
+    from mmfs.faces import DETECTORS
+    from mmfs_cli.common import Detector
+
+    assert tuple(d.value for d in Detector) == DETECTORS
