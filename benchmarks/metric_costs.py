@@ -78,7 +78,7 @@ class IResNet50(nn.Module):
 
 def bench_fid(device: torch.device, size: int, batch: int, repeats: int) -> list[tuple[str, str, float, str]]:
     from mmfs.external.inception import build_fid_inception, random_fid_inception_state_dict
-    from mmfs.metrics.fid import RunningStats, frechet_distance
+    from mmfs.inference.metrics.fid import RunningStats, frechet_distance
 
     start = time.perf_counter()
     net = build_fid_inception(random_fid_inception_state_dict()).to(device)
@@ -105,7 +105,7 @@ def bench_fid(device: torch.device, size: int, batch: int, repeats: int) -> list
 
 def bench_arcface(device: torch.device, size: int, batch: int, repeats: int) -> list[tuple[str, str, float, str]]:
     from mmfs.external.arcface import ArcFaceOnnx
-    from mmfs.metrics.identity import IdentityMetric
+    from mmfs.inference.metrics.identity import IdentityMetric
 
     net = IResNet50().eval()
     params = sum(p.numel() for p in net.parameters()) / 1e6
@@ -138,7 +138,7 @@ def bench_arcface(device: torch.device, size: int, batch: int, repeats: int) -> 
 
 def bench_lpips(device: torch.device, size: int, batch: int, repeats: int) -> list[tuple[str, str, float, str]]:
     from mmfs.external.tiny import tiny_lpips
-    from mmfs.metrics.diversity import DiversityMetric
+    from mmfs.inference.metrics.diversity import DiversityMetric
 
     metric = DiversityMetric(tiny_lpips().to(device))
     a = torch.rand(batch, 3, size, size, device=device) * 2 - 1
@@ -150,7 +150,7 @@ def bench_lpips(device: torch.device, size: int, batch: int, repeats: int) -> li
 def bench_dlib(size: int, batch: int, repeats: int) -> list[tuple[str, str, float, str]]:
     from mmfs.errors import MMFSError
     from mmfs.external.dlib_identity import DlibIdentity
-    from mmfs.metrics.identity import IdentityMetric, canonical_landmarks
+    from mmfs.inference.metrics.identity import IdentityMetric, canonical_landmarks
 
     try:
         metric = IdentityMetric(DlibIdentity.from_pretrained())

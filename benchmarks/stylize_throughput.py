@@ -1,6 +1,6 @@
 """`mmfs stylize` throughput at 512 px: seconds per photo and where the time goes.
 
-Runs the real engine (`mmfs.stylize_files.stylize_files`, the code behind `mmfs stylize`) with a random
+Runs the real engine (`mmfs.inference.files.stylize_files`, the code behind `mmfs stylize`) with a random
 ffhq512 Stylizer (weights do not change the cost) on copies of the public-domain skimage astronaut:
 
 - "photo": a 512x512 photo -> dlib detection -> FFHQ alignment -> generator -> paste-back -> PNG;
@@ -36,7 +36,7 @@ def make_inputs(folder: Path, n: int) -> tuple[list, list]:
 
     from mmfs.data.images import save_image
     from mmfs.faces import build_detector, detect_and_align
-    from mmfs.stylize_files import InputFile
+    from mmfs.inference.files import InputFile
 
     photo = astronaut()
     (crop,) = detect_and_align(photo, build_detector("dlib"), 512)
@@ -58,8 +58,8 @@ def run_engine(
 ) -> tuple[float, float, dict]:
     """Wall and CPU seconds per photo (warm-up excluded) and per-stage seconds per photo."""
     from mmfs.faces import build_detector
-    from mmfs.pipeline import SeedStyles, StylizePipeline
-    from mmfs.stylize_files import StylizeOptions, stylize_files
+    from mmfs.inference.files import StylizeOptions, stylize_files
+    from mmfs.inference.pipeline import SeedStyles, StylizePipeline
 
     pipe = StylizePipeline(model, dtype=dtype, batch_size=batch)
     styles = pipe.styles(SeedStyles([0]))
@@ -83,7 +83,7 @@ def generator_variants(model, repeats: int, dtypes: list[str]) -> list[tuple[str
     """
     import copy
 
-    from mmfs.pipeline import SeedStyles, StylizePipeline
+    from mmfs.inference.pipeline import SeedStyles, StylizePipeline
 
     style = SeedStyles([0]).styles(model)[0]
     pipes = {}
@@ -114,8 +114,8 @@ def _timed(fn) -> float:
 
 def main() -> None:
     from mmfs.config import PRESETS
+    from mmfs.inference.files import STAGES
     from mmfs.nn.stylizer import Stylizer
-    from mmfs.stylize_files import STAGES
     from mmfs.utils.device import native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

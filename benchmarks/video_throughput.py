@@ -1,7 +1,7 @@
 """Video stylization throughput: frames/s and where the time goes (decode, detect, stylize, encode).
 
 Builds a short 640x480 clip of the skimage astronaut's face under a slow pan/zoom with a 440 Hz AAC
-tone, then runs `mmfs.video.stylize_video` with random Stylizers of the ffhq256 / ffhq512 presets
+tone, then runs `mmfs.inference.video.stylize_video` with random Stylizers of the ffhq256 / ffhq512 presets
 (weights do not change the cost). Prints a markdown table; a second table shows the one-euro
 filter's lag and jitter on synthetic landmark tracks (the smoothing defaults in docs/video.md).
 
@@ -67,8 +67,8 @@ def run_preset(clip: Path, preset: str, batch_size: int, out_dir: Path) -> dict:
 
     from mmfs.config import PRESETS
     from mmfs.faces import build_detector
+    from mmfs.inference.video import stylize_video
     from mmfs.nn import Stylizer
-    from mmfs.video import stylize_video
 
     torch.manual_seed(0)
     model = Stylizer(PRESETS[preset]).eval().requires_grad_(False)
@@ -91,7 +91,7 @@ def run_preset(clip: Path, preset: str, batch_size: int, out_dir: Path) -> dict:
 
 def smoothing_table(fps: float = 30.0, side: float = 200.0, noise_px: float = 1.0) -> list[str]:
     """Lag and jitter of the landmark filter on synthetic tracks (1 px landmark noise, 200 px crop, 30 fps)."""
-    from mmfs.video.smoothing import OneEuroFilter, SmoothingConfig
+    from mmfs.inference.video.smoothing import OneEuroFilter, SmoothingConfig
 
     cfg = SmoothingConfig()
     base = np.array([[0, 0], [50, 0], [25, 25], [5, 50], [45, 50]], float)

@@ -156,6 +156,17 @@ def load_checkpoint(
     return Checkpoint(path=path, tensors=tensors, kind=file_kind, config=config, meta=meta)
 
 
+def stylizer_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """The Stylizer weights inside a `stylizer` or `training` checkpoint (EMA preferred)."""
+    if ckpt.kind == "stylizer":
+        return ckpt.tensors
+    for prefix in ("stylizer_ema.", "stylizer."):
+        tensors = ckpt.subset(prefix)
+        if tensors:
+            return tensors
+    raise CheckpointError(f"{ckpt.path}: training checkpoint holds no stylizer weights")
+
+
 def load_state_strict(module: nn.Module, tensors: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
     """Load tensors into a module, requiring the exact key set and shapes; the error names the first mismatches."""
     expected = unwrap(module).state_dict()

@@ -102,9 +102,10 @@ def adapt(
 def _adapt(a: dict[str, Any]) -> tuple[Path, str]:
     """Check inputs, adapt, write the adapted file; returns its path and the CLIP tag used."""
     from mmfs.checkpoint import read_metadata
-    from mmfs.clip_styles import reference_label, resolve_clip_tag, text_label
     from mmfs.config import ModelConfig
     from mmfs.errors import CheckpointError, InputError, MMFSError
+    from mmfs.external.clip import resolve_clip_tag
+    from mmfs.inference.styles import reference_label, text_label
     from mmfs.train import make_config
     from mmfs.train.stages.adapt import run_adapt
 

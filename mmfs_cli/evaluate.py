@@ -80,7 +80,7 @@ def evaluate(
     Example: mmfs evaluate -c final.safetensors --photos ffhq-test/ --art aahq/ --inception-weights pt_inception.pth
     """
     from mmfs.errors import MMFSError
-    from mmfs.metrics import parse_metric_names
+    from mmfs.inference.metrics import parse_metric_names
 
     try:
         names = parse_metric_names(metrics)
@@ -96,8 +96,8 @@ def evaluate(
         raise typer.BadParameter("--fid-cache and --no-fid-cache exclude each other")
     with guarded():
         _check_writable(report)
-        from mmfs.evaluate import evaluate as run
-        from mmfs.evaluate import summary_line, write_report
+        from mmfs.inference.evaluate import evaluate as run
+        from mmfs.inference.evaluate import summary_line, write_report
 
         result = run(
             checkpoint,

@@ -79,7 +79,7 @@ def _style_source(
     option: str, *, seed, seeds, w, text, ref, clip_weights, clip_model, clip_tag, checkpoint, pipeline
 ) -> Any:
     """The style source of the chosen option: SeedStyles, LatentStyles or (CLIP) EmbeddingStyles."""
-    from mmfs.pipeline import LatentStyles, SeedStyles
+    from mmfs.inference.pipeline import LatentStyles, SeedStyles
 
     if option == "--seed":
         return SeedStyles([seed])
@@ -87,7 +87,7 @@ def _style_source(
         return SeedStyles(parse_seeds(seeds))
     if option == "--w":
         return LatentStyles(w)
-    from mmfs.clip_styles import resolve_clip_tag
+    from mmfs.external.clip import resolve_clip_tag
 
     # `--clip-tag`, else the tag recorded with the checkpoint's mapper for this `--clip-model`, else openai
     tag = resolve_clip_tag(clip_tag, checkpoint, clip_model)
@@ -95,9 +95,10 @@ def _style_source(
 
 
 def _clip_source(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, tag: str, pipeline) -> Any:
-    """`EmbeddingStyles` of `--text` prompts or `--ref` images through the checkpoint's mapper (mmfs.clip_styles)."""
-    from mmfs.clip_styles import build_clip, reference_styles, text_styles
+    """`EmbeddingStyles` of `--text` prompts or `--ref` images through the checkpoint's mapper (mmfs.inference.styles)."""
     from mmfs.errors import CheckpointError
+    from mmfs.external.clip import build_clip
+    from mmfs.inference.styles import reference_styles, text_styles
 
     if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load
         raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
@@ -239,7 +240,7 @@ def stylize(
 
 def _video_input(inputs: list[str], *, option: str, seeds, w, text, ref, aligned: bool, size) -> Path | None:
     """The video among INPUTS, if any, after the usage checks a video run needs (one video, one style)."""
-    from mmfs.video.formats import is_video_path
+    from mmfs.inference.video.formats import is_video_path
 
     videos = [i for i in inputs if i != "-" and is_video_path(i)]
     if not videos:
@@ -260,9 +261,9 @@ def _run(a: dict[str, Any]) -> None:
 
     from mmfs.data.images import SkippedFiles
     from mmfs.errors import InputError
-    from mmfs.latents import save_latents
-    from mmfs.pipeline import StylizePipeline
-    from mmfs.stylize_files import StylizeOptions, collect_inputs, stylize_files
+    from mmfs.inference.files import StylizeOptions, collect_inputs, stylize_files
+    from mmfs.inference.latents import save_latents
+    from mmfs.inference.pipeline import StylizePipeline
 
     started = time.perf_counter()
     if a["video"] is not None:
@@ -334,14 +335,14 @@ _SOURCE_ARGS = ("seed", "seeds", "w", "text", "ref", "clip_weights", "clip_model
 
 
 def _run_video(a: dict[str, Any], started: float) -> None:
-    """One video, one style: mmfs.video.stylize_video (streaming, paste-back, audio kept, written atomically)."""
+    """One video, one style: mmfs.inference.video.stylize_video (streaming, paste-back, audio kept, written atomically)."""
     from mmfs.errors import InputError
     from mmfs.faces import build_detector
-    from mmfs.pipeline import StylizePipeline
-    from mmfs.stylize_files import safe_label
+    from mmfs.inference.files import safe_label
+    from mmfs.inference.pipeline import StylizePipeline
+    from mmfs.inference.video import SmoothingConfig, stylize_video
+    from mmfs.inference.video.formats import OUTPUT_FORMATS
     from mmfs.utils.device import pick_device
-    from mmfs.video import SmoothingConfig, stylize_video
-    from mmfs.video.formats import OUTPUT_FORMATS
 
     src: Path = a["video"]
     if not src.is_file():

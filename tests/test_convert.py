@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.config import PRESETS, ModelConfig
 from mmfs.errors import CheckpointError
-from mmfs.models import load_stylizer
+from mmfs.inference.models import load_stylizer
 from mmfs.nn import Discriminator, Generator, Stylizer
 from mmfs.nn.convert import prior_config, stylizer_init_from_prior
 from mmfs_cli.app import app

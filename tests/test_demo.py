@@ -32,7 +32,7 @@ def demo(tmp_path_factory):
 
 def test_every_stage_checkpoint_exists_and_loads(demo):
     from mmfs.demo.prior import SHIPPED_PRIOR
-    from mmfs.models import load_stylizer
+    from mmfs.inference.models import load_stylizer
 
     outdir, checkpoints = demo["outdir"], demo["summary"]["checkpoints"]
     assert set(checkpoints) == {"encoder", "finetune", "mapper", "adapted"}

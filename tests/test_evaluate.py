@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mmfs.checkpoint import module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.demo.synthetic import make_dataset
-from mmfs.evaluate import (
+from mmfs.inference.evaluate import (
     SECOND_STYLE_DRAW,
     evaluate_stream,
     list_photos,
@@ -24,9 +24,9 @@ from mmfs.evaluate import (
     style_seed,
     summary_line,
 )
-from mmfs.metrics import DiversityMetric, IdentityMetric, RunningStats, load_metric_nets
+from mmfs.inference.metrics import DiversityMetric, IdentityMetric, RunningStats, load_metric_nets
+from mmfs.inference.pipeline import SeedStyles, StylizePipeline
 from mmfs.nn.stylizer import Stylizer
-from mmfs.pipeline import SeedStyles, StylizePipeline
 from mmfs_cli.app import app
 
 pytest.importorskip("onnxruntime")
@@ -84,7 +84,7 @@ def test_photo_order_is_a_seeded_random_permutation():
 
 
 def test_evaluate_samples_n_photos_at_random_under_the_seed_and_records_it(ckpt, data, monkeypatch):
-    import mmfs.evaluate as ev
+    import mmfs.inference.evaluate as ev
 
     streamed = []
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.data.images import save_image
-from mmfs.models import load_stylizer
+from mmfs.inference.models import load_stylizer
 from mmfs.nn import Discriminator, Stylizer
 from mmfs.train import StepContext, make_config, train
 from mmfs.train.log import read_log

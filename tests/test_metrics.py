@@ -20,7 +20,7 @@ from mmfs.errors import CheckpointError, InputError, MissingWeightsError, MMFSEr
 from mmfs.external.arcface import ArcFaceOnnx
 from mmfs.external.inception import InceptionFeatures, random_fid_inception_state_dict, read_state_dict
 from mmfs.external.tiny_metrics import export_tiny_arcface_onnx, tiny_arcface_net, tiny_inception
-from mmfs.metrics import (
+from mmfs.inference.metrics import (
     DiversityMetric,
     FidMetric,
     IdentityMetric,
@@ -31,7 +31,8 @@ from mmfs.metrics import (
     reference_cache_key,
     reference_stats,
 )
-from mmfs.metrics.fid import file_sha256, list_images
+from mmfs.inference.metrics.fid import list_images
+from mmfs.utils.files import file_sha256
 
 # The skimage astronaut's five landmarks (dlib 68-point model, eye centres / nose tip / mouth corners).
 ASTRONAUT_LANDMARKS = np.array([[203.17, 101.5], [246.83, 104.0], [225.0, 127.0], [201.0, 140.0], [245.0, 141.0]])
@@ -138,7 +139,7 @@ def test_memory_stays_bounded_over_many_updates():
     assert (stats.sum.data_ptr(), stats.outer.data_ptr()) == pointers  # updated in place
     assert after_many - after_few < 64 * 1024  # nothing per update is retained
     # The scalar metrics keep three numbers whatever the count.
-    from mmfs.metrics import RunningMean
+    from mmfs.inference.metrics import RunningMean
 
     mean = RunningMean()
     for _ in range(1000):
@@ -244,7 +245,7 @@ def test_reference_cache_is_keyed_by_file_contents_not_mtime_or_location(tmp_pat
 def test_file_sha256_streams_in_chunks(tmp_path):
     data = os.urandom(3000)
     (tmp_path / "f.bin").write_bytes(data)
-    assert file_sha256(tmp_path / "f.bin", chunk_size=7) == hashlib.sha256(data).digest()
+    assert file_sha256(tmp_path / "f.bin", chunk_size=7) == hashlib.sha256(data).hexdigest()
 
 
 def test_reference_stats_errors(tmp_path):
@@ -454,7 +455,7 @@ def test_metric_names_are_parsed_and_unknown_ones_listed():
 
 
 def test_default_cache_dir_follows_mmfs_cache(monkeypatch, tmp_path):
-    from mmfs.metrics import default_cache_dir
+    from mmfs.inference.metrics import default_cache_dir
 
     monkeypatch.setenv("MMFS_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "fid"

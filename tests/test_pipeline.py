@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 
 from mmfs.config import PRESETS, ModelConfig
 from mmfs.errors import CheckpointError, InputError
-from mmfs.latents import config_hash, load_latents, save_latents
-from mmfs.nn.stylizer import Stylizer
-from mmfs.pipeline import (
+from mmfs.inference.files import InputFile, StylizeOptions, collect_inputs, output_path, safe_label
+from mmfs.inference.latents import config_hash, load_latents, save_latents
+from mmfs.inference.pipeline import (
     DEFAULT_NOISE_SEED,
     EmbeddingStyles,
     LatentStyles,
@@ -23,7 +23,7 @@ from mmfs.pipeline import (
     seed_noise,
     seed_z,
 )
-from mmfs.stylize_files import InputFile, StylizeOptions, collect_inputs, output_path, safe_label
+from mmfs.nn.stylizer import Stylizer
 
 CFG = PRESETS["tiny"]
 

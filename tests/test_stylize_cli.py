@@ -173,7 +173,7 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, ckpt, photos):
 
 
 def test_interrupted_runs_leave_only_whole_files_and_resume(tmp_path, ckpt, photos, monkeypatch):
-    from mmfs.pipeline import StylizePipeline
+    from mmfs.inference.pipeline import StylizePipeline
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -200,7 +200,7 @@ def test_interrupted_runs_leave_only_whole_files_and_resume(tmp_path, ckpt, phot
         assert _read(out / name).shape == (512, 512, 3)  # whole, decodable files only
 
     # A save interrupted half-way through its bytes leaves nothing under the final name.
-    import mmfs.stylize_files as engine
+    import mmfs.inference.files as engine
     from mmfs.utils.files import atomic_path
 
     def half_save(array, path, *, quality=95):
@@ -290,7 +290,7 @@ def test_text_and_reference_styles_through_a_local_clip(tmp_path, photos):
 
     from mmfs.external.base import CLIP_MEAN
     from mmfs.external.tiny import tiny_clip, tiny_clip_config
-    from mmfs.latents import load_latents
+    from mmfs.inference.latents import load_latents
 
     cfg = PRESETS["tiny"]
     torch.manual_seed(0)

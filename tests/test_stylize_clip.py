@@ -10,13 +10,15 @@ import torch
 from typer.testing import CliRunner
 
 from mmfs.checkpoint import module_state, save_checkpoint
-from mmfs.clip_styles import build_clip, reference_styles, resolve_clip_tag, text_styles
 from mmfs.config import PRESETS
 from mmfs.data.images import load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import CheckpointError, MissingWeightsError
-from mmfs.models import file_sha256, load_stylizer
+from mmfs.external.clip import build_clip, resolve_clip_tag
+from mmfs.inference.models import load_stylizer
+from mmfs.inference.pipeline import StylizePipeline
+from mmfs.inference.styles import reference_styles, text_styles
 from mmfs.nn import Stylizer
-from mmfs.pipeline import StylizePipeline
+from mmfs.utils.files import file_sha256
 from mmfs_cli.app import app
 
 TINY = PRESETS["tiny"]
@@ -56,7 +58,7 @@ def stylize(files, out, *args):
 
 def by_hand(path, emb, face):
     """What stylize must compute: ws = mapper(emb) with the model in eval, noise of the default seed 0."""
-    from mmfs.pipeline import seed_noise
+    from mmfs.inference.pipeline import seed_noise
 
     model = load_stylizer(path)
     with torch.no_grad():
@@ -133,7 +135,7 @@ def test_style_sources_label_and_embed_like_the_pipeline_expects(files):
     styles = pipeline.styles(texts)
     assert styles[0].ws.shape == (TINY.num_ws, TINY.w_dim) and torch.equal(styles[0].ws, pipeline.styles(texts)[0].ws)
     with pytest.raises(CheckpointError, match="512-d embeddings but this checkpoint's mapper reads 32-d"):
-        from mmfs.clip_styles import check_clip_dim
+        from mmfs.external.clip import check_clip_dim
 
         check_clip_dim(build_clip("tiny", embed_dim=512), TINY.clip_dim)
 

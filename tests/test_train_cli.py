@@ -72,7 +72,7 @@ def test_stage1_then_stage2_then_resume(prior, tmp_path):
     config = json.loads((stage1 / "config.json").read_text())
     assert config["model"] == json.loads(TINY.to_json())  # the preset came from the prior's metadata
     assert config["loop"]["lr"] == 2e-4 and config["loop"]["betas"] == [0.1, 0.999]
-    from mmfs.models import load_stylizer  # what `mmfs stylize` loads
+    from mmfs.inference.models import load_stylizer  # what `mmfs stylize` loads
 
     stylizer = load_stylizer(stage1 / "final.safetensors")
     assert stylizer(torch.zeros(1, 3, 32, 32), stylizer.ws_from_z(torch.zeros(1, 32))).shape == (1, 3, 32, 32)

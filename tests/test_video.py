@@ -17,16 +17,16 @@ from mmfs.checkpoint import save_checkpoint  # noqa: E402
 from mmfs.config import PRESETS  # noqa: E402
 from mmfs.errors import InputError  # noqa: E402
 from mmfs.faces import Face  # noqa: E402
-from mmfs.video.formats import FrameClock, is_video_path  # noqa: E402
-from mmfs.video.io import DecodedFrame, VideoReader, VideoWriter, upright  # noqa: E402
-from mmfs.video.smoothing import (  # noqa: E402
+from mmfs.inference.video.formats import FrameClock, is_video_path  # noqa: E402
+from mmfs.inference.video.io import DecodedFrame, VideoReader, VideoWriter, upright  # noqa: E402
+from mmfs.inference.video.smoothing import (  # noqa: E402
     ExponentialFilter,
     FaceTracker,
     OneEuroFilter,
     SmoothingConfig,
     crop_side,
 )
-from mmfs.video.stylize import FrameStylizer, stylize_video  # noqa: E402
+from mmfs.inference.video.stylize import FrameStylizer, stylize_video  # noqa: E402
 
 W, H, RATE, N_FRAMES = 160, 128, Fraction(25), 30
 TONE_HZ, SAMPLE_RATE = 440.0, 44100
@@ -165,7 +165,7 @@ def decoded(frames: list[np.ndarray], rate: float = 25.0) -> list[DecodedFrame]:
 
 def test_stylize_video_keeps_frames_rate_and_audio(tmp_path, clip, detector, model):
     # Through the real loading code: a kind="stylizer" checkpoint, as `mmfs stylize` would use.
-    from mmfs.models import load_stylizer
+    from mmfs.inference.models import load_stylizer
 
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", model.state_dict(), kind="stylizer", config=model.cfg)
     loaded = load_stylizer(ckpt)
@@ -319,7 +319,7 @@ def test_stylized_crop_is_steadier_than_the_input(model, ws, detector):
 
 
 def test_same_noise_maps_as_photo_mode(model, ws, detector):
-    from mmfs.pipeline import seed_noise
+    from mmfs.inference.pipeline import seed_noise
 
     engine = FrameStylizer(model, ws, detector, noise_seed=7)
     for got, want in zip(engine.noise, seed_noise(model, 7), strict=True):

@@ -1,7 +1,7 @@
 """`mmfs demo`: the whole method, offline, on a CPU, in minutes: data, four trainings, stylization, measures.
 
 Each step calls the library function its CLI command calls (`mmfs.train.train` with `make_config`,
-`mmfs.train.stages.adapt.run_adapt`, `mmfs.stylize_files.stylize_files`, `mmfs.evaluate.evaluate`);
+`mmfs.train.stages.adapt.run_adapt`, `mmfs.inference.files.stylize_files`, `mmfs.inference.evaluate.evaluate`);
 nothing is implemented twice. The steps, on the synthetic data of `mmfs.demo.synthetic`:
 
 1. data: FFHQ-aligned synthetic "photos", the same kind of faces in four art styles (unpaired), held-out
@@ -323,7 +323,7 @@ def _make_data(root: Path, b: DemoBudget, size: int, seed: int, train_prior: boo
 
 def _evaluate(outdir: Path, paths: dict[str, Any], b: DemoBudget, device: str, seed: int, progress: bool) -> dict:
     """`mmfs evaluate` on the held-out photos with tiny random metric networks (the numbers are not comparable)."""
-    from mmfs.evaluate import evaluate, write_report
+    from mmfs.inference.evaluate import evaluate, write_report
 
     report = evaluate(paths["mapper"], paths["heldout"], paths["art"], n=b.eval_n, seed=seed, batch_size=b.batch_size,
                       device=device, fid_cache=False, tiny_metrics=True, progress=progress)  # fmt: skip
@@ -337,7 +337,7 @@ def _summary(
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON summary: settings, timings, every checkpoint, the metrics (flagged as not comparable)."""
     from mmfs.checkpoint import read_metadata
-    from mmfs.evaluate import package_versions
+    from mmfs.inference.evaluate import package_versions
 
     def rel(p: Path) -> str:
         return os.path.relpath(p, outdir)

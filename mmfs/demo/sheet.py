@@ -1,6 +1,6 @@
 """The demo's stylization step and its contact sheet.
 
-Stylization goes through `mmfs.stylize_files.stylize_files`, the engine of `mmfs stylize`: the held-out
+Stylization goes through `mmfs.inference.files.stylize_files`, the engine of `mmfs stylize`: the held-out
 photos as aligned crops, the astronaut through dlib detection, FFHQ alignment and paste-back. The
 contact sheet has one column per input and one row per style kind (inputs, random styles,
 reference-guided styles with their reference shown in the label column, the one-shot adapted model).
@@ -62,7 +62,7 @@ def _crop(image: np.ndarray, box: list[float]) -> np.ndarray:
 
 def _stylize(pipeline, files: list, styles: list, outdir: Path, *, aligned: bool, detector: Any = None) -> list:
     """Run `stylize_files` (overwriting) and return its results, one per input."""
-    from mmfs.stylize_files import StylizeOptions, stylize_files
+    from mmfs.inference.files import StylizeOptions, stylize_files
 
     opts = StylizeOptions(outdir=outdir, aligned=aligned, paste_back=not aligned, overwrite=True, workers=1)
     return list(stylize_files(pipeline, files, styles, opts, detector=detector))
@@ -95,8 +95,9 @@ class DemoStyles:
 
 def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) -> DemoStyles:
     """The base and adapted pipelines and their styles (random seeds, one reference per style, adapted)."""
-    from mmfs.clip_styles import build_clip, reference_styles
-    from mmfs.pipeline import SeedStyles, StylizePipeline
+    from mmfs.external.clip import build_clip
+    from mmfs.inference.pipeline import SeedStyles, StylizePipeline
+    from mmfs.inference.styles import reference_styles
 
     kwargs = {"device": device, "batch_size": b.batch_size, "noise": STYLIZE_NOISE}
     base = StylizePipeline.from_checkpoint(paths["mapper"], **kwargs)
@@ -118,7 +119,7 @@ def stage_rows(paths: dict[str, Any], count: int, device: torch.device, seed: in
     """Prior samples for fixed z, and the same samples reconstructed by the Stage I Stylizer (its training task)."""
     from mmfs.data.images import to_uint8
     from mmfs.demo.prior import prior_samples
-    from mmfs.models import load_stylizer
+    from mmfs.inference.models import load_stylizer
 
     z, samples = prior_samples(paths["prior"], count, seed, device)
     stage1 = load_stylizer(paths["encoder"], device=device)
@@ -132,7 +133,7 @@ def stage_rows(paths: dict[str, Any], count: int, device: torch.device, seed: in
 def stylize_all(outdir: Path, paths: dict[str, Any], styles: DemoStyles, b: Any, seed: int) -> Sheet:
     """Stylize held-out photos and the astronaut with every style kind; returns the contact sheet's content."""
     from mmfs.faces import build_detector
-    from mmfs.stylize_files import collect_inputs
+    from mmfs.inference.files import collect_inputs
 
     notes: list[str] = []
     base, adapted = styles.base, styles.adapted

@@ -5,12 +5,11 @@ FIDInceptionA..E blocks, the same state dict as pytorch-fid's `pt_inception-2015
 It takes uint8 images of any size and resizes them to 299 px with its own TF1-exact bilinear filter, so
 the wrapper hands it exactly that: our [-1, 1] images rounded to uint8 the way `save_image` rounds them.
 A FID computed here therefore equals torch-fidelity's FID of the saved PNGs (same features, same
-covariance; the Frechet formula is pytorch-fid's, see `mmfs.metrics.fid`).
+covariance; the Frechet formula is pytorch-fid's, see `mmfs.inference.metrics.fid`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 from mmfs.data.images import to_uint8
 from mmfs.errors import CheckpointError, MissingWeightsError, MMFSError
 from mmfs.external.base import FrozenExternal
+from mmfs.utils.files import file_sha256
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 # torch hub names files <stem>-<first 8 hex digits of their sha256>: this is the standard file's.
@@ -84,7 +84,7 @@ class InceptionFeatures(FrozenExternal):
         path = Path(path)
         if not path.is_file():
             raise MissingWeightsError(f"{path}: no such file; FID needs {WEIGHTS_HINT}")
-        digest = _sha256(path)
+        digest = file_sha256(path)
         net = build_fid_inception(read_state_dict(path), source=str(path)).to(device)
         return cls(net, feature_dim=FID_FEATURE_DIM, extractor_id=f"inception-v3-fid-{FID_FEATURE_DIM}:sha256={digest}")
 
@@ -160,11 +160,3 @@ def random_fid_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         else:
             state[key] = torch.zeros(meta.shape)
     return state
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mmfs.checkpoint import Checkpoint, load_checkpoint
+from mmfs.checkpoint import Checkpoint, load_checkpoint, stylizer_tensors
 from mmfs.config import ModelConfig
 from mmfs.errors import CheckpointError
 
@@ -34,8 +34,6 @@ def load_prior(path: str | os.PathLike[str]) -> Checkpoint:
 
 def init_stylizer_tensors(ckpt: Checkpoint, *, with_mapper: bool = False) -> Tensors:
     """The Stylizer weights of an init file (EMA preferred), without the CLIP mapper unless asked for."""
-    from mmfs.models import stylizer_tensors
-
     tensors = stylizer_tensors(ckpt)
     if not with_mapper:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(MAPPER_PREFIX)}

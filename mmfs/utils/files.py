@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -65,3 +66,12 @@ def write_failure(path: str | os.PathLike[str], exc: BaseException, what: str = 
     reason = os.strerror(code) if code else str(exc)
     hint = "; free some space or choose another output folder" if code in _NO_SPACE else ""
     return OutputError(f"{path}: cannot write {what} ({reason}){hint}")
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks: memory stays at one chunk whatever the file size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -137,7 +137,7 @@ class AdaptStage(Stage):
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
-        from mmfs.clip_styles import build_clip, check_clip_dim
+        from mmfs.external.clip import build_clip, check_clip_dim
 
         opts: AdaptOptions = cfg.options
         if not opts.checkpoint:
@@ -165,7 +165,7 @@ class AdaptStage(Stage):
     @torch.no_grad()
     def _anchors(self, opts: AdaptOptions) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Target embedding `[1, D]`, the zero-shot source `[1, D]` (None: batch mean) and the one-shot projector."""
-        from mmfs.clip_styles import load_reference, text_embeddings
+        from mmfs.external.clip import load_reference, text_embeddings
 
         clip = self.clip
         if opts.one_shot:
@@ -253,7 +253,7 @@ def changed_decoder_tensors(adapted: dict[str, Tensor], base: dict[str, Tensor])
 
 def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: int) -> dict[str, Any]:
     """Metadata of an adapted file: the base (relative to the file's folder when possible), its hash, the style."""
-    from mmfs.models import file_sha256
+    from mmfs.utils.files import file_sha256
 
     base = Path(opts.checkpoint).resolve()
     try:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from mmfs.data.images import expand_inputs, load_image
 from mmfs.errors import InputError, MMFSError
 from mmfs.external.inception import InceptionFeatures
-from mmfs.utils.files import atomic_path
+from mmfs.utils.files import atomic_path, file_sha256
 
 STATS_FORMAT = "mmfs-fid-stats"
 STATS_FORMAT_VERSION = "1"
@@ -187,15 +187,6 @@ def list_images(folder: str | os.PathLike[str], max_images: int | None = None) -
     return files[:max_images] if max_images else files
 
 
-def file_sha256(path: Path, chunk_size: int = HASH_CHUNK) -> bytes:
-    """sha256 of a file's bytes, read in chunks (memory stays at one chunk whatever the file size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.digest()
-
-
 def reference_cache_key(folder: str | os.PathLike[str], files: list[Path], extractor_id: str, image_size: int) -> str:
     """sha256 over what the statistics depend on: the images' bytes, and how they become features.
 
@@ -209,7 +200,7 @@ def reference_cache_key(folder: str | os.PathLike[str], files: list[Path], extra
     digest.update(json.dumps([CACHE_KEY_VERSION, PREPROCESS_ID, extractor_id, image_size]).encode())
     for path in sorted(files, key=lambda p: p.relative_to(folder).as_posix()):
         digest.update(f"\n{path.relative_to(folder).as_posix()}\0".encode())
-        digest.update(file_sha256(path))
+        digest.update(bytes.fromhex(file_sha256(path, HASH_CHUNK)))
     return digest.hexdigest()
 
 

@@ -8,8 +8,8 @@ stylized, landmarks)`; `DiversityMetric.update(stylized_a, stylized_b)`. See doc
 from __future__ import annotations
 
 from mmfs.errors import MMFSError
-from mmfs.metrics.diversity import DiversityMetric
-from mmfs.metrics.fid import (
+from mmfs.inference.metrics.diversity import DiversityMetric
+from mmfs.inference.metrics.fid import (
     FidMetric,
     RunningStats,
     default_cache_dir,
@@ -18,8 +18,8 @@ from mmfs.metrics.fid import (
     reference_cache_key,
     reference_stats,
 )
-from mmfs.metrics.identity import IdentityMetric, RunningMean, build_identity_encoder, canonical_landmarks
-from mmfs.metrics.networks import MetricNets, load_metric_nets
+from mmfs.inference.metrics.identity import IdentityMetric, RunningMean, build_identity_encoder, canonical_landmarks
+from mmfs.inference.metrics.networks import MetricNets, load_metric_nets
 
 # The names a user types after --metrics; "arcface" falls back to dlib_id_dist without an ArcFace model.
 METRIC_NAMES = ("fid", "arcface", "lpips")

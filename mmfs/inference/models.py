@@ -10,36 +10,17 @@ A Stylizer can come from three kinds of file:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
+from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict, stylizer_tensors
 from mmfs.errors import CheckpointError
+from mmfs.utils.files import file_sha256
 
 STYLIZER_KINDS = ("stylizer", "training", "adapted")
 MAPPER_PREFIX = "clip_mapper."
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def stylizer_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
-    """The Stylizer weights inside a `stylizer` or `training` checkpoint (EMA preferred)."""
-    if ckpt.kind == "stylizer":
-        return ckpt.tensors
-    for prefix in ("stylizer_ema.", "stylizer."):
-        tensors = ckpt.subset(prefix)
-        if tensors:
-            return tensors
-    raise CheckpointError(f"{ckpt.path}: training checkpoint holds no stylizer weights")
 
 
 def load_stylizer(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"):

@@ -7,7 +7,7 @@ with its own random style, whose seed `style_seed(seed, i)` depends only on `--s
 identity distance compares every output with its photo (n pairs); LPIPS diversity compares every output
 with a second stylization of the same photo under a second random style `style_seed(seed, i, 1)`
 (n pairs). Photos are read, stylized and measured one batch at a time and only running sums are kept,
-so memory does not depend on n. Stylization is `mmfs.pipeline.StylizePipeline`, as in `mmfs stylize`.
+so memory does not depend on n. Stylization is `mmfs.inference.pipeline.StylizePipeline`, as in `mmfs stylize`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from mmfs.errors import InputError
-from mmfs.metrics import METRIC_NAMES, DiversityMetric, FidMetric, IdentityMetric
-from mmfs.metrics.networks import MetricNets, load_metric_nets
+from mmfs.inference.metrics import METRIC_NAMES, DiversityMetric, FidMetric, IdentityMetric
+from mmfs.inference.metrics.networks import MetricNets, load_metric_nets
 
 REPORT_FORMAT = "mmfs-evaluation"
 REPORT_FORMAT_VERSION = 1
@@ -61,7 +61,7 @@ def photo_order(seed: int, count: int) -> list[int]:
 
 def list_photos(folder: str | os.PathLike[str]) -> list[Path]:
     """The image files under `folder`, sorted by path (the order outputs cycle through)."""
-    from mmfs.metrics.fid import list_images
+    from mmfs.inference.metrics.fid import list_images
 
     return list_images(folder)
 
@@ -122,7 +122,7 @@ def evaluate_stream(
     """Stylize n outputs batch by batch (output i: `photos[i mod P]`, style `style_seed(seed, i)`) into the metrics."""
     from tqdm import tqdm
 
-    from mmfs.pipeline import SeedStyles
+    from mmfs.inference.pipeline import SeedStyles
 
     if not photos:
         raise InputError("no photos to evaluate")
@@ -178,16 +178,16 @@ def evaluate(
     arcface_weights: str | os.PathLike[str] | None = None,
     lpips_weights: str | os.PathLike[str] | None = None,
     fid_cache: bool = True,  # cache the art set's FID statistics
-    fid_cache_dir: str | os.PathLike[str] | None = None,  # None: mmfs.metrics.default_cache_dir()
+    fid_cache_dir: str | os.PathLike[str] | None = None,  # None: mmfs.inference.metrics.default_cache_dir()
     tiny_metrics: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The whole evaluation: quick checks and every network first, then the art statistics, the stream, the report."""
     from mmfs.checkpoint import read_metadata
     from mmfs.errors import CheckpointError
-    from mmfs.metrics import default_cache_dir, reference_stats
-    from mmfs.models import STYLIZER_KINDS
-    from mmfs.pipeline import StylizePipeline, check_seed
+    from mmfs.inference.metrics import default_cache_dir, reference_stats
+    from mmfs.inference.models import STYLIZER_KINDS
+    from mmfs.inference.pipeline import StylizePipeline, check_seed
     from mmfs.utils.device import parse_dtype, pick_device
 
     started = time.perf_counter()
@@ -293,9 +293,9 @@ def evaluate(
             "noise": pipeline.noise,
             "resolution": pipeline.resolution,
             "tiny_metrics": tiny_metrics,
-            "photo_order": "random: the photos sorted by path, then permuted by mmfs.evaluate.photo_order(seed,"
+            "photo_order": "random: the photos sorted by path, then permuted by mmfs.inference.evaluate.photo_order(seed,"
             " n_photos); output i uses photo order[i mod n_photos]",
-            "style_seeds": "output i: mmfs.evaluate.style_seed(seed, i, 0); LPIPS second style: style_seed(seed, i, 1)",
+            "style_seeds": "output i: mmfs.inference.evaluate.style_seed(seed, i, 0); LPIPS second style: style_seed(seed, i, 1)",
         },
         "versions": package_versions(),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -314,7 +314,7 @@ def sample_digest(files: Sequence[Path], root: Path) -> str:
 
 def _checkpoint_info(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     """Path, sha256, kind and model config of the checkpoint, plus its short metadata entries."""
-    from mmfs.models import file_sha256
+    from mmfs.utils.files import file_sha256
 
     info: dict[str, Any] = {"path": str(path.resolve()), "sha256": file_sha256(path)}
     for key, value in sorted(meta.items()):

@@ -2,7 +2,7 @@
 
 A *style* is one w+ code `[num_ws, w_dim]` plus a label (names the output files) and a noise seed.
 A *style source* is any object with `styles(model) -> list[Style]`: `SeedStyles` (random styles from
-seeded z), `LatentStyles` (a saved w-file, see `mmfs.latents`) and `EmbeddingStyles` (CLIP embeddings
+seeded z), `LatentStyles` (a saved w-file, see `mmfs.inference.latents`) and `EmbeddingStyles` (CLIP embeddings
 through the checkpoint's mapper: the hook the `--text` / `--ref` options plug into).
 
 Reproducibility: z and the noise maps come from `torch.Generator(seed)` on the CPU, so they do not
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from mmfs.latents import Latents, load_latents
+from mmfs.inference.latents import Latents, load_latents
 
 # "seeded": the style's noise maps, the same for every face; "fresh": each face its own maps, drawn from
 # `face_noise_seed` (the style's noise seed and the face's pixels), so still reproducible; "zero": none.
@@ -107,7 +107,7 @@ class SeedStyles:
 
 
 class LatentStyles:
-    """The styles saved in a w-file (`mmfs.latents`): every row, or the rows at `indices`."""
+    """The styles saved in a w-file (`mmfs.inference.latents`): every row, or the rows at `indices`."""
 
     def __init__(self, latents: Latents | str | os.PathLike[str], indices: Sequence[int] | None = None) -> None:
         self.latents = latents
@@ -116,7 +116,7 @@ class LatentStyles:
     def styles(self, model: torch.nn.Module) -> list[Style]:
         lat = self.latents
         if isinstance(lat, Latents):
-            from mmfs.latents import check_fits
+            from mmfs.inference.latents import check_fits
 
             check_fits(lat, model.cfg)
         else:
@@ -194,8 +194,8 @@ class StylizePipeline:
     def from_checkpoint(
         cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto", dtype: str = "fp32", **kwargs: Any
     ) -> StylizePipeline:
-        """Load any stylizer checkpoint (`mmfs.models.load_stylizer`) onto `device` ("auto": CUDA if present)."""
-        from mmfs.models import load_stylizer
+        """Load any stylizer checkpoint (`mmfs.inference.models.load_stylizer`) onto `device` ("auto": CUDA if present)."""
+        from mmfs.inference.models import load_stylizer
         from mmfs.utils.device import parse_dtype, pick_device
 
         dev = device if isinstance(device, torch.device) else pick_device(device)

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from mmfs.metrics.identity import IdentityDistance
+from mmfs.inference.metrics.identity import IdentityDistance
+from mmfs.utils.files import file_sha256
 
 
 @dataclass
@@ -37,12 +38,6 @@ class MetricNets:
     def comparable(self) -> bool:
         """No tiny stand-in and no network known to carry non-standard weights."""
         return not self.tiny and all(entry.get("standard") is not False for entry in self.info.values())
-
-
-def _sha256(path: Path) -> str:
-    from mmfs.models import file_sha256
-
-    return file_sha256(path)
 
 
 def load_metric_nets(
@@ -96,7 +91,7 @@ def _lpips_net(weights: str | os.PathLike[str] | None, device: torch.device | st
 
     net = Lpips.from_pretrained(weights, device=device)
     path = Path(weights) if weights is not None else Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
-    digest = _sha256(path)
+    digest = file_sha256(path)
     # torch hub names files <stem>-<first 8 hex digits of their sha256>: 7be5be79 is the published AlexNet.
     return net, {
         "network": "LPIPS-alex v0.1 (the lpips package's linear heads)",
@@ -148,7 +143,7 @@ def _identity_net(weights: str | os.PathLike[str] | None, device: torch.device |
         return net, {
             "network": "insightface ArcFaceONNX",
             "weights": str(weights),
-            "sha256": _sha256(Path(weights)),
+            "sha256": file_sha256(Path(weights)),
             "standard": None,
             "tiny": False,
         }

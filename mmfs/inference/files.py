@@ -22,7 +22,7 @@ from PIL import Image
 
 from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
-from mmfs.pipeline import Style, StylizePipeline
+from mmfs.inference.pipeline import Style, StylizePipeline
 
 OUTPUT_EXTENSIONS = ("png", "jpg", "webp")
 STAGES = ("decode", "detect", "align", "generator", "paste", "save")

@@ -27,7 +27,7 @@ from PIL import Image
 from mmfs.data.images import to_tensor, to_uint8
 from mmfs.errors import InputError
 from mmfs.faces import AlignedFace, Face, FaceDetector, align_face, paste_back
-from mmfs.pipeline import seed_noise
+from mmfs.inference.pipeline import seed_noise
 from mmfs.utils.device import autocast, parse_dtype
 from mmfs.utils.files import atomic_path
 
@@ -145,7 +145,7 @@ class FrameStylizer:
         self.detect_max_side = detect_max_side
         self.tracker = FaceTracker(smoothing or SmoothingConfig())
         # One set of noise maps for the whole video: fresh noise per frame would make textures boil.
-        # "seeded" draws the very maps `mmfs stylize` uses on photos for this seed (mmfs.pipeline.seed_noise).
+        # "seeded" draws the very maps `mmfs stylize` uses on photos for this seed (mmfs.inference.pipeline.seed_noise).
         self.noise: list[torch.Tensor] | str | None
         if not isinstance(noise, str):
             self.noise = [n.to(self.device, torch.float32) for n in noise]

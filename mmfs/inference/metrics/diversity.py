@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmfs.external.base import PerceptualDistance
-from mmfs.metrics.identity import RunningMean
+from mmfs.inference.metrics.identity import RunningMean
 
 
 class DiversityMetric:

@@ -1,0 +1,60 @@
+"""CLIP style sources: a text prompt or a reference image -> CLIP embedding -> w+ through the checkpoint's mapper.
+
+This is what `mmfs stylize --text/--ref` and `mmfs adapt` share (reference §4, §5.2): the prompt is
+encoded raw (no templates) with `encode_text`, a reference image goes through CLIP's own PIL
+preprocessing (bicubic resize of the short side, centre crop) with `encode_reference_image`, and both
+embeddings are L2-normalised before the mapper reads them. The resulting `EmbeddingStyles` plug into
+`StylizePipeline` like `--seed` styles do; their noise comes from the pipeline's default noise seed, and
+the pipeline runs the model in eval mode (no mapper dropout), so a CLIP style is deterministic. Building the
+CLIP the user picked and its embeddings is `mmfs.external.clip` (training uses it too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mmfs.errors import CheckpointError
+from mmfs.external.clip import OpenClipEncoder, reference_embeddings, text_embeddings
+from mmfs.inference.files import safe_label
+from mmfs.inference.pipeline import EmbeddingStyles
+
+
+def require_mapper(model: torch.nn.Module) -> None:
+    """Raise the one-line CheckpointError when a Stylizer has no CLIP mapper."""
+    if getattr(model, "clip_mapper", None) is None:
+        raise CheckpointError("this checkpoint has no CLIP mapper; train one with `mmfs train-mapper`")
+
+
+def text_label(prompt: str) -> str:
+    """The style label (and output-file suffix) of a prompt: "Pop Art" -> "pop-art"."""
+    return safe_label(prompt.lower().replace(" ", "-"))[:60]
+
+
+def reference_label(path: str | os.PathLike[str]) -> str:
+    """The style label of a reference image: "style.png" -> "ref-style"."""
+    return safe_label(f"ref-{Path(path).stem}")[:60]
+
+
+def text_styles(clip: OpenClipEncoder, prompts: Sequence[str]) -> EmbeddingStyles:
+    """One style per prompt (`--text`), labelled by `text_label`."""
+    emb = text_embeddings(clip, prompts)
+    labels = _distinct([text_label(p) for p in prompts])
+    return EmbeddingStyles(emb, labels, [{"source": "text", "text": p} for p in prompts])
+
+
+def reference_styles(clip: OpenClipEncoder, paths: Sequence[str | os.PathLike[str]]) -> EmbeddingStyles:
+    """One style per reference image (`--ref`), labelled by `reference_label`."""
+    emb = reference_embeddings(clip, paths)
+    labels = _distinct([reference_label(p) for p in paths])
+    return EmbeddingStyles(emb, labels, [{"source": "ref", "ref": str(p)} for p in paths])
+
+
+def _distinct(labels: list[str]) -> list[str]:
+    """Labels name output files: when two coincide, number them all (`<label>-<index>`)."""
+    if len(set(labels)) < len(labels):
+        return [f"{label}-{i}" for i, label in enumerate(labels)]
+    return labels
