@@ -32,3 +32,18 @@ class MissingWeightsError(MMFSError):
 
 class NoFaceError(InputError):
     """No face was found in an image."""
+
+
+class OptionError(MMFSError, ValueError):
+    """An option's value is out of its range or does not fit the others: a usage error (exit 2) naming the option."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+    @property
+    def flag(self) -> str:
+        """The option as a command line spells it: `r1_every` -> `--r1-every`."""
+        return "--" + self.field.replace("_", "-")

@@ -8,9 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from mmfs_cli.common import ClipTag, DeviceOpt, OutdirOpt, QuietOpt, echo_err, guarded
-from mmfs_cli.mapper import ClipModel, ClipWeights
 from mmfs_cli.stylize import Detector, Ext
-from mmfs_cli.train import Tf32
+
+# Interim (until adapt's options are generated from mmfs.config.train.AdaptOptions)
+ClipModel = Annotated[str, typer.Option(help="open_clip model the mapper reads, or local-dir:PATH.")]
+ClipWeights = Annotated[Path | None, typer.Option(help="Local CLIP weights (open_clip_pytorch_model.bin).")]
+Tf32 = Annotated[bool, typer.Option("--tf32", help="Allow TF32 matmuls and convolutions on Ampere+ GPUs.")]
 
 
 def adapt(

@@ -26,12 +26,15 @@ def echo_err(message: str) -> None:
 def guarded() -> Iterator[None]:
     """Turn user-facing errors into one line on stderr plus a non-zero exit; Ctrl-C exits 130 quietly.
 
+    An `OptionError` (a value that does not fit) is a usage error, reported as Typer reports its own (exit 2).
     Any exception that is not an `MMFSError` is a bug and keeps its traceback.
     """
-    from mmfs.errors import MMFSError
+    from mmfs.errors import MMFSError, OptionError
 
     try:
         yield
+    except OptionError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.flag) from None
     except MMFSError as exc:
         echo_err(f"error: {exc}")
         raise typer.Exit(exc.exit_code) from None

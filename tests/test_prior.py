@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 
 from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.config import PRESETS
+from mmfs.config.model import at_resolution
+from mmfs.config.train import ROSINALITY_EMA
 from mmfs.train import make_config, train
 from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
-from mmfs.train.stages.prior import ROSINALITY_EMA, at_resolution, path_length_losses
+from mmfs.train.stages.prior import path_length_losses
 from mmfs_cli.app import app
 
 TINY = PRESETS["tiny"]

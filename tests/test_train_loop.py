@@ -7,6 +7,7 @@ import json
 import math
 import random
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -24,6 +25,10 @@ from mmfs.train.state import load_optimizer, optimizer_tensors
 
 @dataclass(frozen=True)
 class ToyOptions:
+    loop_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.9, "batch_size": 4, "workers": 0
+    }  # fmt: skip
+
     photos: str = ""
     reg_every: int = 2
 
@@ -34,7 +39,6 @@ class ToyStage(Stage):
 
     command = "toy"
     Options = ToyOptions
-    defaults = {"lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.9, "batch_size": 4, "workers": 0}
 
     def __init__(self, cfg, device, **externals):
         super().__init__(cfg, device)

@@ -8,7 +8,7 @@ train(resume=run_dir, steps=200)             # continue bit for bit
 
 from __future__ import annotations
 
-from mmfs.train.config import LoopConfig, TrainConfig, make_config
+from mmfs.config.train import LoopConfig, TrainConfig, make_config
 from mmfs.train.loop import Trainer, train
 from mmfs.train.stage import (
     STAGES,

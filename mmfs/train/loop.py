@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mmfs.checkpoint import load_state_strict, save_checkpoint
+from mmfs.config.train import TrainConfig
 from mmfs.errors import MMFSError
 from mmfs.train import state as st
-from mmfs.train.config import TrainConfig
 from mmfs.train.distributed import Dist, init_distributed, wrap_ddp
 from mmfs.train.ema import Ema
 from mmfs.train.log import StatsLog, truncate_log

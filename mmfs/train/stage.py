@@ -1,7 +1,7 @@
 """What a training stage declares, and the registry of stages by command name.
 
-A stage (`pretrain-encoder`, `finetune`, later `train-mapper`, `adapt`) is a small class that builds its
-networks and optimizers and declares:
+A stage (`train-prior`, `pretrain-encoder`, `finetune`, `train-mapper`, `adapt`) is a small class that
+builds its networks and optimizers from its options (declared in `mmfs.config.train`) and declares:
 
 - `nets`: the modules that are checkpointed (`{"stylizer": ..., "stylizer_ema": ..., "disc": ...}`);
 - `optimizers`: named optimizers; a phase trains exactly the parameters of its optimizer;
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from mmfs.config.train import TrainConfig
     from mmfs.data.datasets import UnpairedFolders
-    from mmfs.train.config import TrainConfig
 
 
 @dataclass
@@ -67,8 +67,7 @@ class Stage:
     """Base class of a training stage; subclasses set the class attributes and implement the methods."""
 
     command: ClassVar[str]  # CLI command, registry key and run-dir suffix
-    Options: ClassVar[type]  # frozen dataclass of the stage's own options
-    defaults: ClassVar[dict[str, Any]] = {}  # LoopConfig values of the reference for this stage
+    Options: ClassVar[type]  # the stage's options dataclass in `mmfs.config.train` (its `loop_defaults` too)
     final_kind: ClassVar[str] = "stylizer"  # checkpoint kind of `final.safetensors` ("prior" for train-prior)
 
     def __init__(self, cfg: TrainConfig, device: torch.device, **externals: Any) -> None:
@@ -81,6 +80,11 @@ class Stage:
         self._compiled_fns: dict[str, Callable[..., Any]] = {}
 
     # --- what a stage declares -------------------------------------------------------------------
+    @classmethod
+    def prepare_options(cls, options: Any) -> Any:
+        """The options a new run records, from the ones given (e.g. a run directory -> its latest checkpoint)."""
+        return options
+
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
@@ -146,8 +150,11 @@ STAGES: dict[str, type[Stage]] = {}
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: make a stage available by its `command` name."""
+    """Class decorator: make a stage available by its `command` name (and its options to `TrainConfig`)."""
+    from mmfs.config.train import OPTIONS
+
     STAGES[cls.command] = cls
+    OPTIONS.setdefault(cls.command, cls.Options)
     return cls
 
 

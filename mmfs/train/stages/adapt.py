@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,41 +31,12 @@ import torch
 from torch import Tensor
 
 from mmfs.checkpoint import load_checkpoint, load_state_strict
+from mmfs.config.train import AdaptOptions
 from mmfs.errors import CheckpointError, MMFSError
 from mmfs.losses import clip_direction_loss, dino_structure_loss, projector_from_tokens, token_projection_loss
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors
 from mmfs.utils.device import fp32_maths
-
-
-@dataclass(frozen=True)
-class AdaptOptions:
-    """Phase-4 options: base weights, the style (exactly one of text / ref), externals and loss weights."""
-
-    checkpoint: str = ""  # base Stylizer with a CLIP mapper (`mmfs train-mapper` output, or a converted release)
-    photos: str = ""  # face photos to adapt on (the reference uses FFHQ)
-    text: str | None = None  # zero-shot: target style as text
-    ref: str | None = None  # one-shot: target style image
-    source_text: str = "photo"  # zero-shot source anchor (reference src_text_prompt)
-    clip_model: str = "ViT-B-32"  # open_clip architecture, local-dir:PATH, or "tiny" (random, smoke runs)
-    clip_weights: str | None = None  # local CLIP weights file
-    clip_tag: str = "openai"  # open_clip pretrained tag
-    dino: str = "dino_vitb8"  # DINO for the structure loss: name, local weights file, or "tiny"
-    structure: float = 0.5  # reference lambda_ST
-    clip_dir: float = 1.0  # reference lambda_CLIP
-    proj: float = 100.0  # reference lambda_PROJ (one-shot only)
-    proj_block: int = 3  # CLIP image block whose tokens the projection loss uses (reference: resblocks[3])
-    mapper_dropout: bool = True  # keep the frozen mapper's dropout active while adapting (reference)
-
-    def __post_init__(self) -> None:
-        if (self.text is None) == (self.ref is None):
-            raise ValueError("adapt needs exactly one style: text (zero-shot) or ref (one-shot)")
-        if self.text is not None and not self.text.strip():
-            raise ValueError("the text prompt must not be empty")
-
-    @property
-    def one_shot(self) -> bool:
-        return self.ref is not None
 
 
 def adapt_losses(
@@ -130,10 +100,6 @@ class AdaptStage(Stage):
     command = "adapt"
     Options = AdaptOptions
     # exp/sp2pII-phase4.yaml: lr 2e-4, beta1 0.9, EMA 0.99, batch 8; 200 saved updates at constant lr.
-    defaults: dict[str, Any] = {
-        "lr": 2e-4, "betas": (0.9, 0.999), "ema_decay": 0.99, "batch_size": 8, "steps": 200,
-        "checkpoint_every": 0, "preview_every": 100, "log_every": 10,
-    }  # fmt: skip
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import os
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from mmfs.checkpoint import load_checkpoint, load_state_strict
+from mmfs.config.train import FinetuneOptions
 from mmfs.errors import CheckpointError
 from mmfs.losses import d_logistic_loss, dino_structure_loss, g_nonsaturating_loss, r1_penalty
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
@@ -51,23 +51,6 @@ def r1_losses(real_logits: Tensor, real: Tensor, *, gamma: float, every: int) ->
     return {"r1": r1, "total": r1 * (gamma / 2 * every) + 0.0 * real_logits.sum()}
 
 
-@dataclass(frozen=True)
-class FinetuneOptions:
-    """Stage II options: data, initial weights, DINO, loss weights and regularisation."""
-
-    photos: str = ""  # photo folder (the source domain, e.g. FFHQ)
-    art: str = ""  # artwork folder (the target domain, e.g. AAHQ)
-    init: str = ""  # Stage I output (final.safetensors or a training checkpoint)
-    disc: str | None = None  # discriminator file (prior or training); default: found from `init`
-    dino: str = "dino_vitb8"  # dino_vitb8 (by name), a local weights file, or "tiny" (random, smoke runs)
-    adv: float = 1.0  # G adversarial weight (reference lambda_GAN)
-    structure: float = 0.5  # DINO structure weight (reference lambda_ST)
-    d_adv: float = 0.5  # the reference halves the D loss
-    r1_gamma: float = 10.0
-    r1_every: int = 16  # lazy R1 interval, counted on training steps
-    mixing_prob: float = 0.5  # style-mixing probability
-
-
 def build_dino(spec: str, device: torch.device):
     """The DINO wrapper named by `--dino`: "tiny", the name dino_vitb8, or a local weights file."""
     from mmfs.external.dino import DEFAULT_MODEL, DinoViT
@@ -88,14 +71,6 @@ class FinetuneStage(Stage):
 
     command = "finetune"
     Options = FinetuneOptions
-    # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
-    defaults: dict[str, Any] = {
-        "lr": 1e-3,
-        "betas": (0.1, 0.999),
-        "ema_decay": 0.999,
-        "batch_size": 8,
-        "steps": 300_000,
-    }
 
     def __init__(self, cfg, device: torch.device, *, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)

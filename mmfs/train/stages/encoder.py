@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmfs.checkpoint import load_state_strict
+from mmfs.config.train import EncoderOptions
 from mmfs.errors import CheckpointError
 from mmfs.losses import feature_matching_loss, l1_loss
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
@@ -49,29 +49,12 @@ def reconstruction_losses(
     return {"l1": pixel, "feat": features, "total": l1 * pixel + feat * features}
 
 
-@dataclass(frozen=True)
-class EncoderOptions:
-    """Stage I options: the prior and the loss weights."""
-
-    prior: str = ""  # a "prior" file (generator g.*, discriminator d.*) made by `mmfs convert`
-    l1: float = 1.0  # weight of the pixel L1 (reference lambda_L1)
-    feat: float = 4.0  # weight of the discriminator-feature L1 (reference lambda_Feat)
-
-
 @register_stage
 class EncoderStage(Stage):
     """Stage I on the shared loop: one phase "G" over the Stylizer's new layers."""
 
     command = "pretrain-encoder"
     Options = EncoderOptions
-    # Reference phase-1 defaults (§3.1): lr 2e-4, beta1 0.1, EMA 0.999, batch 8; ~200k iterations.
-    defaults: dict[str, Any] = {
-        "lr": 2e-4,
-        "betas": (0.1, 0.999),
-        "ema_decay": 0.999,
-        "batch_size": 8,
-        "steps": 200_000,
-    }
 
     def __init__(self, cfg, device: torch.device, *, teacher: Any = None, disc: Any = None, **externals: Any) -> None:
         """`teacher` / `disc`: pre-built networks used instead of the prior file's generator / discriminator.

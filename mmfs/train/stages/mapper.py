@@ -15,9 +15,9 @@ w_dim^-0.5 N(0, 1)), or from the mapper already in `--init` if it has one (to co
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +25,13 @@ import torch
 from torch import Tensor
 
 from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
+from mmfs.config.train import MapperOptions
 from mmfs.errors import CheckpointError
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
 from mmfs.train.stages.encoder import reconstruction_losses
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors, load_discriminator
 
 PREVIEW_STYLES = 2  # random styles per preview photo (each shown as target and reconstruction)
-
-
-@dataclass(frozen=True)
-class MapperOptions:
-    """Phase-3 options: data, initial weights, CLIP and loss weights."""
-
-    photos: str = ""  # photo folder (the reference uses FFHQ)
-    init: str = ""  # Stage II weights with their discriminator: a training checkpoint or a run directory
-    disc: str | None = None  # discriminator file (training checkpoint or prior); default: found from `init`
-    clip_model: str = "ViT-B-32"  # open_clip architecture, local-dir:PATH, or "tiny" (random, smoke runs)
-    clip_weights: str | None = None  # local CLIP weights file (default: open_clip's cache / download)
-    clip_tag: str = "openai"  # open_clip pretrained tag
-    l1: float = 1.0  # pixel L1 weight (reference lambda_L1)
-    feat: float = 4.0  # discriminator-feature L1 weight (reference lambda_Feat)
-    mixing_prob: float = 0.0  # style-mixing probability of the random target styles (reference default 0)
 
 
 def resolve_init(path: str | os.PathLike[str]) -> Path:
@@ -81,8 +67,11 @@ class MapperStage(Stage):
 
     command = "train-mapper"
     Options = MapperOptions
-    # Reference phase-3 defaults (§3.3): lr 2e-4, beta1 0.1, EMA 0.999; released after 10k iterations.
-    defaults: dict[str, Any] = {"lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 10_000}
+
+    @classmethod
+    def prepare_options(cls, options: MapperOptions) -> MapperOptions:
+        """`--init` may name a finetune run directory: the run records its latest checkpoint instead."""
+        return dataclasses.replace(options, init=str(resolve_init(options.init)))
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)

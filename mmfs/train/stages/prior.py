@@ -19,11 +19,9 @@ The output `final.safetensors` is a "prior" file: the EMA generator under `g.`, 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import os
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,70 +29,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mmfs.checkpoint import module_state
-from mmfs.config import ModelConfig
+from mmfs.config.train import PriorOptions
 from mmfs.errors import MMFSError
 from mmfs.losses import d_logistic_loss, g_nonsaturating_loss
 from mmfs.nn import Discriminator, Generator
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
 from mmfs.train.stages.base import r1_losses
-
-# rosinality: accum = 0.5 ** (32 / (10 * 1000)), an EMA half-life of 10k images at its batch of 32.
-ROSINALITY_EMA = 0.5 ** (32 / 10_000)
-# `--resolution` range: 16 px is the smallest a Stylizer can be built on (feature map 4 px, see below).
-MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
-
-
-def at_resolution(preset: ModelConfig, resolution: int | None, *, name: str = "the preset") -> ModelConfig:
-    """`preset` with another output resolution (`mmfs train-prior --resolution`); ValueError if it cannot be.
-
-    Everything else that depends on the resolution follows from it: the number of w vectors
-    (`prior_num_ws`, `num_ws`), the generator's and discriminator's blocks and the channel table
-    `min(channel_max, channel_base // r)` (the preset's, so a block at r px has the same width as in
-    the preset). The one stored field that depends on it is `feature_resolution`, the side where a
-    Stylizer built on this prior hands over to the decoder: `min(preset's, resolution // 4)`, the rule
-    `mmfs convert` applies to rosinality priors. The discriminator feature blocks that do not exist at
-    a small resolution are skipped by `Discriminator` itself.
-    """
-    if resolution is None or resolution == preset.resolution:
-        return preset
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
-        raise ValueError(
-            f"must be a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (16, 32, 64, ..., 1024, ...), got {resolution}"
-        )
-    if preset.channels(resolution) < 1:
-        largest = 1 << (preset.channel_base.bit_length() - 1)
-        raise ValueError(
-            f"{name} has no channels left at {resolution} px (channel_base {preset.channel_base} // {resolution} = 0);"
-            f" use at most {largest} px with it, or a larger preset (ffhq256, ffhq512, ffhq1024)"
-        )
-    return dataclasses.replace(
-        preset, resolution=resolution, feature_resolution=min(preset.feature_resolution, resolution // 4)
-    )
-
-
-@dataclass(frozen=True)
-class PriorOptions:
-    """train-prior options: data, regularisation and mixing (rosinality's defaults)."""
-
-    photos: str = ""  # folder of aligned face photos (searched recursively)
-    r1_gamma: float = 10.0  # R1 weight (rosinality --r1; StyleGAN2 used 10 at FFHQ 1024)
-    r1_every: int = 16  # lazy R1 interval in steps (rosinality --d_reg_every)
-    mixing_prob: float = 0.9  # style-mixing probability of every z (rosinality --mixing)
-    path_reg: float = 2.0  # path-length regularisation weight; 0 turns it off (rosinality --path_regularize)
-    path_every: int = 4  # its lazy interval (rosinality --g_reg_every)
-    path_batch_shrink: int = 2  # it runs on batch / shrink samples (rosinality --path_batch_shrink)
-    path_decay: float = 0.01  # decay of the running mean path length
-    mirror: bool = True  # random left-right flips of the reals
-
-    def __post_init__(self) -> None:
-        for name in ("r1_every", "path_every", "path_batch_shrink"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("r1_gamma", "path_reg"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.mixing_prob <= 1.0:
-            raise ValueError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
 
 
 class TrainingGenerator(Generator):
@@ -143,13 +83,6 @@ class PriorStage(Stage):
     Options = PriorOptions
     final_kind = "prior"
     # rosinality train.py: lr 0.002, betas (0, 0.99), batch 16, 800k iterations, EMA half-life 10k images.
-    defaults: dict[str, Any] = {
-        "lr": 0.002,
-        "betas": (0.0, 0.99),
-        "ema_decay": ROSINALITY_EMA,
-        "batch_size": 16,
-        "steps": 800_000,
-    }
 
     def __init__(self, cfg, device: torch.device, **externals: Any) -> None:
         super().__init__(cfg, device)

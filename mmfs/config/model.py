@@ -139,6 +139,38 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# `train-prior --resolution` range: 16 px is the smallest a Stylizer can be built on (feature map 4 px).
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
+
+
+def at_resolution(preset: ModelConfig, resolution: int | None, *, name: str = "the preset") -> ModelConfig:
+    """`preset` with another output resolution (`mmfs train-prior --resolution`); ValueError if it cannot be.
+
+    Everything else that depends on the resolution follows from it: the number of w vectors
+    (`prior_num_ws`, `num_ws`), the generator's and discriminator's blocks and the channel table
+    `min(channel_max, channel_base // r)` (the preset's, so a block at r px has the same width as in
+    the preset). The one stored field that depends on it is `feature_resolution`, the side where a
+    Stylizer built on this prior hands over to the decoder: `min(preset's, resolution // 4)`, the rule
+    `mmfs convert` applies to rosinality priors. The discriminator feature blocks that do not exist at
+    a small resolution are skipped by `Discriminator` itself.
+    """
+    if resolution is None or resolution == preset.resolution:
+        return preset
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
+        raise ValueError(
+            f"must be a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (16, 32, 64, ..., 1024, ...), got {resolution}"
+        )
+    if preset.channels(resolution) < 1:
+        largest = 1 << (preset.channel_base.bit_length() - 1)
+        raise ValueError(
+            f"{name} has no channels left at {resolution} px (channel_base {preset.channel_base} // {resolution} = 0);"
+            f" use at most {largest} px with it, or a larger preset (ffhq256, ffhq512, ffhq1024)"
+        )
+    return dataclasses.replace(
+        preset, resolution=resolution, feature_resolution=min(preset.feature_resolution, resolution // 4)
+    )
+
+
 def get_preset(name: str) -> ModelConfig:
     """Look up a preset by name, with an error that lists the valid ones."""
     try:

@@ -1,0 +1,82 @@
+"""Declaring an option once: a dataclass field that carries its type, default and help.
+
+Every option of every command is a field of a frozen dataclass in the core, written with `option()`:
+
+    structure: float = option(0.5, "DINO structure loss weight (reference lambda_ST).", min=0.0)
+
+The field's annotation is the option's type and its default the option's default; the help and the
+command-line details (flag names, bounds, choices, whether the CLI takes a path) travel in the field's
+metadata. `mmfs_cli.options` turns the fields into Typer options, so a new field is a new flag, with its
+help, and (for training) a new key in `config.json`, without touching the CLI.
+
+This module imports nothing heavy: `mmfs --help` reads these declarations without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from mmfs.errors import OptionError
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How one field appears on the command line."""
+
+    help: str
+    flags: tuple[str, ...] = ()  # default: --field-name, plus --no-field-name for a bool that defaults to True
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()  # the accepted strings of a str option
+    path: bool = False  # the CLI takes a path; a str field stores it absolute (config.json outlives the cwd)
+    show_default: bool = True
+    metavar: str | None = None
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",  # noqa: A002 (the word every CLI library uses)
+    *,
+    flags: tuple[str, ...] | str = (),
+    min: float | None = None,  # noqa: A002
+    max: float | None = None,  # noqa: A002
+    choices: tuple[str, ...] = (),
+    path: bool = False,
+    show_default: bool = True,
+    metavar: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field declared with its command-line help; `cli=False` keeps it off the command line."""
+    spec = None
+    if cli:
+        flags = (flags,) if isinstance(flags, str) else tuple(flags)
+        spec = Cli(help, flags, min, max, tuple(choices), path, show_default, metavar)
+    return dataclasses.field(default=default, metadata={"cli": spec, "help": help})
+
+
+def cli_spec(field: dataclasses.Field) -> Cli | None:
+    """The command-line spec of a field declared with `option()`, or None (not on the command line)."""
+    return field.metadata.get("cli")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """OptionError naming the choices when `value` is not one of them (None passes: "not given")."""
+    if value is not None and choices and value not in choices:
+        raise OptionError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_fields(instance: Any) -> None:
+    """Apply every field's declared bounds and choices (call from `__post_init__`): OptionError on the first miss."""
+    for field in dataclasses.fields(instance):
+        spec = cli_spec(field)
+        if spec is None:
+            continue
+        value = getattr(instance, field.name)
+        check_choice(field.name, value, spec.choices)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if spec.min is not None and value < spec.min:
+                raise OptionError(field.name, f"must be >= {spec.min}, got {value}")
+            if spec.max is not None and value > spec.max:
+                raise OptionError(field.name, f"must be <= {spec.max}, got {value}")

@@ -1,0 +1,162 @@
+"""Typer options generated from the core's option dataclasses, so that each option is declared once.
+
+A command names the dataclasses whose fields are its options:
+
+    @command(options=Group(FinetuneOptions), loop=Group(LoopConfig, overrides=True))
+    def finetune(options: FinetuneOptions, loop: dict) -> None: ...
+
+Typer sees one option per field (type, default and help from `mmfs.config.options.option`); the function
+receives one built dataclass per group, or with `overrides=True` a dict of the values the user gave (None
+for "not given", so that a stage's own defaults apply). A group's bounds and checks run in the dataclass's
+`__post_init__`; a failure there is a usage error (exit 2), as Typer's own are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mmfs.config.options import Cli, cli_spec
+from mmfs.errors import MMFSError, OptionError
+
+
+@dataclass(frozen=True)
+class Group:
+    """The fields of `cls` that a command offers, and how they reach the command."""
+
+    cls: type
+    only: tuple[str, ...] = ()  # offer just these fields (default: every field declared for the CLI)
+    exclude: tuple[str, ...] = ()
+    overrides: bool = False  # pass a dict of the given values instead of a built `cls`
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # this command's defaults, shown in help
+    panel: str | None = None  # the --help panel that lists these options
+
+    def fields(self) -> list[dataclasses.Field]:
+        chosen = [f for f in dataclasses.fields(self.cls) if cli_spec(f) is not None]
+        if self.only:
+            unknown = set(self.only) - {f.name for f in chosen}
+            if unknown:
+                raise TypeError(f"{self.cls.__name__} has no CLI fields {sorted(unknown)}")
+            chosen = [f for f in chosen if f.name in self.only]
+        return [f for f in chosen if f.name not in self.exclude]
+
+
+def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the command's own parameters, then one Typer option per field of each group."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for name, p in inspect.signature(fn).parameters.items() if name not in groups]
+        hints = {}
+        routes: dict[str, tuple[str, dataclasses.Field]] = {}
+        params = list(own)
+        for group_name, group in groups.items():
+            hints = typing.get_type_hints(group.cls)
+            for field in group.fields():
+                if field.name in routes or any(p.name == field.name for p in own):
+                    raise TypeError(f"{fn.__name__}: option {field.name!r} is declared twice")
+                routes[field.name] = (group_name, field)
+                params.append(_parameter(field, hints[field.name], group))
+
+        def run(**kwargs: Any) -> Any:
+            values: dict[str, dict[str, Any]] = {name: {} for name in groups}
+            own_values = {}
+            for name, value in kwargs.items():
+                if name in routes:
+                    group_name, field = routes[name]
+                    if value is None and field.default is not None:
+                        continue  # an option left out: the field's own default applies
+                    values[group_name][name] = _to_core(value, field, hints_of(groups[group_name].cls)[name])
+                else:
+                    own_values[name] = value
+            built = {name: _build(groups[name], vals) for name, vals in values.items()}
+            return fn(**own_values, **built)
+
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        run.__name__, run.__qualname__, run.__doc__, run.__module__ = (
+            fn.__name__, fn.__qualname__, fn.__doc__, fn.__module__,
+        )  # fmt: skip
+        return run
+
+    return decorate
+
+
+def hints_of(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parameter(field: dataclasses.Field, annotation: Any, group: Group) -> inspect.Parameter:
+    spec: Cli = cli_spec(field)
+    default = group.defaults.get(field.name, field.default)
+    cli_type = _cli_type(annotation, spec)
+    help_text = spec.help
+    show_default: bool | str = spec.show_default
+    if group.overrides:
+        if default is not None and default is not False and spec.show_default:
+            help_text = f"{help_text} (default: {default})"  # round brackets: Rich reads square ones as markup
+        show_default = False
+        default = False if _base(annotation) is bool else None
+        if _base(annotation) is not bool:
+            cli_type = cli_type | None
+    extra: dict[str, Any] = {}
+    if spec.min is not None:
+        extra["min"] = spec.min
+    if spec.max is not None:
+        extra["max"] = spec.max
+    if spec.metavar:
+        extra["metavar"] = spec.metavar
+    info = typer.Option(*spec.flags, help=help_text, show_default=show_default, rich_help_panel=group.panel, **extra)
+    if default is dataclasses.MISSING:
+        default = ...
+    elif spec.path and default == "":  # "no path yet": Typer would turn "" into Path(".")
+        default, cli_type = None, cli_type | None
+    return inspect.Parameter(
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, info]
+    )
+
+
+def _base(annotation: Any) -> Any:
+    """`X` of `X | None`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _cli_type(annotation: Any, spec: Cli) -> Any:
+    optional = _base(annotation) is not annotation
+    base = Path if spec.path else _base(annotation)
+    if spec.choices:
+        base = typing.Literal[spec.choices]  # Typer lists them in --help and refuses others (exit 2)
+    if typing.get_origin(base) is list:
+        base = list[Path] if spec.path else base
+    return base | None if optional else base
+
+
+def _to_core(value: Any, field: dataclasses.Field, annotation: Any) -> Any:
+    """CLI value -> the field's own type: paths into absolute strings for str fields, enums into their values."""
+    spec = cli_spec(field)
+    if not value or spec is None or not spec.path:  # None and "" stay "not given"
+        return value
+    if _base(annotation) is str:
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def _build(group: Group, values: dict[str, Any]) -> Any:
+    if group.overrides:
+        return {k: v for k, v in values.items() if v is not None and v is not False}
+    try:
+        return group.cls(**values)
+    except OptionError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.flag) from None
+    except (ValueError, MMFSError) as exc:
+        raise typer.BadParameter(str(exc)) from None
