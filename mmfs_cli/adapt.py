@@ -107,7 +107,7 @@ def _adapt(a: dict[str, Any]) -> tuple[Path, str]:
     from mmfs.checkpoint import read_metadata
     from mmfs.config import ModelConfig
     from mmfs.errors import CheckpointError, InputError, MMFSError
-    from mmfs.external.clip import resolve_clip_tag
+    from mmfs.external.build import resolve_clip_tag
     from mmfs.inference.styles import reference_label, text_label
     from mmfs.train import make_config
     from mmfs.train.stages.adapt import run_adapt

@@ -87,7 +87,7 @@ def _style_source(
         return SeedStyles(parse_seeds(seeds))
     if option == "--w":
         return LatentStyles(w)
-    from mmfs.external.clip import resolve_clip_tag
+    from mmfs.external.build import resolve_clip_tag
 
     # `--clip-tag`, else the tag recorded with the checkpoint's mapper for this `--clip-model`, else openai
     tag = resolve_clip_tag(clip_tag, checkpoint, clip_model)
@@ -97,7 +97,7 @@ def _style_source(
 def _clip_source(texts: list[str], refs: list[Path], weights: Path | None, model_name: str, tag: str, pipeline) -> Any:
     """`EmbeddingStyles` of `--text` prompts or `--ref` images through the checkpoint's mapper (mmfs.inference.styles)."""
     from mmfs.errors import CheckpointError
-    from mmfs.external.clip import build_clip
+    from mmfs.external.build import build_clip
     from mmfs.inference.styles import reference_styles, text_styles
 
     if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load

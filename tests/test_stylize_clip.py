@@ -13,7 +13,7 @@ from mmfs.checkpoint import module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.data.images import load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import CheckpointError, MissingWeightsError
-from mmfs.external.clip import build_clip, resolve_clip_tag
+from mmfs.external.build import build_clip, resolve_clip_tag
 from mmfs.inference.models import load_stylizer
 from mmfs.inference.pipeline import StylizePipeline
 from mmfs.inference.styles import reference_styles, text_styles
@@ -135,7 +135,7 @@ def test_style_sources_label_and_embed_like_the_pipeline_expects(files):
     styles = pipeline.styles(texts)
     assert styles[0].ws.shape == (TINY.num_ws, TINY.w_dim) and torch.equal(styles[0].ws, pipeline.styles(texts)[0].ws)
     with pytest.raises(CheckpointError, match="512-d embeddings but this checkpoint's mapper reads 32-d"):
-        from mmfs.external.clip import check_clip_dim
+        from mmfs.external.build import check_clip_dim
 
         check_clip_dim(build_clip("tiny", embed_dim=512), TINY.clip_dim)
 

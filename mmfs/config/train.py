@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from mmfs.config.model import PRESETS, ModelConfig, at_resolution, get_preset
 from mmfs.config.options import check_fields, option
-from mmfs.errors import CheckpointError, OptionError
+from mmfs.errors import OptionError
 
 # Precisions a new run may ask for. fp16 would need loss scaling. Runs saved before fp32 became the
 # default carry "auto" (bf16 autocast on CUDA, fp32 elsewhere), which still resumes as it ran.
@@ -258,16 +258,9 @@ class ModelChoice:
 
     preset: str | None = option(None, PRESET_HELP, show_default=False)
 
-    def resolve(self, source: str | None) -> ModelConfig:
-        """The preset's config, else the one in the metadata of `source` (read without its tensors)."""
-        if self.preset is not None:
-            return get_preset(self.preset)
-        from mmfs.checkpoint import read_metadata  # safetensors: only where a file is read
-
-        stored = read_metadata(source).get("mmfs.config") if source else None
-        if stored is None:
-            raise CheckpointError(f"{source}: no mmfs model config in its metadata; pass --preset")
-        return ModelConfig.from_json(stored)
+    def preset_config(self) -> ModelConfig | None:
+        """The preset's config; None: use the one stored in the stage's input file."""
+        return get_preset(self.preset) if self.preset is not None else None
 
 
 @dataclass(frozen=True)
@@ -280,9 +273,9 @@ class PriorModel:
 
     def __post_init__(self) -> None:
         if self.preset in PRESETS:  # a wrong --resolution is a usage error before anything runs
-            self.resolve(None)
+            self.preset_config()
 
-    def resolve(self, source: str | None) -> ModelConfig:  # noqa: ARG002 (same call as ModelChoice.resolve)
+    def preset_config(self) -> ModelConfig:
         preset = get_preset(self.preset)  # ValueError naming the presets
         try:
             return at_resolution(preset, self.resolution, name=f"preset {self.preset}")

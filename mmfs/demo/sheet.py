@@ -95,7 +95,7 @@ class DemoStyles:
 
 def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) -> DemoStyles:
     """The base and adapted pipelines and their styles (random seeds, one reference per style, adapted)."""
-    from mmfs.external.clip import build_clip
+    from mmfs.external.build import build_clip
     from mmfs.inference.pipeline import SeedStyles, StylizePipeline
     from mmfs.inference.styles import reference_styles
 

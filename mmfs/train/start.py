@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mmfs.checkpoint import read_metadata
+from mmfs.config.model import ModelConfig
 from mmfs.config.train import ModelChoice, PriorModel, TrainConfig, make_config, missing_required
-from mmfs.errors import MMFSError, OptionError
+from mmfs.errors import CheckpointError, MMFSError, OptionError
 from mmfs.train.stage import get_stage
 
 
@@ -22,10 +24,18 @@ def new_run_config(options: Any, loop: Mapping[str, Any], model: ModelChoice | P
     if missing:
         raise MMFSError(f"`mmfs {options.command}` needs {', '.join(missing)} (or --resume RUN_DIR)")
     options = get_stage(options.command).prepare_options(options)
-    source = getattr(options, options.model_source) if options.model_source else None
     try:
-        return make_config(options.command, model.resolve(source), options=options, **loop)
+        network = model.preset_config() or stored_config(getattr(options, options.model_source))
+        return make_config(options.command, network, options=options, **loop)
     except OptionError:
         raise
     except ValueError as exc:
         raise MMFSError(str(exc)) from None
+
+
+def stored_config(path: str) -> ModelConfig:
+    """The network config in the metadata of a prior / Stylizer file (read without its tensors)."""
+    stored = read_metadata(path).get("mmfs.config")
+    if stored is None:
+        raise CheckpointError(f"{path}: no mmfs model config in its metadata; pass --preset")
+    return ModelConfig.from_json(stored)

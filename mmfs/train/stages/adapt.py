@@ -103,7 +103,7 @@ class AdaptStage(Stage):
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
-        from mmfs.external.clip import build_clip, check_clip_dim
+        from mmfs.external.build import build_clip, check_clip_dim
 
         opts: AdaptOptions = cfg.options
         if not opts.checkpoint:

@@ -89,11 +89,11 @@ class MapperStage(Stage):
         self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval(), "disc": disc}
         self.optimizers = {"G": adam(list(stylizer.clip_mapper.parameters()), cfg.loop.lr, cfg.loop.betas)}
         if clip is None:
-            from mmfs.external.clip import build_clip
+            from mmfs.external.build import build_clip
 
             clip = build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=cfg.model.clip_dim)
         else:
-            from mmfs.external.clip import check_clip_dim
+            from mmfs.external.build import check_clip_dim
 
             check_clip_dim(clip, cfg.model.clip_dim)
         self.clip = clip.to(device)

@@ -1,0 +1,74 @@
+"""The pretrained networks a user names on the command line, built and checked against what reads them.
+
+CLIP: `--clip-model` (an open_clip architecture, `local-dir:PATH`, or "tiny"), `--clip-tag` (default: the
+tag recorded with the checkpoint's mapper, else openai) and `--clip-weights` (a local file). "tiny" builds a
+seeded random stand-in of the same architecture (tests and smoke runs, no download).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from mmfs.errors import CheckpointError
+from mmfs.external.clip import DEFAULT_MODEL, DEFAULT_TAG, OpenClipEncoder
+
+TINY_CLIP = "tiny"  # `--clip-model tiny`: a seeded random tiny CLIP (tests and smoke runs, no download)
+
+
+def build_clip(
+    model_name: str = DEFAULT_MODEL,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    tag: str = DEFAULT_TAG,
+    embed_dim: int,
+    device: str | torch.device = "cpu",
+) -> OpenClipEncoder:
+    """The CLIP of `--clip-model` / `--clip-weights`, checked to give the embedding size the mapper reads.
+
+    Args:
+        model_name: an open_clip architecture (default OpenAI's ViT-B-32), `local-dir:/path`, or "tiny".
+        weights: a local open_clip state dict; None uses open_clip's cache (or downloads when online).
+        tag: the open_clip pretrained tag (also decides QuickGELU for a local file).
+        embed_dim: the mapper's input size (`ModelConfig.clip_dim`); the tiny CLIP is built with it.
+        device: where to put the model.
+    """
+    if model_name == TINY_CLIP:
+        from mmfs.external.tiny import tiny_clip
+
+        clip = tiny_clip(embed_dim=embed_dim).to(device)
+    else:
+        clip = OpenClipEncoder.from_pretrained(weights, model_name=model_name, tag=tag, device=device)
+    check_clip_dim(clip, embed_dim)
+    return clip
+
+
+def recorded_clip_tag(checkpoint: str | os.PathLike[str], model_name: str) -> str | None:
+    """The open_clip tag `checkpoint`'s mapper was trained with (train-mapper and adapt record it), if any.
+
+    Only returned when the recorded CLIP model is `model_name`: a tag belongs to one architecture.
+    """
+    from mmfs.checkpoint import read_metadata
+
+    meta = read_metadata(checkpoint)
+    tag = meta.get("mmfs.clip_tag")
+    return tag if tag is not None and meta.get("mmfs.clip_model") == model_name else None
+
+
+def resolve_clip_tag(tag: str | None, checkpoint: str | os.PathLike[str] | None, model_name: str) -> str:
+    """`--clip-tag` when given, else the tag recorded in `checkpoint` for `model_name`, else `DEFAULT_TAG`."""
+    if tag is not None:
+        return tag
+    if checkpoint is None or model_name == TINY_CLIP:
+        return DEFAULT_TAG
+    return recorded_clip_tag(checkpoint, model_name) or DEFAULT_TAG
+
+
+def check_clip_dim(clip: OpenClipEncoder, embed_dim: int) -> None:
+    """One clear line when the CLIP model does not fit the checkpoint's mapper."""
+    if clip.embed_dim != embed_dim:
+        raise CheckpointError(
+            f"the CLIP model gives {clip.embed_dim}-d embeddings but this checkpoint's mapper reads {embed_dim}-d ones;"
+            " use the CLIP the mapper was trained with (--clip-model / --clip-tag / --clip-weights)"
+        )
