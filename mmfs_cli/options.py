@@ -53,7 +53,11 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
     """Decorator: the command's own parameters, then one Typer option per field of each group."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(fn).parameters.items() if name not in groups]
+        own = [
+            p
+            for name, p in inspect.signature(fn).parameters.items()
+            if name not in groups and p.kind is not inspect.Parameter.VAR_KEYWORD  # `**groups` receives them all
+        ]
         hints = {}
         routes: dict[str, tuple[str, dataclasses.Field]] = {}
         params = list(own)
