@@ -46,6 +46,7 @@ def write_images(folder: Path, n: int, seed: int) -> None:
 SCRIPT = """
 import sys, copy, torch
 from dataclasses import dataclass
+from typing import ClassVar
 from torch import nn
 from mmfs.config import PRESETS
 from mmfs.train import train
@@ -55,6 +56,8 @@ from mmfs.train import EmaSpec, Phase, Stage, adam, make_config, register_stage,
 
 @dataclass(frozen=True)
 class Opts:
+    loop_defaults: ClassVar[dict] = {"lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.5, "workers": 0}
+
     photos: str = ""
 
 
@@ -64,7 +67,6 @@ class Det(Stage):
 
     command = "det"
     Options = Opts
-    defaults = {"lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.5, "workers": 0}
 
     def __init__(self, cfg, device, **kw):
         super().__init__(cfg, device)
