@@ -52,7 +52,7 @@ def adapt(
     from mmfs.train.stages.adapt import run_adapt
 
     if not options.photos:
-        options = dataclasses.replace(options, photos=str(photos_from_inputs(inputs, aligned)))
+        options = dataclasses.replace(options, photos=str(photos_from_inputs(inputs, aligned).resolve()))
     if options.ref is not None and not Path(options.ref).is_file():
         raise InputError(f"{options.ref}: no such reference image")
     out = run.out or Path(f"adapted-{style_label(options)}.safetensors")
@@ -101,8 +101,8 @@ def adapted_request(
     adapted: Adapted,
     inputs: Sequence[str],
     photos: StylizeOptions,
-    faces: FaceDetection = FaceDetection(),  # noqa: B008 (frozen: one shared default is safe)
-    runtime: Runtime = Runtime(),  # noqa: B008
+    faces: FaceDetection | None = None,
+    runtime: Runtime | None = None,
 ) -> StylizeRequest:
     """The request that stylizes `inputs` with the adapted file and the style it was adapted to."""
     options = adapted.options
@@ -113,4 +113,5 @@ def adapted_request(
         clip_weights=Path(options.clip_weights) if options.clip_weights else None,
         clip_tag=options.clip_tag,
     )
-    return StylizeRequest(tuple(inputs), StylizerOptions(adapted.path), style, photos, faces=faces, runtime=runtime)
+    return StylizeRequest(tuple(inputs), StylizerOptions(adapted.path), style, photos,
+                          faces=faces or FaceDetection(), runtime=runtime or Runtime())  # fmt: skip
