@@ -87,6 +87,7 @@ def _shown(result: Any) -> None:
 
 
 def _print(report: Any, runtime: Runtime) -> None:
+    """The report: JSON on stdout with --json, else one summary line on stderr; the failures always."""
     if report.saved_w is not None:
         echo_err(f"saved {len(report.styles)} style(s) to {report.saved_w}")
     if report.kind not in ("photos", "video"):
