@@ -35,15 +35,17 @@ class NoFaceError(InputError):
 
 
 class OptionError(MMFSError, ValueError):
-    """An option's value is out of its range or does not fit the others: a usage error (exit 2) naming the option."""
+    """An option's value is out of its range or does not fit the others: a usage error (exit 2) naming the option.
+
+    `field` is "" for a rule between several options (the message names them)."""
 
     exit_code = 2
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
         self.field, self.message = field, message
 
     @property
-    def flag(self) -> str:
-        """The option as a command line spells it: `r1_every` -> `--r1-every`."""
-        return "--" + self.field.replace("_", "-")
+    def flag(self) -> str | None:
+        """The option as a command line spells it: `r1_every` -> `--r1-every` (None for a rule between options)."""
+        return "--" + self.field.replace("_", "-") if self.field else None

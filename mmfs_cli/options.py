@@ -53,8 +53,9 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
     """Decorator: the command's own parameters, then one Typer option per field of each group."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own_hints = typing.get_type_hints(fn, include_extras=True)  # `from __future__ import annotations`: strings
         own = [
-            p
+            p.replace(annotation=own_hints.get(name, p.annotation))
             for name, p in inspect.signature(fn).parameters.items()
             if name not in groups and p.kind is not inspect.Parameter.VAR_KEYWORD  # `**groups` receives them all
         ]
@@ -137,11 +138,13 @@ def _base(annotation: Any) -> Any:
 
 def _cli_type(annotation: Any, spec: Cli) -> Any:
     optional = _base(annotation) is not annotation
-    base = Path if spec.path else _base(annotation)
+    base = _base(annotation)
+    if typing.get_origin(base) is list:  # a repeatable option
+        base = list[Path] if spec.path else base
+    elif spec.path:
+        base = Path
     if spec.choices:
         base = typing.Literal[spec.choices]  # Typer lists them in --help and refuses others (exit 2)
-    if typing.get_origin(base) is list:
-        base = list[Path] if spec.path else base
     return base | None if optional else base
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mmfs.config.stylize import StylizeOptions
 from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.inference.pipeline import Style, StylizePipeline
 
-OUTPUT_EXTENSIONS = ("png", "jpg", "webp")
 STAGES = ("decode", "detect", "align", "generator", "paste", "save")
 
 
@@ -58,35 +58,6 @@ def collect_inputs(
                 seen.add(key)
                 out.append(InputFile(path, path.parent.relative_to(root) if is_dir else Path()))
     return out
-
-
-@dataclass(frozen=True)
-class StylizeOptions:
-    """How photos become files (everything but the model and the styles)."""
-
-    outdir: Path
-    paste_back: bool = False  # whole photo with every face replaced, instead of one crop per face
-    aligned: bool = False  # inputs are FFHQ-aligned crops already: no detection
-    size: int | None = None  # side of saved crops (default: the model resolution)
-    ext: str = "png"
-    quality: int = 95  # JPEG / WebP
-    feather: float = 0.1  # paste-back mask ramp, as a fraction of the crop side
-    overwrite: bool = False  # else existing outputs are kept and reported as skipped
-    workers: int = 2  # decode/detect/align threads
-
-    def __post_init__(self) -> None:
-        if self.ext not in OUTPUT_EXTENSIONS:
-            raise ValueError(f"ext must be one of {OUTPUT_EXTENSIONS}, got {self.ext!r}")
-        if self.paste_back and self.aligned:
-            raise ValueError("paste_back needs detection: it cannot be combined with aligned inputs")
-        if self.size is not None and self.size < 8:
-            raise ValueError(f"size must be >= 8, got {self.size}")
-        if not 0.0 <= self.feather <= 0.5:
-            raise ValueError(f"feather must be in [0, 0.5], got {self.feather}")
-        if not 1 <= self.quality <= 100:
-            raise ValueError(f"quality must be in [1, 100], got {self.quality}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass

@@ -26,13 +26,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from mmfs.config.seeds import check_seed
+from mmfs.config.stylize import NOISE_MODES  # seeded, fresh, zero: what each means is said there
 from mmfs.inference.latents import Latents, load_latents
 
-# "seeded": the style's noise maps, the same for every face; "fresh": each face its own maps, drawn from
-# `face_noise_seed` (the style's noise seed and the face's pixels), so still reproducible; "zero": none.
-NOISE_MODES = ("seeded", "fresh", "zero")
 DEFAULT_NOISE_SEED = 0  # noise of styles that carry no seed (w-file rows without one, CLIP styles)
-MAX_SEED = 2**63 - 1
 _NOISE_CACHE = 32  # styles whose noise maps stay on the device (each ~2.8 MB at 512 px)
 
 
@@ -77,12 +75,6 @@ def face_noise_seed(face: Tensor, seed: int) -> int:
     pixels = face.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
     digest = hashlib.sha256(seed.to_bytes(8, "little") + pixels).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def check_seed(seed: int) -> int:
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**63 - 1], got {seed}")
-    return int(seed)
 
 
 def _device(model: torch.nn.Module) -> torch.device:

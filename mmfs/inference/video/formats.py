@@ -5,15 +5,11 @@ from __future__ import annotations
 import functools
 import io
 import math
-import os
 from fractions import Fraction
-from pathlib import Path
 
-# Inputs PyAV (its own ffmpeg) is asked to decode; a file it cannot read gets one clear line from VideoReader.
-VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
-    ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
-)  # fmt: skip
+# The inputs treated as video (what PyAV is asked to decode) are spelled with stylize's options.
+from mmfs.config.stylize import VIDEO_EXTENSIONS, is_video_path  # noqa: F401 (re-exported)
+
 # Output extension -> (muxer, video encoders in order of preference, audio encoder for re-encoding).
 OUTPUT_FORMATS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ".mp4": ("mp4", ("libx264", "mpeg4"), "aac"),
@@ -35,11 +31,6 @@ COPY_AUDIO: dict[str, frozenset[str]] = {
 # Muxers that store a display rotation (mp4/mov: the track matrix; Matroska/WebM: the projection roll).
 ROTATION_MUXERS = frozenset({"mp4", "mov", "matroska", "webm"})
 DEFAULT_RATE = Fraction(25)  # only when a file states no frame rate at all
-
-
-def is_video_path(path: str | os.PathLike[str]) -> bool:
-    """True for the file extensions `mmfs stylize` treats as video."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def _fraction_gcd(a: Fraction, b: Fraction) -> Fraction:

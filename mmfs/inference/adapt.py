@@ -1,0 +1,117 @@
+"""`mmfs adapt` from its options to the small adapted file, and the request that stylizes INPUTS with it.
+
+The stage itself (losses, what trains, the adapted file's format) is `mmfs.train.stages.adapt`; this adds
+what the command decides around it: the photos to adapt on, the style's label and the default output
+name, the CLIP tag (the one recorded with the mapper unless given), and the stylize request that
+applies the adapted file with the same style. It lives on the inference side because it names styles
+as `mmfs stylize` does (`mmfs.inference.styles`); nothing under `mmfs.train` imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmfs.config.common import Runtime
+from mmfs.config.faces import FaceDetection
+from mmfs.config.stylize import AdaptRun, StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions
+from mmfs.config.train import AdaptOptions
+from mmfs.errors import CheckpointError, InputError, MMFSError
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """An adapted file, its kept run directory (with --run-dir), and the options it was adapted with."""
+
+    path: Path
+    run_dir: Path | None
+    options: AdaptOptions  # photos and clip_tag resolved
+
+
+def adapt(
+    options: AdaptOptions,
+    loop: Mapping[str, Any],
+    run: AdaptRun,
+    *,
+    inputs: Sequence[str] = (),
+    aligned: bool = False,
+    progress: bool = True,
+) -> Adapted:
+    """Adapt the decoder of `options.checkpoint` to its text or reference style; write the adapted file.
+
+    `loop` holds the loop settings given (the rest: `AdaptOptions.loop_defaults`). Without
+    `options.photos`, `--aligned` INPUTS (one folder of aligned crops) are the photos to adapt on.
+    """
+    from mmfs.checkpoint import read_metadata
+    from mmfs.config import ModelConfig
+    from mmfs.external.build import resolve_clip_tag
+    from mmfs.train import make_config
+    from mmfs.train.stages.adapt import run_adapt
+
+    if not options.photos:
+        options = dataclasses.replace(options, photos=str(photos_from_inputs(inputs, aligned).resolve()))
+    if options.ref is not None and not Path(options.ref).is_file():
+        raise InputError(f"{options.ref}: no such reference image")
+    out = run.out or Path(f"adapted-{style_label(options)}.safetensors")
+    if out.exists() and not run.overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    stored = read_metadata(options.checkpoint).get("mmfs.config")
+    if stored is None:
+        raise CheckpointError(f"{options.checkpoint}: no mmfs model config in its metadata")
+    # --clip-tag, else the tag recorded with the mapper for this CLIP model, else openai
+    options = dataclasses.replace(
+        options, clip_tag=resolve_clip_tag(options.clip_tag, options.checkpoint, options.clip_model)
+    )
+    try:
+        cfg = make_config("adapt", ModelConfig.from_json(stored), options=options, **loop)
+    except ValueError as exc:
+        raise MMFSError(str(exc)) from None
+    path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress)
+    return Adapted(path, run_dir, options)
+
+
+def style_label(options: AdaptOptions) -> str:
+    """The label of the style adapted to, as `mmfs stylize` names its outputs: "pop-art", "ref-style"."""
+    from mmfs.inference.styles import reference_label, text_label
+
+    return text_label(options.text) if options.text is not None else reference_label(options.ref)
+
+
+def photos_from_inputs(inputs: Sequence[str], aligned: bool) -> Path:
+    """Without --photos: the INPUTS folder, when it holds aligned crops (--aligned); else a one-line why-not."""
+    if not inputs:
+        raise MMFSError("`mmfs adapt` needs --photos (a folder of FFHQ-aligned face photos to adapt on)")
+    if not aligned:
+        raise MMFSError(
+            "`mmfs adapt` needs --photos FOLDER of FFHQ-aligned face crops: adapting trains on aligned crops, while"
+            " INPUTS are whole photos that are only detected and aligned when stylized (make crops with `mmfs align"
+            " INPUTS -o FOLDER`, or add --aligned if INPUTS are one folder of aligned crops)"
+        )
+    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+        raise MMFSError(
+            "with --aligned and no --photos, INPUTS must be one folder of aligned crops to adapt on; pass --photos FOLDER"
+        )
+    return Path(inputs[0])
+
+
+def adapted_request(
+    adapted: Adapted,
+    inputs: Sequence[str],
+    photos: StylizeOptions,
+    faces: FaceDetection | None = None,
+    runtime: Runtime | None = None,
+) -> StylizeRequest:
+    """The request that stylizes `inputs` with the adapted file and the style it was adapted to."""
+    options = adapted.options
+    style = StyleOptions(
+        text=[options.text] if options.text is not None else None,
+        ref=[Path(options.ref)] if options.ref is not None else None,
+        clip_model=options.clip_model,
+        clip_weights=Path(options.clip_weights) if options.clip_weights else None,
+        clip_tag=options.clip_tag,
+    )
+    return StylizeRequest(tuple(inputs), StylizerOptions(adapted.path), style, photos,
+                          faces=faces or FaceDetection(), runtime=runtime or Runtime())  # fmt: skip
