@@ -2,7 +2,7 @@
 
 The stage's options are `mmfs.config.train.AdaptOptions` (with its loop defaults: 200 steps, batch 8,
 lr 2e-4), the adapted file's are `AdaptRun`, and the options for stylizing INPUTS afterwards are the
-stylize groups of `mmfs.config.stylize`. `mmfs.inference.adapt` does the work; INPUTS are stylized by
+stylize groups of `mmfs.config.stylize`. `mmfs.train.adapt` does the work; INPUTS are stylized by
 the same request runner as `mmfs stylize`.
 """
 
@@ -61,8 +61,8 @@ def adapt(
     """
     inputs = inputs or []
     with guarded():
-        from mmfs.inference.adapt import adapt as run_adapt
-        from mmfs.inference.adapt import adapted_request
+        from mmfs.train.adapt import adapt as run_adapt
+        from mmfs.train.adapt import adapted_request
 
         options = apply_pretrained(options, pretrained)
         adapted = run_adapt(options, loop, run, inputs=inputs, aligned=output.aligned, progress=not runtime.quiet)

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from mmfs.config import PRESETS, ModelConfig
 from mmfs.errors import CheckpointError, InputError
-from mmfs.inference.files import InputFile, StylizeOptions, collect_inputs, output_path, safe_label
+from mmfs.inference.files import InputFile, StylizeOptions, collect_inputs, output_path
 from mmfs.inference.latents import config_hash, load_latents, save_latents
 from mmfs.inference.pipeline import (
     DEFAULT_NOISE_SEED,
@@ -24,6 +24,7 @@ from mmfs.inference.pipeline import (
     seed_z,
 )
 from mmfs.nn.stylizer import Stylizer
+from mmfs.utils.labels import safe_label
 
 CFG = PRESETS["tiny"]
 

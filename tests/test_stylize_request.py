@@ -150,7 +150,7 @@ def test_adapt_options_are_the_stage_run_and_stylize_fields():
 
 
 def test_adapted_inputs_are_stylized_with_the_adapted_file_and_its_style(tmp_path):
-    from mmfs.inference.adapt import Adapted, adapted_request, photos_from_inputs
+    from mmfs.train.adapt import Adapted, adapted_request, photos_from_inputs
 
     options = AdaptOptions(checkpoint="base.safetensors", photos="p", ref=str(tmp_path / "r.png"), clip_tag="t")
     adapted = Adapted(tmp_path / "a.safetensors", None, options)

@@ -24,6 +24,7 @@ from mmfs.config.stylize import StylizeOptions
 from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.inference.pipeline import Style, StylizePipeline
+from mmfs.utils.labels import safe_label
 
 STAGES = ("decode", "detect", "align", "generator", "paste", "save")
 
@@ -84,12 +85,6 @@ class InputResult:
         self.error = message if message.startswith(str(path)) else f"{path}: {message}"
         if not isinstance(exc, MMFSError):
             self.exception = exc
-
-
-def safe_label(label: str) -> str:
-    """A style label as it appears in file names: letters, digits, '.', '-' and '_' only."""
-    cleaned = "".join(c if c.isalnum() or c in ".-_" else "-" for c in label).strip(".-")
-    return cleaned or "style"
 
 
 def output_path(opts: StylizeOptions, item: InputFile, style: Style, face: int | None) -> Path:

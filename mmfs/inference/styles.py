@@ -13,30 +13,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from mmfs.errors import CheckpointError
 from mmfs.external.clip import OpenClipEncoder, reference_embeddings, text_embeddings
-from mmfs.inference.files import safe_label
 from mmfs.inference.pipeline import EmbeddingStyles
+from mmfs.utils.labels import reference_label, text_label
 
 
 def require_mapper(model: torch.nn.Module) -> None:
     """Raise the one-line CheckpointError when a Stylizer has no CLIP mapper."""
     if getattr(model, "clip_mapper", None) is None:
         raise CheckpointError("this checkpoint has no CLIP mapper; train one with `mmfs train-mapper`")
-
-
-def text_label(prompt: str) -> str:
-    """The style label (and output-file suffix) of a prompt: "Pop Art" -> "pop-art"."""
-    return safe_label(prompt.lower().replace(" ", "-"))[:60]
-
-
-def reference_label(path: str | os.PathLike[str]) -> str:
-    """The style label of a reference image: "style.png" -> "ref-style"."""
-    return safe_label(f"ref-{Path(path).stem}")[:60]
 
 
 def text_styles(clip: OpenClipEncoder, prompts: Sequence[str]) -> EmbeddingStyles:

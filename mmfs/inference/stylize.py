@@ -20,8 +20,9 @@ from typing import Any
 from mmfs.config.stylize import StyleOptions, StylizeRequest
 from mmfs.data.images import SkippedFiles
 from mmfs.errors import CheckpointError, InputError
-from mmfs.inference.files import InputResult, collect_inputs, safe_label, stylize_files
+from mmfs.inference.files import InputResult, collect_inputs, stylize_files
 from mmfs.inference.pipeline import LatentStyles, SeedStyles, Style, StylizePipeline
+from mmfs.utils.labels import safe_label
 
 
 @dataclass

@@ -3,8 +3,8 @@
 The stage itself (losses, what trains, the adapted file's format) is `mmfs.train.stages.adapt`; this adds
 what the command decides around it: the photos to adapt on, the style's label and the default output
 name, the CLIP tag (the one recorded with the mapper unless given), and the stylize request that
-applies the adapted file with the same style. It lives on the inference side because it names styles
-as `mmfs stylize` does (`mmfs.inference.styles`); nothing under `mmfs.train` imports it.
+applies the adapted file with the same style (a `StylizeRequest`, which the inference side runs).
+Styles are named as `mmfs stylize` names them (`mmfs.utils.labels`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def adapt(
 
 def style_label(options: AdaptOptions) -> str:
     """The label of the style adapted to, as `mmfs stylize` names its outputs: "pop-art", "ref-style"."""
-    from mmfs.inference.styles import reference_label, text_label
+    from mmfs.utils.labels import reference_label, text_label
 
     return text_label(options.text) if options.text is not None else reference_label(options.ref)
 
