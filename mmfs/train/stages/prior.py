@@ -49,8 +49,8 @@ class TrainingGenerator(Generator):
         return self.synthesis(ws, noise=noise, generator=generator)
 
 
-class RunningMean(nn.Module):
-    """One persistent scalar buffer (the mean path length), so it is checkpointed with the nets."""
+class PathLengthMean(nn.Module):
+    """The running mean path length `a` as a persistent scalar buffer, so it is checkpointed with the nets."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,7 +98,7 @@ class PriorStage(Stage):
             "D": adam(list(d.parameters()), lr, betas, reg_every=opts.r1_every),
         }
         if opts.path_reg > 0:
-            self.nets["path_length"] = RunningMean().to(device)
+            self.nets["path_length"] = PathLengthMean().to(device)
         self.photos_path = os.path.abspath(opts.photos)
         gen = torch.Generator().manual_seed(cfg.loop.seed)
         self.preview_z = torch.randn(cfg.loop.preview_count, cfg.model.z_dim, generator=gen).to(device)
