@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 def random_styles(stylizer: Stylizer, batch: int, mixing_prob: float, device: torch.device) -> Tensor:
     """Random styles `[batch, num_ws, w_dim]` of a Stylizer as the reference draws them.
 
-    Python's `random` decides style mixing (always one draw, so a run's random stream does not depend on
-    `mixing_prob`) and the crossover in [1, num_ws - 1]; torch draws the z: two batches when mixing
-    (slots before the crossover from the first), else one with the same w in every slot.
+    Python's `random` decides style mixing (one draw per call, even at `mixing_prob` 0) and the crossover
+    in [1, num_ws - 1]; torch draws the z: two batches when mixing (slots before the crossover from the
+    first), else one with the same w in every slot.
     """
     z_dim = stylizer.cfg.z_dim
     if random.random() < mixing_prob:
