@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.train import train
+from support.tiny import save_prior, write_images
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="no torchrun")
@@ -35,17 +35,10 @@ def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def write_images(folder: Path, n: int, seed: int) -> None:
-    from mmfs.data.images import save_image
-
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        save_image(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), folder / f"{i}.png")
-
-
 SCRIPT = """
 import sys, copy, torch
 from dataclasses import dataclass
+from typing import ClassVar
 from torch import nn
 from mmfs.config import PRESETS
 from mmfs.train import train
@@ -55,6 +48,8 @@ from mmfs.train import EmaSpec, Phase, Stage, adam, make_config, register_stage,
 
 @dataclass(frozen=True)
 class Opts:
+    loop_defaults: ClassVar[dict] = {"lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.5, "workers": 0}
+
     photos: str = ""
 
 
@@ -64,7 +59,6 @@ class Det(Stage):
 
     command = "det"
     Options = Opts
-    defaults = {"lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.5, "workers": 0}
 
     def __init__(self, cfg, device, **kw):
         super().__init__(cfg, device)
@@ -117,14 +111,9 @@ def test_two_processes_train_like_one_and_rank_zero_writes(tmp_path):
     tiny = PRESETS["tiny"]
     torch.manual_seed(0)
     init = save_checkpoint(tmp_path / "init.safetensors", module_state(Stylizer(tiny)), kind="stylizer", config=tiny)
-    prior = save_checkpoint(
-        tmp_path / "prior.safetensors",
-        {**module_state(Generator(tiny), "g."), **module_state(Discriminator(tiny), "d.")},
-        kind="prior",
-        config=tiny,
-    )
-    write_images(tmp_path / "photos", 6, 0)
-    write_images(tmp_path / "art", 4, 1)
+    prior = save_prior(tmp_path / "prior.safetensors", Generator(tiny), Discriminator(tiny))
+    write_images(tmp_path / "photos", 6, rng=0)
+    write_images(tmp_path / "art", 4, rng=1)
     script = tmp_path / "ddp_script.py"
     script.write_text(SCRIPT)
     result = torchrun(
