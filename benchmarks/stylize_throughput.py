@@ -114,7 +114,7 @@ def _timed(fn) -> float:
 
 def main() -> None:
     from mmfs.config import PRESETS
-    from mmfs.inference.files import STAGES
+    from mmfs.inference.files import TIMED_STEPS
     from mmfs.nn.stylizer import Stylizer
     from mmfs.utils.device import native_bf16
 
@@ -137,7 +137,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if native else 'no'}\n")
-    header = "| input | dtype | s/photo | CPU s/photo | " + " | ".join(STAGES) + " |"
+    header = "| input | dtype | s/photo | CPU s/photo | " + " | ".join(TIMED_STEPS) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     configs = [(label, dtype_name, dtype, aligned)
@@ -154,8 +154,8 @@ def main() -> None:
                 if key not in best or run[0] < best[key][0]:
                     best[key] = run
     for (label, dtype_name), (per_photo, cpu, stages) in best.items():
-        total = sum(stages.get(s, 0.0) for s in STAGES) or 1.0
-        cells = [f"{stages.get(s, 0.0):.3f} s ({100 * stages.get(s, 0.0) / total:.0f}%)" for s in STAGES]
+        total = sum(stages.get(s, 0.0) for s in TIMED_STEPS) or 1.0
+        cells = [f"{stages.get(s, 0.0):.3f} s ({100 * stages.get(s, 0.0) / total:.0f}%)" for s in TIMED_STEPS]
         print(f"| {label} | {dtype_name} | {per_photo:.2f} | {cpu:.2f} | " + " | ".join(cells) + " |", flush=True)
     if not args.skip_variants:
         print("\n| dtype | batch | memory format | generator s/face | CPU s/face |\n|---|---|---|---|---|")

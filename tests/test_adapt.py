@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
-from mmfs.config import PRESETS
 from mmfs.data.images import load_image, save_image
 from mmfs.inference.models import load_stylizer
 from mmfs.nn import Stylizer
@@ -19,18 +18,9 @@ from mmfs.train import StepContext, make_config
 from mmfs.train.log import read_log
 from mmfs.train.stages.adapt import AdaptStage, adapt_losses, run_adapt
 from mmfs_cli.app import app
+from support.tiny import CPU, TINY, write_images
 
-TINY = PRESETS["tiny"]
-CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and a busy machine does not slow them down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +30,7 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     base = Stylizer(TINY, with_mapper=True)
     save_checkpoint(root / "base.safetensors", module_state(base), kind="stylizer", config=TINY)
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        save_image(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), root / "photos" / f"{i}.png")
+    write_images(root / "photos", 6)
     ramp = np.linspace(0, 255, 48 * 40 * 3).reshape(40, 48, 3).astype(np.uint8)
     save_image(ramp, root / "ref.png")
     return root

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from mmfs.config import PRESETS
 from mmfs.nn import ClipMapper
-
-TINY = PRESETS["tiny"]
+from support.tiny import TINY
 
 
 def test_size_and_keys_at_512():

@@ -12,8 +12,6 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mmfs.checkpoint import module_state, save_checkpoint
-from mmfs.config import PRESETS
 from mmfs.demo.synthetic import make_dataset
 from mmfs.inference.evaluate import (
     SECOND_STYLE_DRAW,
@@ -26,8 +24,8 @@ from mmfs.inference.evaluate import (
 )
 from mmfs.inference.metrics import DiversityMetric, IdentityMetric, RunningStats, load_metric_nets
 from mmfs.inference.pipeline import SeedStyles, StylizePipeline
-from mmfs.nn.stylizer import Stylizer
 from mmfs_cli.app import app
+from support.tiny import save_noisy_stylizer
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("insightface")
@@ -38,14 +36,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = Stylizer(PRESETS["tiny"])
-    with torch.no_grad():  # noise weights start at 0: make styles and noise matter for the outputs
-        for name, p in model.named_parameters():
-            if name.endswith("noise.weight"):
-                p.fill_(0.5)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    return save_checkpoint(path, module_state(model), kind="stylizer", config=PRESETS["tiny"])
+    return save_noisy_stylizer(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ from mmfs.config import PRESETS
 from mmfs.data.images import save_image
 from mmfs.nn import Discriminator, Generator, Stylizer
 from mmfs_cli.app import app
+from support.tiny import TINY, write_images
 
 TESTS = Path(__file__).parent
-TINY = PRESETS["tiny"]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and RLIMIT_FSIZE")
 
 
@@ -74,10 +74,7 @@ toy.train(toy.toy_config(photos, steps=6), outdir=out, progress=False)
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one_and_resume_is_exact(tmp_path):
     import test_train_loop as toy
 
-    photos = tmp_path / "photos"
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        save_image(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), photos / f"{i}.png")
+    photos = write_images(tmp_path / "photos", 5, (12, 10))
     script, marker = tmp_path / "killed.py", tmp_path / "writing"
     script.write_text(KILLED_TRAINER)
     child = subprocess.Popen([sys.executable, str(script), str(photos), str(tmp_path / "runs"), str(marker)],

@@ -13,25 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
+from mmfs.checkpoint import load_checkpoint
 from mmfs.config import PRESETS
 from mmfs.errors import CheckpointError
-from mmfs.nn import Discriminator, Generator
+from mmfs.nn import Discriminator
 from mmfs.nn.convert import check_prior_covers, discriminator_down_to
 from mmfs.train import make_config, train
 from mmfs.train.loop import Trainer
 from mmfs.train.stages.encoder import resample
+from support.tiny import TINY, random_prior, save_prior, write_images
 
-TINY = PRESETS["tiny"]
 TINY64 = dataclasses.replace(TINY, resolution=64)  # the tiny table one octave further: 4 channels at 64 px
 
 
 @pytest.fixture(scope="module")
 def prior64(tmp_path_factory):
-    torch.manual_seed(4)
-    g, d = Generator(TINY64), Discriminator(TINY64)
-    path = tmp_path_factory.mktemp("larger") / "prior64.safetensors"
-    save_checkpoint(path, {**module_state(g, "g."), **module_state(d, "d.")}, kind="prior", config=TINY64)
+    g, d = random_prior(TINY64, seed=4)
+    path = save_prior(tmp_path_factory.mktemp("larger") / "prior64.safetensors", g, d)
     return {"path": path, "g": g.eval(), "d": d.eval()}
 
 
@@ -101,16 +99,13 @@ def test_stage1_on_a_larger_prior_learns_from_its_resampled_images(prior64, tmp_
 
 
 def test_stage2_after_a_larger_prior_finds_and_fits_its_discriminator(prior64, tmp_path):
-    from mmfs.data.images import save_image
-
     stage1 = make_config(
         "pretrain-encoder", TINY, options={"prior": str(prior64["path"])}, steps=1, batch_size=1, preview_every=0
     )
     stage1_dir = train(stage1, outdir=tmp_path / "runs", progress=False)
     rng = np.random.default_rng(0)
     for folder in ("photos", "art"):
-        for i in range(2):
-            save_image(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8), tmp_path / folder / f"{i}.png")
+        write_images(tmp_path / folder, 2, (36, 36), rng)
     options = {
         "photos": str(tmp_path / "photos"),
         "art": str(tmp_path / "art"),

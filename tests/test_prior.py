@@ -6,7 +6,6 @@ import json
 import math
 import random
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,39 +20,21 @@ from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
 from mmfs.train.stages.prior import path_length_losses
 from mmfs_cli.app import app
+from support.tiny import TINY, same_tensors, write_images
 
-TINY = PRESETS["tiny"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models run fastest on one thread, and a busy machine does not slow them down. Module scope:
-    # the module-scoped runs below must use the same thread count as the runs they are compared with.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Module scope: the module-scoped runs below use the same thread count as the runs they are compared with.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    from mmfs.data.images import save_image
-
-    folder = tmp_path_factory.mktemp("prior") / "photos"
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        save_image(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), folder / f"{i}.png")
-    return folder
+    return write_images(tmp_path_factory.mktemp("prior") / "photos", 6, (40, 40))
 
 
 def config(photos, **loop):
     options = {"photos": str(photos), "r1_every": 2, "path_every": 2, "path_reg": 2.0}
     settings = {"steps": 4, "batch_size": 4, "log_every": 1, "preview_every": 0, "checkpoint_every": 2, "workers": 0}
     return make_config("train-prior", TINY, options=options, **{**settings, **loop})
-
-
-def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +130,8 @@ def test_the_prior_file_holds_the_ema_generator_and_the_discriminator(photos, st
     prior = load_checkpoint(run_dir / "final.safetensors", kind="prior")
     assert prior.config == TINY and prior.meta["stage"] == "train-prior"
     last = load_checkpoint(run_dir / "checkpoints/step-000004.safetensors").tensors
-    assert same(prior.subset("g."), {k[len("g_ema.") :]: v for k, v in last.items() if k.startswith("g_ema.")})
-    assert same(prior.subset("d."), {k[len("d.") :]: v for k, v in last.items() if k.startswith("d.")})
+    assert same_tensors(prior.subset("g."), {k[len("g_ema.") :]: v for k, v in last.items() if k.startswith("g_ema.")})
+    assert same_tensors(prior.subset("d."), {k[len("d.") :]: v for k, v in last.items() if k.startswith("d.")})
     load_state_strict(Generator(TINY), prior.subset("g."))
     load_state_strict(Discriminator(TINY), prior.subset("d."))
     with Image.open(run_dir / "previews" / "step-000004.png") as img:  # 8 samples, 4 per row
@@ -169,7 +150,7 @@ def test_resume_is_bit_exact(photos, straight, tmp_path):
     a = load_checkpoint(straight["run_dir"] / "checkpoints/step-000004.safetensors").tensors
     b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
     assert {k.split(".")[0] for k in a} == {"g", "g_ema", "d", "path_length"}
-    assert same(a, b)
+    assert same_tensors(a, b)
 
 
 def test_a_missing_photo_folder_is_one_clear_line(tmp_path):

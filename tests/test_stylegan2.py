@@ -7,8 +7,7 @@ import torch
 
 from mmfs.config import PRESETS
 from mmfs.nn import Discriminator, Generator, Stylizer, ops
-
-TINY = PRESETS["tiny"]
+from support.tiny import TINY
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -16,6 +16,7 @@ from mmfs.checkpoint import module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.nn.stylizer import Stylizer
 from mmfs_cli.app import app
+from support.tiny import save_noisy_stylizer
 
 pytest.importorskip("dlib")
 skimage_data = pytest.importorskip("skimage.data")
@@ -25,14 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = Stylizer(PRESETS["tiny"])
-    with torch.no_grad():  # noise weights start at 0: make the noise visible so seeding is really tested
-        for name, p in model.named_parameters():
-            if name.endswith("noise.weight"):
-                p.fill_(0.5)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    return str(save_checkpoint(path, module_state(model), kind="stylizer", config=PRESETS["tiny"]))
+    return str(save_noisy_stylizer(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import torch
 from typer.testing import CliRunner
 
 from mmfs.checkpoint import module_state, save_checkpoint
-from mmfs.config import PRESETS
 from mmfs.data.images import load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import CheckpointError, MissingWeightsError
 from mmfs.external.build import build_clip, resolve_clip_tag
@@ -20,16 +19,9 @@ from mmfs.inference.styles import reference_styles, text_styles
 from mmfs.nn import Stylizer
 from mmfs.utils.files import file_sha256
 from mmfs_cli.app import app
+from support.tiny import TINY
 
-TINY = PRESETS["tiny"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

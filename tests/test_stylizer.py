@@ -11,8 +11,8 @@ from mmfs.config import PRESETS
 from mmfs.errors import CheckpointError
 from mmfs.nn import Stylizer, set_implementation
 from mmfs.nn.encoder import encoder_channels
+from support.tiny import TINY
 
-TINY = PRESETS["tiny"]
 # a mid-size network: 64 px from 16 px, 64..32 channels (every code path of the 512 px model)
 MID = dataclasses.replace(
     TINY, resolution=64, feature_resolution=16, channel_base=2048, channel_max=64, encoder_channels=16

@@ -5,39 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
-from mmfs.config import PRESETS
 from mmfs_cli.app import app
+from support.tiny import TINY, random_prior, save_prior, write_images
 
 runner = CliRunner()
-TINY = PRESETS["tiny"]
 
 
 @pytest.fixture(scope="module")
 def prior(tmp_path_factory):
-    from mmfs.nn import Discriminator, Generator
-
-    torch.manual_seed(2)
-    path = tmp_path_factory.mktemp("cli") / "prior.safetensors"
-    return save_checkpoint(
-        path,
-        {**module_state(Generator(TINY), "g."), **module_state(Discriminator(TINY), "d.")},
-        kind="prior",
-        config=TINY,
-    )
+    return save_prior(tmp_path_factory.mktemp("cli") / "prior.safetensors", *random_prior(seed=2))
 
 
 def images(folder: Path, n: int, seed: int = 0) -> Path:
-    from mmfs.data.images import save_image
-
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        save_image(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8), folder / "sub" / f"{i}.jpg")
+    """`folder` with `n` JPEGs in a subfolder (the commands look into subfolders)."""
+    write_images(folder / "sub", n, (48, 40), seed, suffix=".jpg")
     return folder
 
 

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
 from mmfs.config import PRESETS
 from mmfs.train import train
+from support.tiny import save_prior, write_images
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="no torchrun")
@@ -33,14 +33,6 @@ def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-def write_images(folder: Path, n: int, seed: int) -> None:
-    from mmfs.data.images import save_image
-
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        save_image(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), folder / f"{i}.png")
 
 
 SCRIPT = """
@@ -119,14 +111,9 @@ def test_two_processes_train_like_one_and_rank_zero_writes(tmp_path):
     tiny = PRESETS["tiny"]
     torch.manual_seed(0)
     init = save_checkpoint(tmp_path / "init.safetensors", module_state(Stylizer(tiny)), kind="stylizer", config=tiny)
-    prior = save_checkpoint(
-        tmp_path / "prior.safetensors",
-        {**module_state(Generator(tiny), "g."), **module_state(Discriminator(tiny), "d.")},
-        kind="prior",
-        config=tiny,
-    )
-    write_images(tmp_path / "photos", 6, 0)
-    write_images(tmp_path / "art", 4, 1)
+    prior = save_prior(tmp_path / "prior.safetensors", Generator(tiny), Discriminator(tiny))
+    write_images(tmp_path / "photos", 6, rng=0)
+    write_images(tmp_path / "art", 4, rng=1)
     script = tmp_path / "ddp_script.py"
     script.write_text(SCRIPT)
     result = torchrun(

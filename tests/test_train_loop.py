@@ -21,6 +21,7 @@ from mmfs.train import EmaSpec, Phase, Stage, adam, lazy_regularization, make_co
 from mmfs.train.ema import Ema
 from mmfs.train.log import read_log
 from mmfs.train.state import load_optimizer, optimizer_tensors
+from support.tiny import write_images
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,7 @@ class ToyStage(Stage):
 
 @pytest.fixture
 def photos(tmp_path):
-    from mmfs.data.images import save_image
-
-    folder = tmp_path / "photos"
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        save_image(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), folder / f"{i}.png")
-    return folder
+    return write_images(tmp_path / "photos", 5, (12, 10))
 
 
 def toy_config(photos, **loop):

@@ -10,38 +10,24 @@ import torch
 import torch.nn.functional as F
 
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
-from mmfs.config import PRESETS
 from mmfs.errors import CheckpointError
 from mmfs.train import make_config, train
 from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
-from mmfs.train.stages.base import discriminator_losses, generator_losses, r1_losses
-from mmfs.train.stages.encoder import reconstruction_losses
-
-TINY = PRESETS["tiny"]
+from mmfs.train.stages.base import discriminator_losses, generator_losses
+from mmfs.train.stages.common import r1_losses, reconstruction_losses
+from support.tiny import TINY, random_prior, same_tensors, save_prior, write_images
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A random tiny prior (generator + discriminator) and small photo / art folders."""
-    from mmfs.data.images import save_image
-    from mmfs.nn import Discriminator, Generator
-
     root = tmp_path_factory.mktemp("stages")
-    torch.manual_seed(1)
-    g, d = Generator(TINY), Discriminator(TINY)
-    prior = save_checkpoint(
-        root / "prior.safetensors", {**module_state(g, "g."), **module_state(d, "d.")}, kind="prior", config=TINY
-    )
+    prior = save_prior(root / "prior.safetensors", *random_prior(seed=1))
     rng = np.random.default_rng(0)
     for folder in ("photos", "art"):
-        for i in range(5):
-            save_image(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8), root / folder / f"{i}.png")
+        write_images(root / folder, 5, (36, 36), rng)
     return {"root": root, "prior": prior, "photos": root / "photos", "art": root / "art"}
-
-
-def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def stage1_config(files, **loop):
@@ -146,7 +132,7 @@ def test_stage1_reduces_the_reconstruction_error_and_trains_only_the_new_layers(
         if not new_layer:  # the prior's mapping and decoder from 2F px up stay frozen, also in the EMA
             assert torch.equal(after[key], value) and torch.equal(ema[key], value), key
     teacher, disc = stage1_long["frozen"]
-    assert same(teacher, module_state(stage.teacher)) and same(disc, module_state(stage.disc))
+    assert same_tensors(teacher, module_state(stage.teacher)) and same_tensors(disc, module_state(stage.disc))
     assert (stage1_long["run_dir"] / "final.safetensors").is_file()
 
 
@@ -159,7 +145,7 @@ def test_stage1_resume_is_bit_exact(files, stage1_run, stage1_long):
     train(resume=half, steps=4, progress=False)
     a = load_checkpoint(stage1_long["run_dir"] / "checkpoints/step-000004.safetensors").tensors
     b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
-    assert same(a, b)
+    assert same_tensors(a, b)
     final = load_checkpoint(half / "final.safetensors", kind="stylizer")
     assert final.meta["stage"] == "pretrain-encoder" and final.meta["prior"] == str(files["prior"].resolve())
     assert all(torch.equal(final.tensors[k], a["stylizer_ema." + k]) for k in final.tensors)
@@ -205,7 +191,7 @@ def test_stage1_uses_an_injected_teacher_and_discriminator(files, tmp_path, with
     assert out["total"].item() == pytest.approx((l1 + 4.0 * feat).item(), rel=1e-5)
 
     trainer.run()  # two steps: the injected nets stay as they were
-    assert same(before[0], module_state(teacher)) and same(before[1], module_state(disc))
+    assert same_tensors(before[0], module_state(teacher)) and same_tensors(before[1], module_state(disc))
     final = load_checkpoint(tmp_path / "final.safetensors", kind="stylizer")
     assert "prior" not in final.meta  # the prior file's D is not the one used: Stage II must not pick it up
 
@@ -235,7 +221,7 @@ def stage2_straight(files, stage1_run, tmp_path_factory):
 def test_stage2_runs_r1_on_its_interval_and_trains_g_and_d(files, stage2_straight):
     stage, before = stage2_straight["stage"], stage2_straight["before"]
     # D started from the prior's discriminator, found through the Stage I file's metadata
-    assert same(before["disc"], load_checkpoint(files["prior"]).subset("d."))
+    assert same_tensors(before["disc"], load_checkpoint(files["prior"]).subset("d."))
     lines = read_log(stage2_straight["run_dir"] / "log.jsonl")
     assert [x["step"] for x in lines if "D_reg/r1" in x] == [2, 4]
     assert all({"G/adv", "G/structure", "D/adv"} <= x.keys() for x in lines)
@@ -245,7 +231,7 @@ def test_stage2_runs_r1_on_its_interval_and_trains_g_and_d(files, stage2_straigh
     assert any(k.startswith("mapping_z.") for k in changed_g) and any(k.startswith("encoder.") for k in changed_g)
     assert any(k.startswith("decoder2a.") for k in changed_g)
     assert sum(not torch.equal(d0[k], d1[k]) for k in d0) == len(d0)  # every D tensor moved
-    assert same(stage2_straight["dino"], module_state(stage.dino))  # the DINO is frozen
+    assert same_tensors(stage2_straight["dino"], module_state(stage.dino))  # the DINO is frozen
 
 
 def test_stage2_resume_is_bit_exact_and_the_preview_is_written(files, stage1_run, stage2_straight):
@@ -255,7 +241,7 @@ def test_stage2_resume_is_bit_exact_and_the_preview_is_written(files, stage1_run
     a = load_checkpoint(stage2_straight["run_dir"] / "checkpoints/step-000004.safetensors").tensors
     b = load_checkpoint(half / "checkpoints/step-000004.safetensors").tensors
     assert {k.split(".")[0] for k in a} == {"stylizer", "stylizer_ema", "disc"}
-    assert same(a, b)
+    assert same_tensors(a, b)
     from PIL import Image
 
     with Image.open(

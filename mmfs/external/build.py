@@ -1,5 +1,7 @@
 """The pretrained networks a user names on the command line, built and checked against what reads them.
 
+DINO: `--dino` is the name dino_vitb8, a local weights file, or "tiny".
+
 CLIP: `--clip-model` (an open_clip architecture, `local-dir:PATH`, or "tiny"), `--clip-tag` (default: the
 tag recorded with the checkpoint's mapper, else openai) and `--clip-weights` (a local file). "tiny" builds a
 seeded random stand-in of the same architecture (tests and smoke runs, no download).
@@ -72,3 +74,17 @@ def check_clip_dim(clip: OpenClipEncoder, embed_dim: int) -> None:
             f"the CLIP model gives {clip.embed_dim}-d embeddings but this checkpoint's mapper reads {embed_dim}-d ones;"
             " use the CLIP the mapper was trained with (--clip-model / --clip-tag / --clip-weights)"
         )
+
+
+def build_dino(spec: str, device: str | torch.device = "cpu"):
+    """The DINO of `--dino`: "tiny", the name dino_vitb8, or a local weights file (missing: a one-line error)."""
+    from mmfs.external.dino import DEFAULT_MODEL, DinoViT
+
+    if spec == "tiny":
+        from mmfs.external.tiny import tiny_dino
+
+        return tiny_dino().to(device)
+    names = {"dino_vitb8": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
+    if spec in names:
+        return DinoViT.from_pretrained(None, model_name=names[spec], device=device)
+    return DinoViT.from_pretrained(spec, device=device)

@@ -26,7 +26,7 @@ from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.inference.pipeline import Style, StylizePipeline
 from mmfs.utils.labels import safe_label
 
-STAGES = ("decode", "detect", "align", "generator", "paste", "save")
+TIMED_STEPS = ("decode", "detect", "align", "generator", "paste", "save")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def stylize_files(
     """Stylize every input with every style; yields one result per input, in input order.
 
     `detector` (from `mmfs.faces.build_detector`) is needed unless `opts.aligned`. `stats`, if given,
-    receives the seconds spent per stage (`STAGES`).
+    receives the seconds spent per stage (`TIMED_STEPS`).
     """
     if not styles:
         raise ValueError("need at least one style")
@@ -305,5 +305,5 @@ def stylize_files(
 
 def stage_shares(stats: dict[str, float]) -> dict[str, float]:
     """Each stage's share of the summed stage time, for reports."""
-    total = sum(stats.get(s, 0.0) for s in STAGES) or 1.0
-    return {s: stats.get(s, 0.0) / total for s in STAGES}
+    total = sum(stats.get(s, 0.0) for s in TIMED_STEPS) or 1.0
+    return {s: stats.get(s, 0.0) / total for s in TIMED_STEPS}

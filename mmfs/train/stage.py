@@ -6,9 +6,15 @@ builds its networks and optimizers from its options (declared in `mmfs.config.tr
 - `nets`: the modules that are checkpointed (`{"stylizer": ..., "stylizer_ema": ..., "disc": ...}`);
 - `optimizers`: named optimizers; a phase trains exactly the parameters of its optimizer;
 - `phases()`: `Phase(name, optimizer, loss, every, module)`, run in order each step (stylegan3's phases);
-- `ema()`: `EmaSpec(source, target, decay)` pairs updated after every step;
-- `dataset()`: an `UnpairedFolders` (or None when the stage makes its own inputs, like Stage I);
+- `ema()`: `EmaSpec(source, target, decay)` pairs updated after every step (by default `stylizer_ema`
+  follows `stylizer`);
+- `folders()`: the image folders it trains on, by batch key; the base opens them once as the
+  `dataset()` (none for a stage that makes its own inputs, like Stage I);
 - `preview()`: a grid of samples; `final()`: the inference weights written as `final.safetensors`.
+
+The base also holds what previews share: the fixed photos (`preview_photos()`), fixed latents
+(`preview_latents()`) and noise (`preview_generator()`), all apart from the training RNG, and the grid
+layouts (`grid_of_columns`, `grid_of_rows`).
 
 The shared loop (`mmfs.train.loop`) owns everything else: `requires_grad`, `zero_grad`, `backward`,
 optimizer steps, gradient accumulation, autocast, DDP, EMA, logging, previews, checkpoints and resume.
@@ -78,6 +84,8 @@ class Stage:
         self._ddp: dict[str, nn.Module] = {}  # filled by the loop when running distributed
         self._compiled: dict[str, nn.Module] = {}  # filled by the loop with --compile
         self._compiled_fns: dict[str, Callable[..., Any]] = {}
+        self._dataset: UnpairedFolders | None = None
+        self._preview_photos: Tensor | None = None
 
     # --- what a stage declares -------------------------------------------------------------------
     @classmethod
@@ -89,10 +97,24 @@ class Stage:
         raise NotImplementedError
 
     def ema(self) -> list[EmaSpec]:
-        return []
+        """By default `stylizer_ema` follows `stylizer` (the net `final()` writes), when the stage has them."""
+        if "stylizer_ema" not in self.nets:
+            return []
+        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
+
+    def folders(self) -> dict[str, str]:
+        """The image folders the stage trains on, by batch key (e.g. `{"photo": ..., "art": ...}`); none by default."""
+        return {}
 
     def dataset(self) -> UnpairedFolders | None:
-        return None
+        """The stage's `folders()` as one dataset, opened on first use (None when it has no folders)."""
+        if self._dataset is None:
+            folders = self.folders()
+            if folders:
+                from mmfs.data.datasets import UnpairedFolders
+
+                self._dataset = UnpairedFolders(folders, self.cfg.model.resolution)
+        return self._dataset
 
     def preview(self) -> tuple[Tensor, int]:
         """Sample images `[N, 3, H, W]` in [-1, 1] and the number of grid columns (EMA nets, fixed inputs)."""
@@ -107,6 +129,24 @@ class Stage:
     def compile_targets(self) -> list[str]:
         """Nets whose forward `--compile` compiles: by default those the phases train."""
         return sorted({p.module for p in self.phases() if p.module})
+
+    # --- fixed preview inputs, apart from the training RNG -------------------------------------------
+    def preview_photos(self) -> Tensor:
+        """The first `preview_count` images of the first folder, on the device; read once, the same in every preview."""
+        if self._preview_photos is None:
+            source = self.dataset().sources[0]
+            count = min(self.cfg.loop.preview_count, len(source))
+            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
+        return self._preview_photos
+
+    def preview_latents(self, count: int) -> Tensor:
+        """`count` fixed z `[count, z_dim]` on the device, drawn from a generator seeded with the run's seed."""
+        gen = torch.Generator().manual_seed(self.cfg.loop.seed)
+        return torch.randn(count, self.cfg.model.z_dim, generator=gen).to(self.device)
+
+    def preview_generator(self) -> torch.Generator:
+        """A new generator for a preview's noise, seeded with the run's seed: every preview gets the same noise."""
+        return torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
 
     # --- helpers for loss closures -----------------------------------------------------------------
     def train_view(self, name: str, *, compiled: bool = True) -> nn.Module:
@@ -131,6 +171,16 @@ class Stage:
                 for p in group["params"]:
                     seen[id(p)] = p
         return list(seen.values())
+
+
+def grid_of_columns(columns: list[Tensor]) -> tuple[Tensor, int]:
+    """A preview grid from equal-length image columns `[N, 3, H, W]`: row i holds image i of every column."""
+    return torch.stack(columns, dim=1).flatten(0, 1).float(), len(columns)
+
+
+def grid_of_rows(rows: list[Tensor]) -> tuple[Tensor, int]:
+    """A preview grid from equal-length image rows `[N, 3, H, W]`, one above the other."""
+    return torch.cat(rows).float(), len(rows[0])
 
 
 def lazy_regularization(lr: float, betas: tuple[float, float], every: int) -> tuple[float, tuple[float, float]]:

@@ -70,7 +70,8 @@ def _set_tf32_state(state: tuple) -> None:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """True when bf16 maths runs natively: a bf16-capable GPU, or a CPU with AVX-512 BF16 / AMX (oneDNN).
+    """True when bf16 maths runs natively: a bf16-capable GPU, or a CPU on which oneDNN runs bf16 (AVX-512
+    F/BW/VL/DQ and up, with the AVX512_BF16 / AMX-BF16 instructions where the CPU has them).
 
     On a CPU without it (AVX2 only) PyTorch's bf16 convolutions fall back to a reference GEMM and bf16
     autocast is several times *slower* than fp32 (measured 4-14x, docs/benchmarks.md).

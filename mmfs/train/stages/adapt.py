@@ -34,7 +34,8 @@ from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.config.train import AdaptOptions
 from mmfs.errors import CheckpointError, MMFSError
 from mmfs.losses import clip_direction_loss, dino_structure_loss, projector_from_tokens, token_projection_loss
-from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_rows, register_stage
+from mmfs.train.stages.common import build_dino, build_stage_clip
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors
 from mmfs.utils.device import fp32_maths
 
@@ -103,8 +104,6 @@ class AdaptStage(Stage):
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
-        from mmfs.external.build import build_clip, check_clip_dim
-
         opts: AdaptOptions = cfg.options
         if not opts.checkpoint:
             raise CheckpointError("adapt needs --checkpoint (a Stylizer with a CLIP mapper)")
@@ -114,19 +113,10 @@ class AdaptStage(Stage):
             stylizer.clip_mapper.eval()
         self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval()}
         self.optimizers = {"G": adam(stylizer.decoder_parameters(), cfg.loop.lr, cfg.loop.betas)}
-        if clip is None:
-            clip = build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=cfg.model.clip_dim)
-        check_clip_dim(clip, cfg.model.clip_dim)
-        self.clip = clip.to(device)
-        if dino is None:
-            from mmfs.train.stages.base import build_dino
-
-            dino = build_dino(opts.dino, device)
-        self.dino = dino.to(device)
+        self.clip = build_stage_clip(opts, cfg.model.clip_dim, device, given=clip)
+        self.dino = build_dino(opts.dino, device, given=dino)
         self.base_path = os.path.abspath(opts.checkpoint)
         self.target, self.source, self.projector = self._anchors(opts)
-        self._preview_photos: Tensor | None = None
-        self._dataset = None
 
     @torch.no_grad()
     def _anchors(self, opts: AdaptOptions) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -142,18 +132,11 @@ class AdaptStage(Stage):
         source = text_embeddings(clip, [opts.source_text]).to(self.device)
         return target, source, None
 
-    def dataset(self):
-        from mmfs.data.datasets import UnpairedFolders
-
-        if self._dataset is None:
-            self._dataset = UnpairedFolders({"photo": self.cfg.options.photos}, self.cfg.model.resolution)
-        return self._dataset
+    def folders(self) -> dict[str, str]:
+        return {"photo": self.cfg.options.photos}
 
     def phases(self) -> list[Phase]:
         return [Phase("G", "G", self.g_loss, module="stylizer")]
-
-    def ema(self) -> list[EmaSpec]:
-        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: AdaptOptions = self.cfg.options
@@ -182,15 +165,10 @@ class AdaptStage(Stage):
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """Two rows: fixed photos, and the EMA Stylizer's rendering of them in the target style (fixed noise)."""
-        if self._preview_photos is None:
-            source = self.dataset().sources[0]
-            count = min(self.cfg.loop.preview_count, len(source))
-            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
         ema = self.nets["stylizer_ema"]
-        photos = self._preview_photos
-        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
-        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), generator=gen)
-        return torch.cat([photos, fake]).float(), len(photos)
+        photos = self.preview_photos()
+        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), generator=self.preview_generator())
+        return grid_of_rows([photos, fake])
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()

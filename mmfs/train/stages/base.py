@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 from typing import Any
 
 import torch
@@ -23,8 +22,9 @@ from torch import Tensor
 from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.config.train import FinetuneOptions
 from mmfs.errors import CheckpointError
-from mmfs.losses import d_logistic_loss, dino_structure_loss, g_nonsaturating_loss, r1_penalty
-from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.losses import d_logistic_loss, dino_structure_loss, g_nonsaturating_loss
+from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_columns, register_stage
+from mmfs.train.stages.common import build_dino, in_fixed_styles, r1_losses, random_styles
 from mmfs.train.weights import init_stylizer_tensors, load_discriminator
 
 PREVIEW_STYLES = 3  # style columns per photo in the preview grid
@@ -45,26 +45,6 @@ def discriminator_losses(real_logits: Tensor, fake_logits: Tensor, *, weight: fl
     return {"adv": a, "total": weight * a}
 
 
-def r1_losses(real_logits: Tensor, real: Tensor, *, gamma: float, every: int) -> dict[str, Tensor]:
-    """Lazy R1: `r1 * gamma / 2 * every`, plus `0 * D(real)` so every D parameter takes part (DDP)."""
-    r1 = r1_penalty(real_logits, real)
-    return {"r1": r1, "total": r1 * (gamma / 2 * every) + 0.0 * real_logits.sum()}
-
-
-def build_dino(spec: str, device: torch.device):
-    """The DINO wrapper named by `--dino`: "tiny", the name dino_vitb8, or a local weights file."""
-    from mmfs.external.dino import DEFAULT_MODEL, DinoViT
-
-    if spec == "tiny":
-        from mmfs.external.tiny import tiny_dino
-
-        return tiny_dino().to(device)
-    names = {"dino_vitb8": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
-    if spec in names:
-        return DinoViT.from_pretrained(None, model_name=names[spec], device=device)
-    return DinoViT.from_pretrained(spec, device=device)  # a local file; a missing one is a one-line error
-
-
 @register_stage
 class FinetuneStage(Stage):
     """Stage II on the shared loop: phases G, D and D_reg (every `r1_every` steps)."""
@@ -77,7 +57,6 @@ class FinetuneStage(Stage):
         from mmfs.nn import Stylizer
 
         opts: FinetuneOptions = cfg.options
-        self._dataset = None
         self.dataset()  # check the folders first: a wrong folder is reported before any weights load
         if not opts.init:
             raise CheckpointError("Stage II needs --init (the output of `mmfs pretrain-encoder`)")
@@ -93,19 +72,12 @@ class FinetuneStage(Stage):
             "G": adam(list(stylizer.parameters()), lr, betas),
             "D": adam(list(disc.parameters()), lr, betas, reg_every=opts.r1_every),
         }
-        self.dino = dino.to(device) if dino is not None else build_dino(opts.dino, device)
+        self.dino = build_dino(opts.dino, device, given=dino)
         self.init_path = os.path.abspath(init.path)
-        gen = torch.Generator().manual_seed(cfg.loop.seed)
-        self.preview_z = torch.randn(PREVIEW_STYLES, cfg.model.z_dim, generator=gen).to(device)
-        self._preview_photos: Tensor | None = None
+        self.preview_z = self.preview_latents(PREVIEW_STYLES)
 
-    def dataset(self):
-        from mmfs.data.datasets import UnpairedFolders
-
-        if self._dataset is None:
-            opts: FinetuneOptions = self.cfg.options
-            self._dataset = UnpairedFolders({"photo": opts.photos, "art": opts.art}, self.cfg.model.resolution)
-        return self._dataset
+    def folders(self) -> dict[str, str]:
+        return {"photo": self.cfg.options.photos, "art": self.cfg.options.art}
 
     def phases(self) -> list[Phase]:
         every = self.cfg.options.r1_every
@@ -115,23 +87,11 @@ class FinetuneStage(Stage):
             Phase("D_reg", "D", self.r1_loss, every=every, module="disc"),
         ]
 
-    def ema(self) -> list[EmaSpec]:
-        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
-
-    def sample_ws(self, batch: int) -> Tensor:
-        """Random styles as the reference draws them: Python `random` decides mixing and crossover, torch the z."""
-        g = self.nets["stylizer"]
-        z_dim = self.cfg.model.z_dim
-        if random.random() < self.cfg.options.mixing_prob:
-            z1 = torch.randn(batch, z_dim, device=self.device)
-            z2 = torch.randn(batch, z_dim, device=self.device)
-            return g.mixed_ws(z1, z2, random.randint(1, g.num_ws - 1))
-        return g.ws_from_z(torch.randn(batch, z_dim, device=self.device))
-
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: FinetuneOptions = self.cfg.options
         photo = ctx.batch["photo"]
-        fake = self.train_view("stylizer")(photo, self.sample_ws(ctx.size))
+        ws = random_styles(self.nets["stylizer"], ctx.size, opts.mixing_prob, self.device)
+        fake = self.train_view("stylizer")(photo, ws)
         ctx.stash["fake"] = fake.detach()
         logits = self.nets["disc"](fake)  # D is frozen in this phase: no DDP wrapper needed
         structure = dino_structure_loss(self.dino, fake, photo)
@@ -153,19 +113,9 @@ class FinetuneStage(Stage):
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """One row per fixed photo: the photo, then the EMA Stylizer's output for fixed styles and noise."""
-        if self._preview_photos is None:
-            source = self.dataset().sources[0]
-            count = min(self.cfg.loop.preview_count, len(source))
-            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
-        ema = self.nets["stylizer_ema"]
-        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
-        photos = self._preview_photos
-        columns = [photos]
-        for z in self.preview_z:
-            ws = ema.ws_from_z(z[None].expand(len(photos), -1))
-            columns.append(ema(photos, ws, generator=gen))
-        grid = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: photo, style 1, style 2, ...
-        return grid.float(), len(columns)
+        photos = self.preview_photos()
+        styled = in_fixed_styles(self.nets["stylizer_ema"], photos, self.preview_z, self.preview_generator())
+        return grid_of_columns([photos, *styled])  # each row: photo, style 1, style 2, ...
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()

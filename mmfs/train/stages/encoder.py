@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,8 +25,8 @@ from torch import Tensor
 from mmfs.checkpoint import load_state_strict
 from mmfs.config.train import EncoderOptions
 from mmfs.errors import CheckpointError
-from mmfs.losses import feature_matching_loss, l1_loss
-from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
+from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_rows, register_stage
+from mmfs.train.stages.common import reconstruction_losses
 from mmfs.train.weights import load_prior
 
 STAGE1_NEW_LAYERS = ("encoder.", "decoder0.", "to_rgb0.")
@@ -38,15 +37,6 @@ def resample(x: Tensor, size: int) -> Tensor:
     if x.shape[-1] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def reconstruction_losses(
-    fake: Tensor, real: Tensor, fake_feats: Sequence[Tensor], real_feats: Sequence[Tensor], *, l1: float, feat: float
-) -> dict[str, Tensor]:
-    """Stage I / III objective: `l1 * L1(fake, real) + feat * sum_k L1(fake_k, real_k)` (reference: 1.0 and 4.0)."""
-    pixel = l1_loss(fake, real)
-    features = feature_matching_loss(fake_feats, real_feats)
-    return {"l1": pixel, "feat": features, "total": l1 * pixel + feat * features}
 
 
 @register_stage
@@ -115,15 +105,10 @@ class EncoderStage(Stage):
         self.optimizers = {"G": adam(stylizer.stage1_parameters(), cfg.loop.lr, cfg.loop.betas)}
         # Stage II finds its discriminator through this path: recorded only when Stage I's came from the file.
         self.prior_path = os.path.abspath(prior.path) if disc_from_prior else None
-        # Fixed preview inputs, drawn from their own generator (never the training RNG).
-        gen = torch.Generator().manual_seed(cfg.loop.seed)
-        self.preview_z = torch.randn(cfg.loop.preview_count, model.z_dim, generator=gen).to(device)
+        self.preview_z = self.preview_latents(cfg.loop.preview_count)
 
     def phases(self) -> list[Phase]:
         return [Phase("G", "G", self.g_loss, module="stylizer")]
-
-    def ema(self) -> list[EmaSpec]:
-        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: EncoderOptions = self.cfg.options
@@ -147,11 +132,10 @@ class EncoderStage(Stage):
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """Top row: teacher samples; bottom row: their reconstructions by the EMA Stylizer (fixed z and noise)."""
-        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
+        gen = self.preview_generator()
         real = self.teacher_images(self.teacher, self.preview_z, generator=gen)
         ema = self.nets["stylizer_ema"]
-        fake = ema(real, ema.ws_from_z(self.preview_z), generator=gen)
-        return torch.cat([real, fake]).float(), len(real)
+        return grid_of_rows([real, ema(real, ema.ws_from_z(self.preview_z), generator=gen)])
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()

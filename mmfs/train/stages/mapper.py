@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import random
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ from torch import Tensor
 from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
 from mmfs.config.train import MapperOptions
 from mmfs.errors import CheckpointError
-from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
-from mmfs.train.stages.encoder import reconstruction_losses
+from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_columns, register_stage
+from mmfs.train.stages.common import build_stage_clip, in_fixed_styles, random_styles, reconstruction_losses
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors, load_discriminator
 
 PREVIEW_STYLES = 2  # random styles per preview photo (each shown as target and reconstruction)
@@ -88,43 +87,15 @@ class MapperStage(Stage):
         # The discriminator is saved in every checkpoint so that a later run can start from one file.
         self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval(), "disc": disc}
         self.optimizers = {"G": adam(list(stylizer.clip_mapper.parameters()), cfg.loop.lr, cfg.loop.betas)}
-        if clip is None:
-            from mmfs.external.build import build_clip
-
-            clip = build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=cfg.model.clip_dim)
-        else:
-            from mmfs.external.build import check_clip_dim
-
-            check_clip_dim(clip, cfg.model.clip_dim)
-        self.clip = clip.to(device)
+        self.clip = build_stage_clip(opts, cfg.model.clip_dim, device, given=clip)
         self.init_path = os.path.abspath(init.path)
-        gen = torch.Generator().manual_seed(cfg.loop.seed)
-        self.preview_z = torch.randn(PREVIEW_STYLES, cfg.model.z_dim, generator=gen).to(device)
-        self._preview_photos: Tensor | None = None
-        self._dataset = None
+        self.preview_z = self.preview_latents(PREVIEW_STYLES)
 
-    def dataset(self):
-        from mmfs.data.datasets import UnpairedFolders
-
-        if self._dataset is None:
-            self._dataset = UnpairedFolders({"photo": self.cfg.options.photos}, self.cfg.model.resolution)
-        return self._dataset
+    def folders(self) -> dict[str, str]:
+        return {"photo": self.cfg.options.photos}
 
     def phases(self) -> list[Phase]:
         return [Phase("G", "G", self.g_loss, module="stylizer")]
-
-    def ema(self) -> list[EmaSpec]:
-        return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
-
-    def sample_ws(self, batch: int) -> Tensor:
-        """Random target styles as the reference draws them (Python `random` decides mixing, torch the z)."""
-        g = self.nets["stylizer_ema"]
-        z_dim = self.cfg.model.z_dim
-        if random.random() < self.cfg.options.mixing_prob:
-            z1 = torch.randn(batch, z_dim, device=self.device)
-            z2 = torch.randn(batch, z_dim, device=self.device)
-            return g.mixed_ws(z1, z2, random.randint(1, g.num_ws - 1))
-        return g.ws_from_z(torch.randn(batch, z_dim, device=self.device))
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: MapperOptions = self.cfg.options
@@ -132,7 +103,8 @@ class MapperStage(Stage):
         features = self.frozen_fn("disc_features", self.disc.features)
         with torch.no_grad():
             # The EMA copy's non-mapper weights are the Stage-II model's (frozen, never averaged).
-            real = self.nets["stylizer_ema"](photo, self.sample_ws(ctx.size))
+            target = self.nets["stylizer_ema"]
+            real = target(photo, random_styles(target, ctx.size, opts.mixing_prob, self.device))
             emb = self.clip.encode_image(real).float()  # [B, D], L2-normalised
             real_feats = features(real)
         ws = self.nets["stylizer"].ws_from_clip(emb)  # the trained mapper (dropout active)
@@ -142,19 +114,13 @@ class MapperStage(Stage):
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """One row per fixed photo: the photo, then per fixed style its target and the EMA mapper's reconstruction."""
-        if self._preview_photos is None:
-            source = self.dataset().sources[0]
-            count = min(self.cfg.loop.preview_count, len(source))
-            self._preview_photos = torch.stack([source.load(i)[0] for i in range(count)]).to(self.device)
         ema = self.nets["stylizer_ema"]
-        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
-        photos = self._preview_photos
+        gen = self.preview_generator()
+        photos = self.preview_photos()
         columns = [photos]
-        for z in self.preview_z:
-            target = ema(photos, ema.ws_from_z(z[None].expand(len(photos), -1)), generator=gen)
+        for target in in_fixed_styles(ema, photos, self.preview_z, gen):
             columns += [target, ema(photos, ema.ws_from_clip(self.clip.encode_image(target).float()), generator=gen)]
-        grid = torch.stack(columns, dim=1).flatten(0, 1)
-        return grid.float(), len(columns)
+        return grid_of_columns(columns)
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()  # the EMA stylizer, clip_mapper.* included

@@ -34,7 +34,7 @@ from mmfs.errors import MMFSError
 from mmfs.losses import d_logistic_loss, g_nonsaturating_loss
 from mmfs.nn import Discriminator, Generator
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
-from mmfs.train.stages.base import r1_losses
+from mmfs.train.stages.common import r1_losses
 
 
 class TrainingGenerator(Generator):
@@ -49,8 +49,8 @@ class TrainingGenerator(Generator):
         return self.synthesis(ws, noise=noise, generator=generator)
 
 
-class RunningMean(nn.Module):
-    """One persistent scalar buffer (the mean path length), so it is checkpointed with the nets."""
+class PathLengthMean(nn.Module):
+    """The running mean path length `a` as a persistent scalar buffer, so it is checkpointed with the nets."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,7 +87,6 @@ class PriorStage(Stage):
     def __init__(self, cfg, device: torch.device, **externals: Any) -> None:
         super().__init__(cfg, device)
         opts: PriorOptions = cfg.options
-        self._dataset = None
         self.dataset()  # a wrong folder is reported before the networks are built
         g = TrainingGenerator(cfg.model).to(device)
         d = Discriminator(cfg.model).to(device)
@@ -98,19 +97,14 @@ class PriorStage(Stage):
             "D": adam(list(d.parameters()), lr, betas, reg_every=opts.r1_every),
         }
         if opts.path_reg > 0:
-            self.nets["path_length"] = RunningMean().to(device)
+            self.nets["path_length"] = PathLengthMean().to(device)
         self.photos_path = os.path.abspath(opts.photos)
-        gen = torch.Generator().manual_seed(cfg.loop.seed)
-        self.preview_z = torch.randn(cfg.loop.preview_count, cfg.model.z_dim, generator=gen).to(device)
+        self.preview_z = self.preview_latents(cfg.loop.preview_count)
 
-    def dataset(self):
-        from mmfs.data.datasets import UnpairedFolders
-
-        if self._dataset is None:
-            if not self.cfg.options.photos:
-                raise MMFSError("train-prior needs --photos (a folder of aligned face photos)")
-            self._dataset = UnpairedFolders({"photo": self.cfg.options.photos}, self.cfg.model.resolution)
-        return self._dataset
+    def folders(self) -> dict[str, str]:
+        if not self.cfg.options.photos:
+            raise MMFSError("train-prior needs --photos (a folder of aligned face photos)")
+        return {"photo": self.cfg.options.photos}
 
     def phases(self) -> list[Phase]:
         opts: PriorOptions = self.cfg.options
@@ -131,7 +125,11 @@ class PriorStage(Stage):
 
     # --- inputs ------------------------------------------------------------------------------------------
     def sample_ws(self, batch: int) -> Tensor:
-        """ws of fresh z through G's mapping; with `mixing_prob` two z and a crossover (rosinality's order)."""
+        """ws of fresh z through G's mapping; with `mixing_prob` two z and a crossover, in rosinality's order.
+
+        Unlike the Stylizer stages' `random_styles`, the mixing draw is skipped when `mixing_prob` is 0 and
+        both z come from one `randn` through one mapping call, as rosinality's `mixing_noise`.
+        """
         g = self.nets["g"]
         z_dim = self.cfg.model.z_dim
         if self.cfg.options.mixing_prob > 0 and random.random() < self.cfg.options.mixing_prob:
@@ -188,9 +186,8 @@ class PriorStage(Stage):
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """EMA generator samples for fixed z and noise (no mixing), four per row."""
-        gen = torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
         g_ema = self.nets["g_ema"]
-        images = g_ema(g_ema.ws_from_z(self.preview_z), generator=gen)
+        images = g_ema(g_ema.ws_from_z(self.preview_z), generator=self.preview_generator())
         return images.float(), min(4, len(images))
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
