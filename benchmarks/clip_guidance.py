@@ -73,8 +73,8 @@ def tiny_externals(model: ModelConfig) -> dict:
 def adapt_tiny_seconds(root: Path, steps: int) -> tuple[float, float]:
     """Wall seconds of a whole tiny `adapt` run (`steps` steps, batch 8) and of its steps alone."""
     from mmfs.nn import Stylizer
+    from mmfs.train.adapt import run_adapt
     from mmfs.train.log import read_log
-    from mmfs.train.stages.adapt import run_adapt
 
     model = PRESETS["tiny"]
     torch.manual_seed(0)

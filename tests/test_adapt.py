@@ -15,8 +15,9 @@ from mmfs.data.images import load_image, save_image
 from mmfs.inference.models import load_stylizer
 from mmfs.nn import Stylizer
 from mmfs.train import StepContext, make_config
+from mmfs.train.adapt import run_adapt
 from mmfs.train.log import read_log
-from mmfs.train.stages.adapt import AdaptStage, adapt_losses, run_adapt
+from mmfs.train.stages.adapt import AdaptStage, adapt_losses
 from mmfs_cli.app import app
 from support.tiny import CPU, TINY, write_images
 

@@ -1,7 +1,7 @@
 """`mmfs demo`: the whole method, offline, on a CPU, in minutes: data, four trainings, stylization, measures.
 
 Each step calls the library function its CLI command calls (`mmfs.train.train` with `make_config`,
-`mmfs.train.stages.adapt.run_adapt`, `mmfs.inference.files.stylize_files`, `mmfs.inference.evaluate.evaluate`);
+`mmfs.train.adapt.run_adapt`, `mmfs.inference.files.stylize_files`, `mmfs.inference.evaluate.evaluate`);
 nothing is implemented twice. The steps, on the synthetic data of `mmfs.demo.synthetic`:
 
 1. data: FFHQ-aligned synthetic "photos", the same kind of faces in four art styles (unpaired), held-out
@@ -218,7 +218,7 @@ def _train_all(
     from mmfs.config import get_preset
     from mmfs.demo.synthetic import STYLES
     from mmfs.train import make_config, train
-    from mmfs.train.stages.adapt import run_adapt
+    from mmfs.train.adapt import run_adapt
 
     model = get_preset(b.preset)
     data, runs = outdir / "data", outdir / "runs"

@@ -17,10 +17,10 @@ from mmfs.train.stage import (
     Stage,
     StepContext,
     adam,
-    get_stage,
     lazy_regularization,
     register_stage,
 )
+from mmfs.train.stages import get_stage
 
 __all__ = [
     "STAGES",

@@ -10,6 +10,8 @@ Styles are named as `mmfs stylize` names them (`mmfs.utils.labels`).
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from mmfs.config.faces import FaceDetection
 from mmfs.config.stylize import AdaptRun, StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions
 from mmfs.config.train import AdaptOptions
 from mmfs.errors import CheckpointError, InputError, MMFSError
+from mmfs.train.loop import train
+from mmfs.train.stages.adapt import save_adapted
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,6 @@ def adapt(
     from mmfs.config import ModelConfig
     from mmfs.external.build import resolve_clip_tag
     from mmfs.train import make_config
-    from mmfs.train.stages.adapt import run_adapt
 
     if not options.photos:
         options = dataclasses.replace(options, photos=str(photos_from_inputs(inputs, aligned).resolve()))
@@ -115,3 +118,27 @@ def adapted_request(
     )
     return StylizeRequest(tuple(inputs), StylizerOptions(adapted.path), style, photos,
                           faces=faces or FaceDetection(), runtime=runtime or Runtime())  # fmt: skip
+
+
+def run_adapt(
+    cfg,
+    out: str | os.PathLike[str],
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    externals: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[Path, Path | None]:
+    """Adapt on the shared loop, then write the small `adapted` file `out`.
+
+    The training run (logs, previews, a full checkpoint) goes under `run_dir` when given and is kept;
+    otherwise it lives in a temporary folder next to `out` that is deleted afterwards.
+    Returns `(out, run directory or None)`.
+    """
+    out = Path(out)
+    if run_dir is not None:
+        run = train(cfg, outdir=run_dir, externals=externals, progress=progress)
+        return save_adapted(run / "final.safetensors", cfg, out), run
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mmfs-adapt-", dir=out.parent) as tmp:
+        run = train(cfg, outdir=tmp, externals=externals, progress=progress)
+        return save_adapted(run / "final.safetensors", cfg, out), None

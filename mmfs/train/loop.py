@@ -28,7 +28,8 @@ from mmfs.train import state as st
 from mmfs.train.distributed import Dist, init_distributed, wrap_ddp
 from mmfs.train.ema import Ema
 from mmfs.train.log import StatsLog, truncate_log
-from mmfs.train.stage import Stage, StepContext, get_stage
+from mmfs.train.stage import Stage, StepContext
+from mmfs.train.stages import get_stage
 from mmfs.utils.device import autocast, keeping_tf32_state, parse_dtype, set_tf32
 from mmfs.utils.files import remove_partials
 from mmfs.utils.seed import get_rng_state, seed_everything, set_rng_state

@@ -206,13 +206,3 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     STAGES[cls.command] = cls
     OPTIONS.setdefault(cls.command, cls.Options)
     return cls
-
-
-def get_stage(command: str) -> type[Stage]:
-    """The stage class of a command (imports the built-in stages on first use)."""
-    import mmfs.train.stages  # noqa: F401  (registers the built-in stages)
-
-    try:
-        return STAGES[command]
-    except KeyError:
-        raise ValueError(f"unknown training stage {command!r}; choose one of: {', '.join(sorted(STAGES))}") from None

@@ -9,7 +9,7 @@ from mmfs.checkpoint import read_metadata
 from mmfs.config.model import ModelConfig
 from mmfs.config.train import ModelChoice, PriorModel, TrainConfig, make_config, missing_required
 from mmfs.errors import CheckpointError, MMFSError, OptionError
-from mmfs.train.stage import get_stage
+from mmfs.train.stages import get_stage
 
 
 def new_run_config(options: Any, loop: Mapping[str, Any], model: ModelChoice | PriorModel) -> TrainConfig:

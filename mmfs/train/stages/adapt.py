@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -225,29 +224,3 @@ def save_adapted(final_path: str | os.PathLike[str], cfg, out: str | os.PathLike
     changed = changed_decoder_tensors(final.tensors, base)
     meta = adapted_meta(opts, out, int(final.meta.get("step", cfg.loop.steps)))
     return save_checkpoint(out, changed, kind="adapted", config=cfg.model, meta=meta)
-
-
-def run_adapt(
-    cfg,
-    out: str | os.PathLike[str],
-    *,
-    run_dir: str | os.PathLike[str] | None = None,
-    externals: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> tuple[Path, Path | None]:
-    """Adapt on the shared loop, then write the small `adapted` file `out`.
-
-    The training run (logs, previews, a full checkpoint) goes under `run_dir` when given and is kept;
-    otherwise it lives in a temporary folder next to `out` that is deleted afterwards.
-    Returns `(out, run directory or None)`.
-    """
-    from mmfs.train.loop import train
-
-    out = Path(out)
-    if run_dir is not None:
-        run = train(cfg, outdir=run_dir, externals=externals, progress=progress)
-        return save_adapted(run / "final.safetensors", cfg, out), run
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".mmfs-adapt-", dir=out.parent) as tmp:
-        run = train(cfg, outdir=tmp, externals=externals, progress=progress)
-        return save_adapted(run / "final.safetensors", cfg, out), None
