@@ -1,4 +1,4 @@
-"""`mmfs adapt`: zero-shot (--text) or one-shot (--ref) fine-tuning of the decoder (paper §3.3, reference phase 4).
+"""`mmfs adapt`: zero-shot (--text) or one-shot (--ref) fine-tuning of the decoder (paper §3.3; the official phase 4).
 
 The stage's options are `mmfs.config.train.AdaptOptions` (with its loop defaults: 200 steps, batch 8,
 lr 2e-4), the adapted file's are `AdaptRun`, and the options for stylizing INPUTS afterwards are the

@@ -100,7 +100,7 @@ def test_full_size_rosinality_512_layout_converts(tmp_path):
     assert ckpt.config == cfg  # every inferred field equals the paper preset
     assert torch.equal(ckpt.tensors["g.convs.6.conv.weight"], g.state_dict()["convs.6.conv.weight"])
 
-    # Stage-I initialisation: the decoder from 64 px up and the mapping come from the prior (reference §2.3)
+    # Stage-I initialisation: the decoder from 64 px up and the mapping come from the prior (official key map)
     init = stylizer_init_from_prior(ckpt.subset("g."), cfg)
     gs = g.state_dict()
     assert torch.equal(init["decoder1a.conv.weight"], gs["convs.6.conv.weight"])

@@ -18,7 +18,7 @@ from mmfs.external import DinoViT, ImageTextEncoder, Lpips, OpenClipEncoder, Tok
 from mmfs.external.lpips import ALEXNET_FILE, alexnet_to_lpips_keys
 from mmfs.external.tiny import register_tiny_clip, tiny_clip, tiny_clip_config, tiny_dino, tiny_dino_kwargs, tiny_lpips
 
-# Reference §3 constants, written out again so a typo in the library cannot hide.
+# The official code's constants, written out again so a typo in the library cannot hide.
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 IMNET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

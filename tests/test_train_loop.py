@@ -207,7 +207,7 @@ def test_lazy_regularization_scaling_matches_the_reference():
     assert betas == pytest.approx((0.1 ** (16 / 17), 0.999 ** (16 / 17)))
     assert betas[0] == pytest.approx(0.1145, abs=1e-4) and betas[1] == pytest.approx(
         0.99906, abs=1e-5
-    )  # reference §3.2
+    )  # the official Stage II settings
     opt = adam([nn.Parameter(torch.zeros(1))], 1e-3, (0.1, 0.999), reg_every=16)
     assert opt.param_groups[0]["lr"] == pytest.approx(9.41176e-4, rel=1e-5)
 

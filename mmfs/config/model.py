@@ -1,6 +1,6 @@
 """Model configuration: one frozen dataclass and its named presets.
 
-The paper's network is `ffhq512` (reference-implementation.md §2): a 512 px Stylizer whose encoder
+The paper's network is `ffhq512` (the official `style_based_pix2pixII`): a 512 px Stylizer whose encoder
 hands a 512x32x32 feature map to the StyleGAN2-512 synthesis layers from 32 px up, with 10 w vectors.
 Every other preset changes only sizes, never structure, so the same code path serves all of them.
 
@@ -101,7 +101,7 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # The paper's configuration (reference §2): G 18,676,376 and D 28,982,849 parameters.
+    # The paper's configuration (the official code's): G 18,676,376 and D 28,982,849 parameters.
     "ffhq512": ModelConfig(),
     "ffhq1024": ModelConfig(resolution=1024),
     # At 256 px the encoder has one down-sampling block less; the decoder still starts at 32 px.

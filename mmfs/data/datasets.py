@@ -1,7 +1,7 @@
 """Image-folder datasets for training, with resumable, seeded, rank-aware sampling.
 
 The reference draws every training image independently and uniformly at random (photos and artworks
-unpaired, §3.5). We do the same, but each draw is a pure function of `(seed, item number)`: item `n`
+unpaired). We do the same, but each draw is a pure function of `(seed, item number)`: item `n`
 of the run always picks the same files, whatever the number of worker processes, ranks or restarts.
 So resuming at step `s` only needs the sampler to start at the first item of step `s`.
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mmfs.errors import MissingWeightsError
 
-# OpenAI CLIP's pixel statistics (reference §3, `preprocess_clip_image`).
+# OpenAI CLIP's pixel statistics (the official `preprocess_clip_image`).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # ImageNet statistics, used by DINO (Splice's structure loss).

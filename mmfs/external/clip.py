@@ -1,4 +1,4 @@
-"""CLIP through open_clip: image/text embeddings and intermediate patch tokens (reference §3, §3.4).
+"""CLIP through open_clip: image/text embeddings and intermediate patch tokens (docs/mapper.md, docs/adapt.md).
 
 The reference loads OpenAI's ViT-B/32 with the `clip` package; the same weights are open_clip's
 `ViT-B-32` with the `openai` tag (QuickGELU activations). Training tensors are preprocessed as the

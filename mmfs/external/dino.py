@@ -1,4 +1,4 @@
-"""DINO ViT through timm: attention keys of one block, for the structure loss (reference §3, Splice).
+"""DINO ViT through timm: attention keys of one block, for the structure loss (the official code's, after Splice).
 
 The reference (Splice's `LossG`) runs `dino_vitb8` from torch hub; the same weights are timm's
 `vit_base_patch8_224.dino`. Its input path is `x*0.5+0.5`, torchvision `Resize(224)` (bilinear, no

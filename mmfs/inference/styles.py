@@ -1,6 +1,6 @@
 """CLIP style sources: a text prompt or a reference image -> CLIP embedding -> w+ through the checkpoint's mapper.
 
-This is what `mmfs stylize --text/--ref` and `mmfs adapt` share (reference §4, §5.2): the prompt is
+This is what `mmfs stylize --text/--ref` and `mmfs adapt` share (as the official `test_sp2pII.py` does): the prompt is
 encoded raw (no templates) with `encode_text`, a reference image goes through CLIP's own PIL
 preprocessing (bicubic resize of the short side, centre crop) with `encode_reference_image`, and both
 embeddings are L2-normalised before the mapper reads them. The resulting `EmbeddingStyles` plug into

@@ -1,4 +1,4 @@
-"""Loss functions of the four training stages; each returns a scalar (reference §3)."""
+"""Loss functions of the four training stages; each returns a scalar (weights per stage: docs/training.md, mapper.md, adapt.md)."""
 
 from __future__ import annotations
 

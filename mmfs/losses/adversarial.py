@@ -1,4 +1,4 @@
-"""StyleGAN2's logistic GAN losses and the R1 penalty (reference §3.2).
+"""StyleGAN2's logistic GAN losses and the R1 penalty (Stage II, docs/training.md).
 
 The reference calls its criterion `GANLoss('wgangp')`, but that mode computes exactly these softplus
 forms. Its discriminator loss is halved (`0.5 * (fake + real)`) and R1 is scaled by gamma/2 * 16 for

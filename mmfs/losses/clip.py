@@ -1,4 +1,4 @@
-"""CLIP losses of the few-shot stage (reference §3.4): directional loss and token projection loss.
+"""CLIP losses of the few-shot stage (`mmfs adapt`, docs/adapt.md): directional loss and token projection loss.
 
 Both run in fp32, also inside a bf16 autocast region: they are small, and their differences of
 nearby unit vectors (directions, a projection residual) lose most of their bits in bf16.

@@ -1,4 +1,4 @@
-"""Reconstruction losses of stages I and III (reference §3.1, §3.3): pixel L1 and D-feature L1."""
+"""Reconstruction losses of stages I and III (docs/training.md, docs/mapper.md): pixel L1 and D-feature L1."""
 
 from __future__ import annotations
 

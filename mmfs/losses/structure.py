@@ -1,4 +1,4 @@
-"""DINO self-similarity structure loss (reference §3, Splice's `calculate_global_ssim_loss`)."""
+"""DINO self-similarity structure loss (the official code's, from Splice's `calculate_global_ssim_loss`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Exponential moving average of a network, with the reference's semantics.
 
 After every step `p_ema <- decay * p_ema + (1 - decay) * p` for the parameters being trained, with no
-warm-up (reference §3: over `named_parameters`, starting as an exact copy). Parameters that never
+warm-up (as the official code: over `named_parameters`, starting as an exact copy). Parameters that never
 train are left alone (averaging equal values could still change their last bit), so a frozen layer stays
 bit-identical in the EMA copy; buffers are copied.
 """

@@ -1,4 +1,4 @@
-"""Phase 4, `mmfs adapt`: zero-shot (text) or one-shot (reference image) fine-tuning of the decoder (reference §3.4).
+"""Phase 4, `mmfs adapt`: zero-shot (text) or one-shot (reference image) fine-tuning of the decoder (docs/adapt.md).
 
 The style code is the frozen mapper applied to the CLIP target (the prompt's text embedding, or the
 reference's image embedding through CLIP's PIL preprocessing), and every decoder layer (decoder0..N,

@@ -1,4 +1,4 @@
-"""Stage II, `mmfs finetune`: adversarial fine-tuning of the whole Stylizer on artworks (reference §3.2).
+"""Stage II, `mmfs finetune`: adversarial fine-tuning of the whole Stylizer on artworks (docs/training.md).
 
 Per step (the reference's order): draw styles (style mixing with p = 0.5, crossover in [1, num_ws-1])
 and stylize the photo batch once; G step `1.0 * softplus(-D(fake)) + 0.5 * DINO structure(fake, photo)`

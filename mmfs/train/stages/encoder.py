@@ -1,4 +1,4 @@
-"""Stage I, `mmfs pretrain-encoder`: align a new encoder with a frozen StyleGAN2 prior (reference §3.1).
+"""Stage I, `mmfs pretrain-encoder`: align a new encoder with a frozen StyleGAN2 prior (docs/training.md).
 
 Each step draws z ~ N(0, I), renders the teacher image `hardtanh(G(z))` with the frozen prior (its own
 noise, no grad) and reconstructs it through the Stylizer with the same z:

@@ -1,4 +1,4 @@
-"""Phase 3, `mmfs train-mapper`: the CLIP -> w+ mapper, trained by image reconstruction (reference §3.3, §4).
+"""Phase 3, `mmfs train-mapper`: the CLIP -> w+ mapper, trained by image reconstruction (docs/mapper.md).
 
 Each step: a photo batch `real_A`; a random style of the Stage-II model, `real_B = stylizer_ema(real_A,
 ws(z))` (style mixing with `mixing_prob`, reference default 0), under no_grad; its CLIP image embedding
