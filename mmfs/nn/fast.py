@@ -22,7 +22,8 @@ between the two paths afterwards. What the fast blocks do differently:
   `_fresh_leaky_relu`). No other code holds such a tensor and no backward pass reads it, so the result
   cannot change; while autograd records, the blocks allocate as the reference does.
 
-`tests/test_layers.py` holds every fast block to its reference, `tests/test_stylizer.py` whole networks.
+`tests/test_layers.py` holds every fast block to its reference; `tests/test_stylizer.py` and
+`tests/test_stylegan2.py` hold whole networks built both ways to each other.
 """
 
 from __future__ import annotations
