@@ -3,14 +3,15 @@
 For each resolution and batch size there is one row per path and dtype, with its speed-up over the naive
 fp32 path of the same resolution and batch:
 
-* naive     - official-style per-sample modulated weights (grouped conv) and reference resampling
-              (transposed conv + `upfirdn2d` blur, zero insertion for the RGB skip), NCHW, eager; fp32 only
-              (the baseline of every ratio; see main() for why not bf16)
-* fast-nchw - our resampling (polyphase up-convs, depthwise blurs, no zero insertion), modconv "auto", NCHW
-* fast      - the defaults: fast-nchw in channels-last memory format
+* naive     - `Stylizer(cfg, fast=False)`, the reference blocks: official per-sample modulated weights
+              (grouped conv) and reference resampling (transposed conv + `upfirdn2d` blur, zero insertion for
+              the RGB skip), NCHW, eager; fp32 only (the baseline of every ratio; see main() for why not bf16)
+* fast-nchw - the fast blocks (`mmfs/nn/fast.py`: polyphase up-convs, depthwise blurs, no zero insertion,
+              fused/unfused modulated convs by batch and training) in NCHW: `to_fast(net, channels_last=False)`
+* fast      - the default `Stylizer(cfg)`: the fast blocks in channels-last memory format
 * compiled  - `torch.compile` (Inductor) of the default path
-* fast+mem / compiled+mem - the same after `mmfs.nn.ops.reuse_freed_memory()` (glibc keeps freed
-              blocks instead of returning >32 MB buffers to the OS and page-faulting them back in)
+* fast+mem / compiled+mem - the same after `reuse_freed_memory()` (`benchmarks/_alloc.py`: glibc keeps
+              freed blocks instead of returning >32 MB buffers to the OS and page-faulting them back in)
 
 each in fp32 and under bf16 autocast. Multiply-adds per image are counted with `torch.utils.flop_counter`
 (2 FLOPs = 1 multiply-add). Random weights; the timing does not depend on them. Times are the minimum over
@@ -31,18 +32,19 @@ import subprocess
 import time
 
 import torch
+from _alloc import reuse_freed_memory
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmfs.config import PRESETS
-from mmfs.nn import Stylizer, ops, set_implementation
+from mmfs.nn import Stylizer, to_fast
 from mmfs.utils.device import native_bf16
 
 PATHS = {
-    # name: (modconv, resample, channels_last, compiled)
-    "naive": ("fused", "reference", False, False),
-    "fast-nchw": ("auto", "fast", False, False),
-    "fast": ("auto", "fast", True, False),
-    "compiled": ("auto", "fast", True, True),
+    # name: (network, compiled); every network holds the same weights
+    "naive": ("reference", False),
+    "fast-nchw": ("fast-nchw", False),
+    "fast": ("fast", False),
+    "compiled": ("fast", True),
 }
 
 
@@ -92,30 +94,43 @@ def best_time(fn, repeats: int, warmup: int) -> float:
     return min(times)
 
 
+def build(cfg, network: str, state: dict[str, torch.Tensor]) -> Stylizer:
+    """The Stylizer as `network` ("reference", "fast-nchw" or "fast") holding `state`, frozen for inference."""
+    if network == "fast":
+        model = Stylizer(cfg)
+    else:
+        model = Stylizer(cfg, fast=False)
+        if network == "fast-nchw":
+            to_fast(model, channels_last=False)
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)
+
+
 class Bench:
-    """One model per resolution; runs (batch, path, dtype) cells and remembers the naive fp32 baselines."""
+    """One set of weights per resolution; runs (batch, path, dtype) cells and remembers the naive fp32 baselines."""
 
     def __init__(self, res: int, repeats: int):
         torch.manual_seed(0)
         self.cfg = dataclasses.replace(PRESETS["ffhq512"], resolution=res)
-        self.model = Stylizer(self.cfg).eval().requires_grad_(False)
+        state = Stylizer(self.cfg).state_dict()
+        self.models = {name: build(self.cfg, name, state) for name in ("reference", "fast-nchw", "fast")}
         self.res, self.repeats = res, repeats
         self.base: dict[int, float] = {}
         self.macs: dict[str, float] = {}
         self.compiled: dict[int, object] = {}
 
     def run(self, batch: int, path: str, dtypes: list[str], label: str | None = None) -> list[Row]:
-        modconv, resample, channels_last, compiled = PATHS[path]
-        set_implementation(self.model, modconv=modconv, resample=resample, channels_last=channels_last)
+        network, compiled = PATHS[path]
+        model = self.models[network]
         x = torch.rand(batch, 3, self.res, self.res) * 2 - 1
-        ws = self.model.ws_from_z(torch.randn(batch, self.cfg.z_dim))
+        ws = model.ws_from_z(torch.randn(batch, self.cfg.z_dim))
         key = "naive" if path == "naive" else "fast"
         if key not in self.macs:
-            self.macs[key] = count_gmacs(self.model, x, ws)
-        fn = self.model.forward
+            self.macs[key] = count_gmacs(model, x, ws)
+        fn = model.forward
         if compiled:
             # static shapes: one specialised graph per batch size, as training compiles (mmfs/train/loop.py)
-            fn = self.compiled.setdefault(batch, torch.compile(self.model.forward, dynamic=False))
+            fn = self.compiled.setdefault(batch, torch.compile(model.forward, dynamic=False))
         rows = []
         for dtype in dtypes:
 
@@ -192,7 +207,7 @@ def main() -> None:
                 dtypes = ["fp32"] if path == "naive" else args.dtype
                 rows += bench.run(batch, path, dtypes)
     # last, because it changes the allocator for the rest of the process
-    if ops.reuse_freed_memory():
+    if reuse_freed_memory():
         for bench in benches.values():
             for batch in args.batch:
                 for path in ("fast", "compiled"):

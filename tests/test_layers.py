@@ -1,14 +1,17 @@
-"""StyleGAN2 blocks: formulas, initialisation, and agreement of the fused/unfused and fast/reference paths."""
+"""StyleGAN2 blocks: formulas, initialisation, and every fast block (fused and unfused forms) against the reference."""
 
 from __future__ import annotations
 
+import copy
 import math
+from unittest import mock
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmfs.nn import ops
+from mmfs.nn.fast import FastModulatedConv2d, to_fast
 from mmfs.nn.layers import (
     ConvLayer,
     EqualConv2d,
@@ -19,7 +22,6 @@ from mmfs.nn.layers import (
     StyledConv,
     ToRGB,
     resolve_noise,
-    set_implementation,
 )
 
 
@@ -77,41 +79,86 @@ def _modconv_formula(m: ModulatedConv2d, x, style):
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("impl", ["fused", "unfused"])
-@pytest.mark.parametrize("resample", ["fast", "reference"])
+def _fast_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """The same block, same parameter values, in its fast form."""
+    return to_fast(copy.deepcopy(module))
+
+
+def _modconv_forms(m: ModulatedConv2d):
+    """The reference forward, and the fast block's fused and unfused forms, as callables (x, style) -> out."""
+    fast = _fast_copy(m)
+    assert isinstance(fast, FastModulatedConv2d)
+    return {"reference": m, "fused": fast.fused, "unfused": fast.unfused, "fast": fast}
+
+
+@pytest.mark.parametrize("form", ["reference", "fused", "unfused", "fast"])
 @pytest.mark.parametrize("kind", ["conv", "up", "rgb"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_modulated_conv_matches_formula(impl, resample, kind, batch):
+def test_modulated_conv_matches_formula(form, kind, batch):
     torch.manual_seed(0)
     if kind == "rgb":
         m = ModulatedConv2d(6, 3, 1, 10, demodulate=False)
     else:
         m = ModulatedConv2d(6, 5, 3, 10, upsample=kind == "up")
     _randomise(m)
-    set_implementation(m, modconv=impl, resample=resample)
     x, style = torch.randn(batch, 6, 8, 8), torch.randn(batch, 10)
     want = _modconv_formula(m, x, style)
-    got = m(x, style)
+    got = _modconv_forms(m)[form](x, style)
     assert got.shape == want.shape == (batch, m.out_ch, 16 if kind == "up" else 8, 16 if kind == "up" else 8)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["fused", "unfused"])
 @pytest.mark.parametrize("upsample", [False, True])
-def test_styled_conv_fused_equals_unfused(upsample):
+def test_fast_modulated_conv_folds_gain_and_bias(form, upsample):
+    torch.manual_seed(5)
+    m = ModulatedConv2d(4, 5, 3, 6, upsample=upsample)
+    _randomise(m)
+    x, style, bias = torch.randn(2, 4, 8, 8), torch.randn(2, 6), torch.randn(5)
+    want = 1.7 * m(x, style) + bias[None, :, None, None]
+    got = getattr(_fast_copy(m), form)(x, style, gain=1.7, bias=bias)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_modulated_conv_picks_fused_for_batch_one_and_fp32_training():
+    m = _fast_copy(ModulatedConv2d(4, 5, 3, 6))
+    picked = []
+    with (
+        mock.patch.object(type(m), "fused", lambda self, *a: picked.append("fused")),
+        mock.patch.object(type(m), "unfused", lambda self, *a: picked.append("unfused")),
+    ):
+        m(torch.randn(1, 4, 8, 8), torch.randn(1, 6))  # batch of one: a plain conv
+        m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # fp32 with a graph recorded: grouped convs train faster
+        with torch.no_grad():
+            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # batched inference: one shared weight
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # autocast: one shared weight
+        m.requires_grad_(False)
+        m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # frozen weights, no graph for them
+    assert picked == ["fused", "fused", "unfused", "unfused", "unfused"]
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_styled_conv_fast_equals_reference(upsample, grad):
     torch.manual_seed(1)
     m = StyledConv(8, 6, 3, 12, upsample=upsample)
     _randomise(m)
+    fast = _fast_copy(m)
     x, style = torch.randn(4, 8, 8, 8), torch.randn(4, 12)
     noise = torch.randn(4, 1, 16 if upsample else 8, 16 if upsample else 8)
-    set_implementation(m, modconv="fused")
-    a = m(x, style, noise)
-    set_implementation(m, modconv="unfused")
-    b = m(x, style, noise)
-    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with torch.set_grad_enabled(grad):
+        want = m(x, style, noise)
+        got = fast(x, style, noise)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     # noise formula: x + w * n before the activation
-    set_implementation(m, modconv="fused")
     pre = m.conv(x, style) + m.noise.weight * noise
-    torch.testing.assert_close(a, F.leaky_relu(pre + m.activate.bias[None, :, None, None], 0.2) * math.sqrt(2))
+    torch.testing.assert_close(want, F.leaky_relu(pre + m.activate.bias[None, :, None, None], 0.2) * math.sqrt(2))
+    if grad:  # the same gradients for every parameter
+        want.square().sum().backward()
+        got.square().sum().backward()
+        for (name, p), q in zip(m.named_parameters(), fast.parameters(), strict=True):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
 def test_to_rgb_skip_fast_equals_reference():
@@ -120,28 +167,32 @@ def test_to_rgb_skip_fast_equals_reference():
     _randomise(m)
     x, style, skip = torch.randn(2, 8, 16, 16), torch.randn(2, 12), torch.randn(2, 3, 8, 8)
     want = _modconv_formula(m.conv, x, style) + m.bias + ops.upfirdn2d(skip, m.upsample.kernel, up=2, pad=(2, 1))
-    for impl in ("fused", "unfused"):
-        for resample in ("fast", "reference"):
-            set_implementation(m, modconv=impl, resample=resample)
-            torch.testing.assert_close(m(x, style, skip), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m(x, style, skip), want, rtol=1e-4, atol=1e-5)
+    fast = _fast_copy(m)
+    torch.testing.assert_close(fast(x, style, skip), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast(x[:1], style[:1], skip[:1]), want[:1], rtol=1e-4, atol=1e-5)
 
 
 def test_conv_layer_keys_and_downsample_paths():
     layer = ConvLayer(4, 8, 3, downsample=True)
-    assert [k for k in layer.state_dict()] == ["1.weight", "2.bias"]
+    assert [k for k in layer.state_dict()] == ["1.weight", "2.bias"]  # rosinality's nn.Sequential positions
     skip = ConvLayer(4, 8, 1, downsample=True, activate=False, bias=False)
     assert list(skip.state_dict()) == ["1.weight"]
+    assert list(ConvLayer(4, 8, 3).state_dict()) == ["0.weight", "1.bias"]
+    assert list(ConvLayer(4, 8, 3, bias=False).state_dict()) == ["0.weight"]
+    assert ConvLayer(4, 8, 3).blur is None and skip.act is None
+    assert skip.blur is getattr(skip, "0") and skip.conv is getattr(skip, "1")
     torch.manual_seed(3)
     _randomise(layer)
     x = torch.randn(2, 4, 16, 16)
     for mod, pad in ((layer, (2, 2)), (skip, (1, 1))):
-        conv = mod[1]
-        ref = F.conv2d(ops.upfirdn2d(x, ops.make_kernel([1, 3, 3, 1]), pad=pad), conv.weight * conv.scale, stride=2)
-        if len(mod) > 2:
-            ref = ops.fused_leaky_relu(ref, mod[2].bias)
-        for resample in ("fast", "reference"):
-            set_implementation(mod, resample=resample)
-            out = mod(x)
+        ref = F.conv2d(
+            ops.upfirdn2d(x, ops.make_kernel([1, 3, 3, 1]), pad=pad), mod.conv.weight * mod.conv.scale, stride=2
+        )
+        if mod.activate:
+            ref = ops.fused_leaky_relu(ref, mod.act.bias)
+        fast = _fast_copy(mod)
+        for out in (mod(x), fast(x), fast(x, gain=0.5) / 0.5):
             assert out.shape == (2, 8, 8, 8)
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
@@ -151,13 +202,35 @@ def test_resblock_fast_equals_reference():
     block = ResBlock(4, 6)
     _randomise(block)
     x = torch.randn(2, 4, 16, 16)
-    set_implementation(block, resample="reference")
     ref = block(x)
-    set_implementation(block, resample="fast")
+    fast = _fast_copy(block)
     assert ref.shape == (2, 6, 8, 8)
-    torch.testing.assert_close(block(x), ref, rtol=1e-4, atol=1e-5)
-    cl = block(x.contiguous(memory_format=torch.channels_last))
+    x_before = x.clone()
+    with torch.no_grad():  # in place inside the fast blocks, never on the caller's tensor
+        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-5)
+        cl = fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(x, x_before)
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    nchw = to_fast(copy.deepcopy(block), channels_last=False)(x)
+    assert nchw.is_contiguous()
+    torch.testing.assert_close(nchw, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_to_fast_keeps_parameters_keys_and_leaves_subclasses_alone():
+    block = StyledConv(4, 6, 3, 8, upsample=True)
+    params = list(block.parameters())
+    keys = list(block.state_dict())
+    assert to_fast(block) is block
+    assert type(block).__name__ == "FastStyledConv" and type(block.conv).__name__ == "FastModulatedConv2d"
+    assert type(block.conv.blur).__name__ == "FastBlur"
+    assert all(p is q for p, q in zip(params, block.parameters(), strict=True))
+    assert list(block.state_dict()) == keys
+
+    class OwnForward(ConvLayer):
+        pass
+
+    assert type(to_fast(OwnForward(3, 4, 3))) is OwnForward
 
 
 def test_noise_injection():
@@ -171,11 +244,7 @@ def test_noise_injection():
     assert n(x, None) is x
 
 
-def test_set_implementation_and_noise_argument_validation():
-    with pytest.raises(ValueError, match="modconv"):
-        set_implementation(ToRGB(4, 4), modconv="magic")
-    with pytest.raises(ValueError, match="resample"):
-        set_implementation(ToRGB(4, 4), resample="magic")
+def test_noise_argument_validation():
     shapes = [(4, 4), (8, 8)]
     with pytest.raises(ValueError, match="noise"):
         resolve_noise("const", shapes, 1, None, torch.device("cpu"), torch.float32)

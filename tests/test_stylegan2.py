@@ -151,3 +151,64 @@ def test_stylizer_decoder_is_the_prior_from_feature_resolution_up():
         want = g.synthesis(ws, noise=maps)
         got = s.decode(feats["h"], ws[:, offset:], noise=maps[offset:])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _assert_grads_close(ref: torch.nn.Module, fast: torch.nn.Module) -> None:
+    names = [name for name, _ in ref.named_parameters()]
+    pairs = list(zip(names, ref.parameters(), fast.parameters(), strict=True))
+    assert [p.grad is None for _, p, _ in pairs] == [q.grad is None for _, _, q in pairs]
+    assert sum(p.grad is not None for _, p, _ in pairs) > len(pairs) // 2
+    for name, p, q in pairs:
+        if p.grad is not None:  # sums over many pixels cancel: rounding is relative to the largest entry
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-4 * float(p.grad.abs().max()), msg=name)
+
+
+def _weighting(t: torch.Tensor) -> torch.Tensor:
+    return torch.randn(t.shape, generator=torch.Generator().manual_seed(9))
+
+
+def test_fast_and_reference_generators_agree():
+    """Built with and without the fast blocks from one state dict: the same keys, images and gradients."""
+    torch.manual_seed(0)
+    fast = Generator(TINY)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # non-zero noise weights and biases
+    ref = Generator(TINY, fast=False)
+    assert list(ref.state_dict()) == list(fast.state_dict())
+    ref.load_state_dict(fast.state_dict())
+    ws = torch.randn(3, fast.num_ws, TINY.w_dim)
+    with torch.no_grad():
+        for batch in (1, 3):  # fused and unfused modulated convs
+            want = ref.synthesis(ws[:batch], noise="const")
+            torch.testing.assert_close(fast.synthesis(ws[:batch], noise="const"), want, rtol=1e-4, atol=1e-4)
+    for net in (ref, fast):
+        out = net(torch.randn(3, TINY.z_dim, generator=torch.Generator().manual_seed(1)), noise="const")
+        (out * _weighting(out)).sum().backward()
+    _assert_grads_close(ref, fast)
+
+
+def test_fast_and_reference_discriminators_agree():
+    """Logits, features, parameter gradients and the R1 input gradient, from one state dict."""
+    torch.manual_seed(0)
+    fast = Discriminator(TINY)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    ref = Discriminator(TINY, fast=False)
+    assert list(ref.state_dict()) == list(fast.state_dict())
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-5)
+        for a, b in zip(fast.features(x), ref.features(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    input_grads = []
+    for net in (ref, fast):
+        real = x.clone().requires_grad_(True)
+        logits = net(real)
+        (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)  # R1, as training differentiates it
+        (logits.sum() + grad.square().sum()).backward()
+        input_grads.append(grad.detach())
+    torch.testing.assert_close(input_grads[1], input_grads[0], rtol=1e-3, atol=1e-5)
+    _assert_grads_close(ref, fast)

@@ -9,7 +9,7 @@ import torch
 
 from mmfs.config import PRESETS
 from mmfs.errors import CheckpointError
-from mmfs.nn import Stylizer, set_implementation
+from mmfs.nn import Stylizer, to_fast
 from mmfs.nn.encoder import encoder_channels
 from support.tiny import TINY
 
@@ -152,19 +152,37 @@ def test_noise_seeding_zero_and_replay():
 
 
 @pytest.mark.parametrize("cfg", [TINY, MID], ids=["tiny", "mid"])
-def test_implementations_agree(cfg):
-    s = _noisy(cfg)
-    x, ws = torch.randn(2, 3, cfg.resolution, cfg.resolution), torch.randn(2, s.num_ws, cfg.w_dim)
-    outs = []
-    with torch.no_grad():
-        for modconv in ("fused", "unfused"):
-            for resample in ("fast", "reference"):
-                set_implementation(s, modconv=modconv, resample=resample)
-                outs.append(s.decode(s.encode(x), ws, noise="zero"))
-        set_implementation(s, modconv="auto", resample="fast")
-        outs.append(s.decode(s.encode(x.contiguous(memory_format=torch.channels_last)), ws, noise="zero"))
-    for o in outs[1:]:
-        torch.testing.assert_close(o, outs[0], rtol=1e-4, atol=1e-4)
+def test_fast_and_reference_stylizers_agree(cfg):
+    """Built with and without the fast blocks from one state dict: the same keys, images and gradients."""
+    fast = _noisy(cfg)
+    ref = Stylizer(cfg, fast=False).eval()
+    assert list(ref.state_dict()) == list(fast.state_dict())
+    ref.load_state_dict(fast.state_dict())
+    nchw = to_fast(Stylizer(cfg, fast=False), channels_last=False).eval()
+    nchw.load_state_dict(fast.state_dict())
+    x, ws = torch.randn(3, 3, cfg.resolution, cfg.resolution), torch.randn(3, fast.num_ws, cfg.w_dim)
+    with torch.no_grad():  # batched inference: the unfused modulated convs, in place
+        want = ref.decode(ref.encode(x), ws, noise="zero")
+        for net in (fast, nchw):
+            torch.testing.assert_close(net.decode(net.encode(x), ws, noise="zero"), want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fast(x[:1], ws[:1], noise="zero"), ref(x[:1], ws[:1], noise="zero"))
+    # training: fused modulated convs, gradients of every parameter and of the styles
+    grads = []
+    for net in (ref, fast):
+        net.zero_grad()
+        ws_in = ws.clone().requires_grad_(True)
+        out = net.decode(net.encode(x), ws_in, generator=torch.Generator().manual_seed(3))  # no clamp: smooth
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append([p.grad for p in net.parameters()] + [ws_in.grad])
+    names = [name for name, _ in ref.named_parameters()] + ["ws"]
+    # the same parameters take part (the mapping networks do not: ws are given)
+    assert [g is None for g in grads[0]] == [g is None for g in grads[1]]
+    assert sum(g is not None for g in grads[0]) > len(names) // 2
+    for name, g_ref, g_fast in zip(names, grads[0], grads[1], strict=True):
+        if g_ref is None:
+            continue
+        # sums over many pixels cancel: float rounding is relative to the gradient's largest entry
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4 * float(g_ref.abs().max()), msg=name)
 
 
 @pytest.mark.parametrize("cfg", [TINY, MID], ids=["tiny", "mid"])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mmfs.nn.clip_mapper import ClipMapper
-from mmfs.nn.layers import set_implementation
+from mmfs.nn.fast import to_fast
 from mmfs.nn.stylegan2 import Discriminator, Generator
 from mmfs.nn.stylizer import Stylizer
 
-__all__ = ["ClipMapper", "Discriminator", "Generator", "Stylizer", "set_implementation"]
+__all__ = ["ClipMapper", "Discriminator", "Generator", "Stylizer", "to_fast"]

@@ -1,15 +1,11 @@
-"""StyleGAN2 building blocks with rosinality's parameter names (equalised learning rate, modulated convs).
+"""StyleGAN2 building blocks: the reference maths, with rosinality's parameter names.
 
-Every block takes explicit primitive arguments. Two run-time switches, set per module with
-`set_implementation` (defaults chosen by measurement, see `mmfs/nn/__init__.py`):
-
-* `modconv`: "fused" modulates the weights per sample and runs one grouped convolution (the official
-  form); "unfused" scales the input by the style, runs one shared convolution and scales the output by the
-  demodulation coefficients (same maths, one weight for the whole batch); "auto" picks fused for a batch of
-  one (a plain conv with no extra passes over the data) and when training in fp32 outside autocast
-  (grouped convs train faster there), unfused otherwise.
-* `resample`: "fast" (depthwise/strided/transposed FIR convolutions, no zero insertion) or "reference"
-  (`upfirdn2d` as the official code computes it).
+The blocks compute what rosinality's `model.py` and the official code compute, written the same way:
+equalised learning rate; a modulated convolution as per-sample modulated (and demodulated) weights in one
+grouped convolution; up-sampling as a stride-2 transposed convolution followed by an `upfirdn2d` blur;
+down-sampling as a blur followed by a stride-2 convolution. `mmfs/nn/fast.py` holds faster forms of the
+same blocks (same parameters and state-dict keys); a network takes them when it is built (`fast=True`, the
+default of `Stylizer`, `Generator` and `Discriminator`), and tests hold both paths equal.
 """
 
 from __future__ import annotations
@@ -24,8 +20,6 @@ from torch import Tensor, nn
 from mmfs.nn import ops
 
 BLUR_KERNEL = (1, 3, 3, 1)
-MODCONV_IMPLS = ("fused", "unfused", "auto")
-RESAMPLE_IMPLS = ("fast", "reference")
 
 
 class PixelNorm(nn.Module):
@@ -104,22 +98,19 @@ def _drop_saved_kernel(module: nn.Module, state_dict, prefix, error_msgs) -> Non
 
 
 class Blur(nn.Module):
-    """FIR low-pass (`upfirdn2d(x, k, pad=pad)`); kernel is a non-persistent buffer (derived constant)."""
+    """FIR low-pass `upfirdn2d(x, k, pad=pad)`; the kernel is a non-persistent buffer (derived constant)."""
 
     def __init__(self, kernel: Sequence[int], pad: tuple[int, int], upsample_factor: int = 1):
         super().__init__()
         self.register_buffer("kernel", ops.make_kernel(kernel) * upsample_factor**2, persistent=False)
         self.pad = pad
-        self.resample = "fast"
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
         _drop_saved_kernel(self, state_dict, prefix, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.resample == "reference":
-            return ops.upfirdn2d(x, self.kernel, pad=self.pad)
-        return ops.blur(x, self.kernel, self.pad)
+        return ops.upfirdn2d(x, self.kernel, pad=self.pad)
 
 
 class Upsample(nn.Module):
@@ -130,23 +121,20 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", ops.make_kernel(kernel) * factor**2, persistent=False)
         p = len(kernel) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
-        self.resample = "fast"
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
         _drop_saved_kernel(self, state_dict, prefix, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.resample == "reference":
-            return ops.upfirdn2d(x, self.kernel, up=2, pad=self.pad)
-        return ops.upsample_2x(x, self.kernel, self.pad)
+        return ops.upfirdn2d(x, self.kernel, up=2, pad=self.pad)
 
 
 class ModulatedConv2d(nn.Module):
     """Style-modulated (and optionally demodulated) convolution; optional 2x up-sampling (transposed conv + blur).
 
-    `forward(x, style, gain, bias)` returns `gain * modconv(x, style) + bias`: callers fold their constant
-    gains and the following bias into the convolution so no extra pass over the activations is needed.
+    For sample i: `w_i = scale * w * s_i[in]`, demodulated `w_i / sqrt(sum_{in,k,k} w_i^2 + 1e-8)` per output
+    channel, with `s = modulation(style)`; the batch runs as the groups of one convolution.
     """
 
     def __init__(
@@ -170,106 +158,23 @@ class ModulatedConv2d(nn.Module):
         if upsample:
             p = (len(blur_kernel) - 2) - (kernel_size - 1)
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + 1, p // 2 + 1), upsample_factor=2)
-        self.modconv = "auto"
 
-    def forward(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        s = self.modulation(style)  # [B, in_ch]
-        impl = self.modconv
-        if impl == "auto":
-            impl = "fused" if b == 1 or _fp32_training(self.weight) else "unfused"
-        coef = self._out_coef(s, gain)  # [B, out]: demodulation x gain, or None
-        fast_up = self.upsample and self.blur.resample == "fast"
-        # [out, in, k, k], or the 4 output phases [4, out, in, T, T] of the transposed conv
-        base = ops.polyphase_weight(self.weight[0]) if fast_up else self.weight[0]
-        if impl == "fused":
-            # per-sample weights w * scale * s[in] * coef[out]: one pass over the weights
-            mod = s.to(base.dtype)[:, None, :] * self.scale
-            if coef is not None:
-                mod = mod * coef.to(base.dtype)[:, :, None]
-            weight = base[None] * mod.reshape((b, *([1] if fast_up else []), mod.shape[1], self.in_ch, 1, 1))
-            groups, out_coef = b, None
-        else:
-            # one shared weight: the style scales the input, the demodulation scales the output
-            weight = (base * self.scale)[None]
-            x = x * s.to(x.dtype)[:, :, None, None]
-            groups, out_coef = 1, coef
+        k = self.kernel_size
+        s = self.modulation(style)
+        weight = self.scale * self.weight * s.view(b, 1, self.in_ch, 1, 1)  # [B, out, in, k, k]
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        x = x.reshape(1, b * self.in_ch, h, w)
         if self.upsample:
-            return self._up(x, weight, groups, out_coef, bias)
-        k = self.kernel_size
-        if groups == 1:
-            out = F.conv2d(x, weight[0], _cast(bias, x) if out_coef is None else None, padding=self.padding)
-        else:
-            out = F.conv2d(
-                x.reshape(1, b * self.in_ch, h, w),
-                weight.reshape(b * self.out_ch, self.in_ch, k, k),
-                _cast(bias.repeat(b), x) if bias is not None else None,
-                padding=self.padding,
-                groups=b,
-            ).reshape(b, self.out_ch, h, w)
-        if out_coef is None:
-            return out
-        out_coef = out_coef.to(out.dtype)[:, :, None, None]
-        if bias is None:
-            return out * out_coef
-        return torch.addcmul(_cast(bias, out).view(1, -1, 1, 1), out, out_coef)
-
-    def _out_coef(self, s: Tensor, gain: float) -> Tensor | None:
-        """gain * rsqrt(sum_{in,k,k} (scale * w * s)^2 + 1e-8) per (sample, out) via one small GEMM, or None."""
-        if not self.demodulate:
-            return None if gain == 1.0 else torch.full((s.shape[0], self.out_ch), gain, device=s.device)
-        w2 = self.weight[0].float().square().sum(dim=(2, 3)) * self.scale**2  # [out, in]
-        return torch.rsqrt(s.float().square() @ w2.t() + 1e-8) * gain
-
-    def _up(self, x: Tensor, weight: Tensor, groups: int, coef: Tensor | None, bias: Tensor | None) -> Tensor:
-        """Stride-2 transposed conv, output scale `coef` [B, out], blur, bias: H x W -> 2H x 2W.
-
-        `weight` is [G, out, in, k, k] (reference) or its phases [G, 4, out, in, T, T] (fast), G = groups.
-        """
-        b, _, h, w = x.shape
-        k = self.kernel_size
-        if groups > 1:
-            x = x.reshape(1, b * self.in_ch, h, w)
-        if self.blur.resample == "reference":
-            wt = weight.transpose(1, 2).reshape(groups * self.in_ch, self.out_ch, k, k)
-            out = F.conv_transpose2d(x, wt, stride=2, groups=groups).reshape(b, self.out_ch, 2 * h + k - 2, -1)
-            if coef is not None:
-                out = out * coef.to(out.dtype)[:, :, None, None]
-            out = ops.upfirdn2d(out, self.blur.kernel, pad=self.blur.pad)
-            return out if bias is None else out + _cast(bias, out).view(1, -1, 1, 1)
-        # fast: the 4 output phases from one regular conv at the input resolution (no zero insertion)
-        t = (k + 1) // 2
-        y = F.conv2d(x, weight.reshape(groups * 4 * self.out_ch, self.in_ch, t, t), padding=t - 1, groups=groups)
-        y = y.reshape(b, 4 * self.out_ch, y.shape[-2], y.shape[-1])
-        if coef is not None:
-            y = y * coef.to(y.dtype).repeat(1, 4)[:, :, None, None]
-        # the shuffled phases hold the transposed conv's 2H + k - 2 samples, then 2T - k zeros: write them into
-        # a buffer with the blur's padding around them, so the blur is one dense, unpadded depthwise conv
-        p0, p1 = self.blur.pad
-        extra = 2 * t - k
-        if extra > p1:
-            y_full = ops.pixel_shuffle_2x(y)[:, :, : 2 * h + k - 2, : 2 * w + k - 2]
-            return ops.blur(y_full, self.blur.kernel, (p0, p1), bias=_cast(bias, y))
-        padded = ops.pixel_shuffle_2x(y, pad=(p0, p1 - extra))
-        return ops.blur(padded, self.blur.kernel, 0, bias=_cast(bias, y))
-
-
-def _fp32_training(weight: Tensor) -> bool:
-    """True when a graph is recorded for this layer outside autocast (where grouped convs train faster)."""
-    return weight.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(weight.device.type)
-
-
-def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
-    return None if t is None else t.to(like.dtype)
-
-
-def _is_dense(x: Tensor) -> bool:
-    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _leaky_relu(x: Tensor) -> Tensor:
-    """Leaky ReLU 0.2 (its sqrt 2 gain is folded into the conv before); in place when no graph needs x."""
-    return F.leaky_relu(x, 0.2, inplace=_is_dense(x) and not x.requires_grad)
+            # a transposed conv takes its weight as [in, out, k, k] per group
+            weight = weight.transpose(1, 2).reshape(b * self.in_ch, self.out_ch, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=b)
+            return self.blur(out.reshape(b, self.out_ch, out.shape[-2], out.shape[-1]))
+        weight = weight.reshape(b * self.out_ch, self.in_ch, k, k)
+        out = F.conv2d(x, weight, padding=self.padding, groups=b)
+        return out.reshape(b, self.out_ch, h, w)
 
 
 class NoiseInjection(nn.Module):
@@ -279,16 +184,14 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: Tensor, noise: Tensor | None, gain: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:
             return x
-        noise = (self.weight * gain * noise).to(x.dtype)
-        # in place when no graph needs x: an out-of-place add costs a fresh (page-faulting) buffer
-        return x + noise if x.requires_grad or not _is_dense(x) else x.add_(noise)
+        return x + (self.weight * noise).to(x.dtype)
 
 
 class StyledConv(nn.Module):
-    """Modulated conv -> noise -> bias + leaky ReLU (x sqrt 2); gain and bias folded into the conv."""
+    """Modulated conv -> noise -> bias + leaky ReLU (x sqrt 2)."""
 
     def __init__(
         self,
@@ -306,9 +209,9 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
-        # lrelu(y + n + b) * sqrt2 == lrelu(sqrt2 * y + sqrt2 * n + sqrt2 * b): the gain rides on the weights
-        out = self.conv(x, style, gain=ops.SQRT2, bias=self.activate.bias * ops.SQRT2)
-        return _leaky_relu(self.noise(out, noise, gain=ops.SQRT2))
+        out = self.conv(x, style)
+        out = self.noise(out, noise)
+        return self.activate(out)
 
 
 class ToRGB(nn.Module):
@@ -322,14 +225,19 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, style, bias=self.bias.view(3)).float()  # the RGB sum is kept in fp32 under autocast
+        out = self.conv(x, style).float() + self.bias  # the RGB sum is kept in fp32 under autocast
         if skip is not None:
             out = out + self.upsample(skip).float()
         return out
 
 
-class ConvLayer(nn.Sequential):
-    """[Blur] -> EqualConv2d -> [FusedLeakyReLU]; down-sampling convs are blur + stride 2 (rosinality indices)."""
+class ConvLayer(nn.Module):
+    """[Blur] -> EqualConv2d -> [leaky ReLU]; a down-sampling conv blurs, then convolves with stride 2.
+
+    rosinality builds this layer as an `nn.Sequential`, so checkpoints key its parts by position
+    (`convs.0.0.weight`, `convs.1.conv2.1.weight`, `convs.1.conv2.2.bias`). The parts are registered under
+    the same names, "0", "1", "2", and read through `blur`, `conv` and `act`.
+    """
 
     def __init__(
         self,
@@ -341,39 +249,43 @@ class ConvLayer(nn.Sequential):
         bias: bool = True,
         activate: bool = True,
     ) -> None:
-        layers: list[nn.Module] = []
+        super().__init__()
+        self.downsample = downsample
+        self.activate = activate
+        parts: list[nn.Module] = []
         if downsample:
             p = (len(blur_kernel) - 2) + (kernel_size - 1)
-            layers.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
+            parts.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
             stride, padding = 2, 0
         else:
             stride, padding = 1, kernel_size // 2
-        layers.append(EqualConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias and not activate))
+        # with an activation the bias is the activation's (rosinality's FusedLeakyReLU), not the conv's
+        parts.append(EqualConv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias and not activate))
         if activate:
-            layers.append(FusedLeakyReLU(out_ch) if bias else ScaledLeakyReLU())
-        super().__init__(*layers)
-        self.downsample = downsample
-        self.activate = activate
+            parts.append(FusedLeakyReLU(out_ch) if bias else ScaledLeakyReLU())
+        for i, part in enumerate(parts):
+            self.add_module(str(i), part)
 
-    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
-        """`gain * layer(x)`, with every constant folded into the convolution (lrelu is positively homogeneous)."""
-        conv: EqualConv2d = self[1] if self.downsample else self[0]
-        act = self[-1] if self.activate else None
-        if act is not None:
-            gain = gain * ops.SQRT2
-        bias = act.bias if isinstance(act, FusedLeakyReLU) else conv.bias
-        weight = conv.weight * (conv.scale * gain)
-        bias = bias * gain if bias is not None else None
-        stride, padding = conv.stride, conv.padding
-        if self.downsample:
-            blur: Blur = self[0]
-            if blur.resample == "fast" and conv.weight.shape[-1] == 1:
-                # a 1x1 stride-2 conv only reads every second blurred sample: blur straight to those
-                x, stride = ops.blur_down(x, blur.kernel, blur.pad), 1
-            else:
-                x = blur(x)
-        out = F.conv2d(x, weight, bias, stride=stride, padding=padding)
-        return _leaky_relu(out) if act is not None else out
+    @property
+    def blur(self) -> Blur | None:
+        """The blur before a down-sampling conv (part 0), or None."""
+        return getattr(self, "0") if self.downsample else None
+
+    @property
+    def conv(self) -> EqualConv2d:
+        """The convolution (part 1 after a blur, else part 0)."""
+        return getattr(self, "1" if self.downsample else "0")
+
+    @property
+    def act(self) -> FusedLeakyReLU | ScaledLeakyReLU | None:
+        """The activation (the last part), or None."""
+        return getattr(self, "2" if self.downsample else "1") if self.activate else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.blur is not None:
+            x = self.blur(x)
+        x = self.conv(x)
+        return self.act(x) if self.act is not None else x
 
 
 class ResBlock(nn.Module):
@@ -386,37 +298,8 @@ class ResBlock(nn.Module):
         self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, blur_kernel=blur_kernel, activate=False, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        g = 1 / math.sqrt(2)  # folded into both branches' convolutions
-        out = self.conv2(self.conv1(x), gain=g)
-        skip = self.skip(x, gain=g)
-        return out + skip if out.requires_grad else out.add_(skip)
-
-
-def set_implementation(
-    module: nn.Module,
-    *,
-    modconv: str | None = None,
-    resample: str | None = None,
-    channels_last: bool | None = None,
-) -> None:
-    """Switch every modulated conv (fused/unfused/auto), every resampler (fast/reference) and the memory
-    format the top-level networks run in (channels-last or NCHW) under `module`; None leaves a switch alone."""
-    if modconv is not None and modconv not in MODCONV_IMPLS:
-        raise ValueError(f"modconv must be one of {MODCONV_IMPLS}, got {modconv!r}")
-    if resample is not None and resample not in RESAMPLE_IMPLS:
-        raise ValueError(f"resample must be one of {RESAMPLE_IMPLS}, got {resample!r}")
-    for m in module.modules():
-        if modconv is not None and isinstance(m, ModulatedConv2d):
-            m.modconv = modconv
-        if resample is not None and isinstance(m, (Blur, Upsample)):
-            m.resample = resample
-        if channels_last is not None and hasattr(m, "channels_last"):
-            m.channels_last = channels_last
-
-
-def to_memory_format(x: Tensor, channels_last: bool) -> Tensor:
-    """x in channels-last (NHWC in memory) or NCHW layout; a no-op when it already is."""
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        out = self.conv2(self.conv1(x))
+        return (out + self.skip(x)) / math.sqrt(2)
 
 
 def draw_noise(

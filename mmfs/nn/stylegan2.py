@@ -3,6 +3,7 @@
 `Generator` loads a rosinality `g`/`g_ema` state dict strictly (`style.N`, `input.input`, `conv1`, `to_rgb1`,
 `convs.i`, `to_rgbs.i`, `noises.noise_i`); it is the Stage I teacher. `Discriminator` loads a rosinality
 `d` (`convs.0.0.weight` ... `final_linear.1.bias`) and adds MMFS's `features()` (the perceptual features).
+Both run the fast blocks of `mmfs/nn/fast.py` unless built with `fast=False` (the reference maths).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfs.config import ModelConfig
+from mmfs.nn.fast import to_fast
 from mmfs.nn.layers import (
     ConvLayer,
     EqualLinear,
@@ -22,7 +24,6 @@ from mmfs.nn.layers import (
     ToRGB,
     draw_noise,
     resolve_noise,
-    to_memory_format,
 )
 
 
@@ -51,9 +52,12 @@ class _NoiseBuffers(nn.Module):
 
 
 class Generator(nn.Module):
-    """Full StyleGAN2 generator (mapping + synthesis from 4x4) at `cfg.resolution`; the Stage I teacher."""
+    """Full StyleGAN2 generator (mapping + synthesis from 4x4) at `cfg.resolution`; the Stage I teacher.
 
-    def __init__(self, cfg: ModelConfig):
+    `fast=False` builds the reference blocks; the default, their fast forms (same keys and results).
+    """
+
+    def __init__(self, cfg: ModelConfig, fast: bool = True):
         super().__init__()
         self.cfg = cfg
         self.num_ws = cfg.prior_num_ws
@@ -80,7 +84,8 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(out_ch, out_ch, 3, w_dim))
             self.to_rgbs.append(ToRGB(out_ch, w_dim))
             in_ch = out_ch
-        self.channels_last = True  # activations in NHWC memory (faster convs)
+        if fast:
+            to_fast(self)
 
     def z_to_w(self, z: Tensor) -> Tensor:
         """[B, z_dim] -> [B, w_dim]."""
@@ -104,8 +109,7 @@ class Generator(nn.Module):
         if isinstance(noise, str) and noise == "const":
             noise = [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
         maps = resolve_noise(noise, self.noise_shapes, batch, generator, ws.device, ws.dtype)
-        out = to_memory_format(self.input(batch), self.channels_last)
-        out = self.conv1(out, ws[:, 0], maps[0])
+        out = self.conv1(self.input(batch), ws[:, 0], maps[0])
         skip = self.to_rgb1(out, ws[:, 1])
         i = 1
         for k, to_rgb in enumerate(self.to_rgbs):
@@ -121,9 +125,12 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """StyleGAN2 residual discriminator down to 4x4, minibatch stddev, two linear layers -> logits [B, 1]."""
+    """StyleGAN2 residual discriminator down to 4x4, minibatch stddev, two linear layers -> logits [B, 1].
 
-    def __init__(self, cfg: ModelConfig):
+    `fast=False` builds the reference blocks; the default, their fast forms (same keys and results).
+    """
+
+    def __init__(self, cfg: ModelConfig, fast: bool = True):
         super().__init__()
         self.cfg = cfg
         log_size = cfg.log2_resolution
@@ -143,7 +150,8 @@ class Discriminator(nn.Module):
         )
         # feature blocks that exist at this resolution (reference: convs[1, 3, 4, 5] at 512 px)
         self.feature_blocks = tuple(b for b in cfg.disc_feature_blocks if 0 <= b < len(self.convs))
-        self.channels_last = True  # activations in NHWC memory (faster convs)
+        if fast:
+            to_fast(self)
 
     def features(self, x: Tensor) -> list[Tensor]:
         """Outputs of `convs[i]` for i in `feature_blocks`, stopping after the last one."""
@@ -151,7 +159,6 @@ class Discriminator(nn.Module):
         if not self.feature_blocks:
             return feats
         last = max(self.feature_blocks)
-        x = to_memory_format(x, self.channels_last)
         for i, block in enumerate(self.convs):
             x = block(x)
             if i in self.feature_blocks:
@@ -161,7 +168,7 @@ class Discriminator(nn.Module):
         return feats
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.convs(to_memory_format(x, self.channels_last))
+        out = self.convs(x)
         b, c, h, w = out.shape
         # rosinality uses min(B, 4) and fails when it does not divide B; take the largest group that does
         group = min(b, self.stddev_group)

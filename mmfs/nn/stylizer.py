@@ -3,7 +3,8 @@
 `forward(x, ws)` takes the styles explicitly (`ws: [B, num_ws, w_dim]`); the helpers `ws_from_z`,
 `mixed_ws` and `ws_from_clip` produce them. At 512 px the decoder is a new 32 px StyledConv + ToRGB
 (`decoder0`, `to_rgb0`) followed by StyleGAN2-512's 64..512 px layers (`decoder{k}a/b`, `to_rgb{k}`),
-with the reference's state-dict keys.
+with the reference's state-dict keys. The blocks are the fast ones of `mmfs/nn/fast.py` unless the
+Stylizer is built with `fast=False` (the reference maths of `mmfs/nn/layers.py`).
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ from mmfs.config import ModelConfig
 from mmfs.errors import CheckpointError
 from mmfs.nn.clip_mapper import ClipMapper
 from mmfs.nn.encoder import build_encoder
-from mmfs.nn.layers import StyledConv, ToRGB, draw_noise, resolve_noise, to_memory_format
+from mmfs.nn.fast import to_fast
+from mmfs.nn.layers import StyledConv, ToRGB, draw_noise, resolve_noise
 from mmfs.nn.stylegan2 import build_mapping
 
 NoiseArg = str | Sequence[Tensor] | None
 
 
 class Stylizer(nn.Module):
-    """Encoder [B,3,R,R] -> [B,C_F,F,F], then styled convs driven by `ws` -> RGB [B,3,R,R] in [-1, 1]."""
+    """Encoder [B,3,R,R] -> [B,C_F,F,F], then styled convs driven by `ws` -> RGB [B,3,R,R] in [-1, 1].
 
-    def __init__(self, cfg: ModelConfig, with_mapper: bool = False):
+    `fast=False` builds the reference blocks; the default, their fast forms (same keys and results).
+    """
+
+    def __init__(self, cfg: ModelConfig, with_mapper: bool = False, fast: bool = True):
         super().__init__()
         self.cfg = cfg
         self.num_ws = cfg.num_ws
@@ -48,7 +53,8 @@ class Stylizer(nn.Module):
             self.noise_shapes += [(res, res), (res, res)]
         if with_mapper:
             self.clip_mapper = ClipMapper(cfg)
-        self.channels_last = True  # activations in NHWC memory: faster convs on CPU (and on GPUs with AMP)
+        if fast:
+            to_fast(self)
 
     # ---- styles -------------------------------------------------------------------------------------------
 
@@ -87,7 +93,7 @@ class Stylizer(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Image [B, 3, R, R] in [-1, 1] -> content features [B, C_F, F, F]."""
-        return self.encoder(to_memory_format(x, self.channels_last))
+        return self.encoder(x)
 
     def decode(
         self, feat: Tensor, ws: Tensor, noise: NoiseArg = None, generator: torch.Generator | None = None
@@ -96,7 +102,7 @@ class Stylizer(nn.Module):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must be [B, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
         maps = resolve_noise(noise, self.noise_shapes, feat.shape[0], generator, feat.device, torch.float32)
-        out = self.decoder0(to_memory_format(feat, self.channels_last), ws[:, 0], maps[0])
+        out = self.decoder0(feat, ws[:, 0], maps[0])
         rgb = self.to_rgb0(out, ws[:, 1])
         for k in range(1, self.cfg.num_upsamples + 1):
             out = getattr(self, f"decoder{k}a")(out, ws[:, 2 * k - 1], maps[2 * k - 1])
