@@ -63,7 +63,7 @@ def test_modulated_conv_init():
 
 
 def _modconv_formula(m: ModulatedConv2d, x, style):
-    """Per-sample conv with explicitly modulated/demodulated weights (reference §2.3 formulas)."""
+    """Per-sample conv with explicitly modulated/demodulated weights (the StyleGAN2 formulas)."""
     s = m.modulation(style)
     outs = []
     for i in range(x.shape[0]):

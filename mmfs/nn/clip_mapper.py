@@ -1,4 +1,4 @@
-"""CLIP embedding -> w+ (reference §4): a pre-norm transformer over `num_ws` position-embedded copies of the input."""
+"""CLIP embedding -> w+ (the official `CLIPFeats2Wplus`, docs/mapper.md): a pre-norm transformer over `num_ws` position-embedded copies of the input."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Our state-dict keys are the upstream ones (docs/architecture.md), so conversion 
 pickle safely, choosing the right sub-dictionary, inferring the model config from tensor shapes, and
 dropping the blur-kernel buffers (constants we rebuild). The only real key mapping is
 `stylizer_init_from_prior`: the StyleGAN2 layers from 2F px up become the Stylizer's decoder
-(reference-implementation.md §2.3: `decoder1a` = `convs.6`, `to_rgb4` = `to_rgbs.6`, `mapping_z` = `style`).
+(the official key map: `decoder1a` = `convs.6`, `to_rgb4` = `to_rgbs.6`, `mapping_z` = `style`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Stylizer's content encoder: image [B, 3, R, R] -> feature map [B, C_F, F, F] (reference §2.1)."""
+"""The Stylizer's content encoder: image [B, 3, R, R] -> feature map [B, C_F, F, F] (the official `Stylizer.encoder`)."""
 
 from __future__ import annotations
 

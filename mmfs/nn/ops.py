@@ -1,9 +1,8 @@
 """The reference StyleGAN2 ops in pure PyTorch (no custom kernels): FIR resampling and the fused leaky ReLU.
 
 `upfirdn2d` inserts `up - 1` zeros between samples, pads or crops, convolves every channel with the
-flipped FIR kernel and keeps every `down`-th sample: what the official code computes on the CPU
-(reference-implementation.md §9). The fast forms of the same maths, which never touch an inserted zero,
-are in `mmfs/nn/fast_ops.py`.
+flipped FIR kernel and keeps every `down`-th sample: what the official code computes on the CPU.
+The fast forms of the same maths, which never touch an inserted zero, are in `mmfs/nn/fast_ops.py`.
 """
 
 from __future__ import annotations

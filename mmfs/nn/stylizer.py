@@ -1,4 +1,4 @@
-"""The MMFS Stylizer: content encoder + a StyleGAN2 style decoder from the feature resolution up (reference §2).
+"""The MMFS Stylizer: content encoder + a StyleGAN2 style decoder from the feature resolution up (the official `style_based_pix2pixII`).
 
 `forward(x, ws)` takes the styles explicitly (`ws: [B, num_ws, w_dim]`); the helpers `ws_from_z`,
 `mixed_ws` and `ws_from_clip` produce them. At 512 px the decoder is a new 32 px StyledConv + ToRGB
