@@ -9,7 +9,6 @@ the same request runner as `mmfs stylize`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
 
 import typer
 
@@ -17,12 +16,15 @@ from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
 from mmfs.config.stylize import AdaptRun, StylizeOptions
 from mmfs.config.train import AdaptOptions, LoopConfig, Pretrained, apply_pretrained
-from mmfs_cli.common import echo_err, guarded
+from mmfs_cli.common import echo_err, guarded, inputs_argument
 from mmfs_cli.options import Group, command
 from mmfs_cli.stylize import run_request
 
 LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32")  # the rest: the stage's defaults
 INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are stylized (--overwrite: AdaptRun's)
+
+
+Inputs = inputs_argument("Photos to stylize right after adapting (files, folders, globs); optional.")
 
 
 @command(
@@ -35,12 +37,7 @@ INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are sty
     runtime=Group(Runtime, only=("as_json", "quiet")),
 )
 def adapt(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Photos to stylize right after adapting (files, folders, globs); optional.", show_default=False
-        ),
-    ] = None,
+    inputs: Inputs = None,
     *,
     options: AdaptOptions,
     pretrained: Pretrained,

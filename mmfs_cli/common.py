@@ -7,7 +7,7 @@ import enum
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -83,3 +83,8 @@ class Detector(str, enum.Enum):
     dlib_cnn = "dlib-cnn"
     dlib_then_cnn = "dlib+cnn"
     insightface = "insightface"
+
+
+def inputs_argument(help: str) -> Any:  # noqa: A002
+    """The INPUTS argument of a command that reads photos (files, folders, globs): optional, many."""
+    return Annotated[list[str] | None, typer.Argument(help=help, metavar="INPUTS", show_default=False)]

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
 from mmfs.config.stylize import StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions, VideoOptions
-from mmfs_cli.common import EXIT_FAILED, echo_err, guarded, report_failures, stdin_lines
+from mmfs_cli.common import EXIT_FAILED, echo_err, guarded, inputs_argument, report_failures, stdin_lines
 from mmfs_cli.options import Group, command
+
+Inputs = inputs_argument("Photos: files, folders (recursive), globs, or - to read paths from stdin.")
 
 
 @command(
@@ -29,12 +31,7 @@ from mmfs_cli.options import Group, command
     runtime=Group(Runtime),
 )
 def stylize(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Photos: files, folders (recursive), globs, or - to read paths from stdin.", show_default=False
-        ),
-    ] = None,
+    inputs: Inputs = None,
     *,
     model: StylizerOptions,
     style: StyleOptions,
