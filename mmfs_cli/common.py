@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from mmfs.config.faces import DETECTORS
+
 # Exit codes (documented in docs/cli.md): 0 success, 1 some inputs failed or a user error,
 # 2 usage error (Typer's own), 130 interrupted.
 EXIT_FAILED = 1
@@ -76,10 +78,7 @@ ClipTag = Annotated[
 ]
 
 
-class Detector(str, enum.Enum):
-    """`--detector` of align and stylize: the names of `mmfs.faces.DETECTORS` (spelled here, so --help needs no import)."""
-
-    dlib = "dlib"
-    dlib_cnn = "dlib-cnn"
-    dlib_then_cnn = "dlib+cnn"
-    insightface = "insightface"
+# `--detector` of stylize until it takes `mmfs.config.faces.FaceDetection`: built from the one list of names.
+Detector = enum.Enum(
+    "Detector", {name.replace("-", "_").replace("+", "_then_"): name for name in DETECTORS}, type=str, module=__name__
+)

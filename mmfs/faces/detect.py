@@ -16,9 +16,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from mmfs.config.faces import DETECTORS
 from mmfs.errors import MissingWeightsError, MMFSError
 
-DETECTORS = ("dlib", "dlib-cnn", "dlib+cnn", "insightface")
 DLIB_LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 DLIB_CNN_FILE = "mmod_human_face_detector.dat"
 # dlib's HOG window is 80 px: images are shrunk to this side for the scan (big faces stay findable, a

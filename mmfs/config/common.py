@@ -1,0 +1,20 @@
+"""Options several commands share: where and how they compute, and how they talk to the terminal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmfs.config.options import check_fields, option
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Device, precision and output style of an inference command (a command offers the fields it uses)."""
+
+    device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+    dtype: str = option("fp32", "Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs).")
+    as_json: bool = option(False, "Print one JSON summary on stdout; messages go to stderr.", flags="--json")
+    quiet: bool = option(False, "No progress bar.", flags=("--quiet", "-q"))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
