@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mmfs.config.common import Runtime
+from mmfs.config.evaluate import METRIC_NAMES, EvaluateRequest
 from mmfs.config.faces import FaceDetection
 from mmfs.errors import OptionError
 
@@ -21,3 +22,28 @@ def test_face_detection_defaults_and_choices():
 
 def test_runtime_defaults():
     assert Runtime() == Runtime(device="auto", dtype="fp32", as_json=False, quiet=False)
+
+
+def _evaluate_request(**kwargs):
+    return EvaluateRequest(checkpoint=Path("a.safetensors"), photos=Path("photos"), **kwargs)
+
+
+def test_evaluate_request_parses_metrics_and_checks_what_they_need():
+    request = _evaluate_request(metrics="lpips, ARCFACE,lpips")
+    assert request.metric_names == ("lpips", "arcface") and request.report == Path("evaluation.json")
+    assert _evaluate_request(art=Path("art")).metric_names == METRIC_NAMES  # the default measures everything
+    cases = [
+        ({"metrics": "lpips,ssim", "art": Path("art")}, "metrics", "unknown metric ssim; choose from fid"),
+        ({"metrics": " , "}, "metrics", "unknown metric ' , '"),
+        ({"metrics": "fid"}, "art", "fid needs the art set"),
+        ({"art": Path("art"), "n": 1}, "n", "fid needs at least 2 outputs"),
+        ({"metrics": "lpips", "seed": 2**63}, "seed", "must be in \\[0, 2\\*\\*63 - 1\\]"),
+        ({"metrics": "lpips", "seed": -1}, "seed", "must be in"),
+        ({"metrics": "lpips", "batch_size": 0}, "batch_size", "must be >= 1"),
+        ({"metrics": "lpips", "fid_cache": Path("c"), "no_fid_cache": True}, "fid_cache", "exclude each other"),
+    ]
+    for kwargs, field, message in cases:
+        with pytest.raises(OptionError, match=message) as caught:
+            _evaluate_request(**kwargs)
+        assert caught.value.field == field, kwargs
+    assert _evaluate_request(metrics="lpips", n=1, seed=2**63 - 1).n == 1  # one output is enough without fid

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from mmfs.config.options import check_fields, option
 
+MAX_SEED = 2**63 - 1  # the largest seed a command accepts (stylize, evaluate)
+
 
 @dataclass(frozen=True)
 class Runtime:

@@ -323,11 +323,14 @@ def _make_data(root: Path, b: DemoBudget, size: int, seed: int, train_prior: boo
 
 def _evaluate(outdir: Path, paths: dict[str, Any], b: DemoBudget, device: str, seed: int, progress: bool) -> dict:
     """`mmfs evaluate` on the held-out photos with tiny random metric networks (the numbers are not comparable)."""
+    from mmfs.config.evaluate import EvaluateRequest
     from mmfs.inference.evaluate import evaluate, write_report
 
-    report = evaluate(paths["mapper"], paths["heldout"], paths["art"], n=b.eval_n, seed=seed, batch_size=b.batch_size,
-                      device=device, fid_cache=False, tiny_metrics=True, progress=progress)  # fmt: skip
-    write_report(report, outdir / EVALUATION)
+    request = EvaluateRequest(paths["mapper"], paths["heldout"], paths["art"], n=b.eval_n, seed=seed,
+                              batch_size=b.batch_size, no_fid_cache=True, report=outdir / EVALUATION,
+                              tiny_metrics=True)  # fmt: skip
+    report = evaluate(request, device=device, progress=progress)
+    write_report(report, request.report)
     return report
 
 

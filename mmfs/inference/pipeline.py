@@ -26,13 +26,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from mmfs.config.common import MAX_SEED
 from mmfs.inference.latents import Latents, load_latents
 
 # "seeded": the style's noise maps, the same for every face; "fresh": each face its own maps, drawn from
 # `face_noise_seed` (the style's noise seed and the face's pixels), so still reproducible; "zero": none.
 NOISE_MODES = ("seeded", "fresh", "zero")
 DEFAULT_NOISE_SEED = 0  # noise of styles that carry no seed (w-file rows without one, CLIP styles)
-MAX_SEED = 2**63 - 1
 _NOISE_CACHE = 32  # styles whose noise maps stay on the device (each ~2.8 MB at 512 px)
 
 
