@@ -53,7 +53,12 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
     """Decorator: the command's own parameters, then one Typer option per field of each group."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(fn).parameters.items() if name not in groups]
+        own_hints = typing.get_type_hints(fn, include_extras=True)  # `from __future__ import annotations`: strings
+        own = [
+            p.replace(annotation=own_hints.get(name, p.annotation))
+            for name, p in inspect.signature(fn).parameters.items()
+            if name not in groups
+        ]
         hints = {}
         routes: dict[str, tuple[str, dataclasses.Field]] = {}
         params = list(own)

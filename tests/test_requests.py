@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mmfs.config.align import AlignRequest
 from mmfs.config.common import Runtime
 from mmfs.config.evaluate import METRIC_NAMES, EvaluateRequest
 from mmfs.config.faces import FaceDetection
@@ -47,3 +48,12 @@ def test_evaluate_request_parses_metrics_and_checks_what_they_need():
             _evaluate_request(**kwargs)
         assert caught.value.field == field, kwargs
     assert _evaluate_request(metrics="lpips", n=1, seed=2**63 - 1).n == 1  # one output is enough without fid
+
+
+def test_align_request_defaults_and_size_bounds():
+    assert AlignRequest() == AlignRequest(outdir=Path("aligned"), size=512, overwrite=False)
+    assert AlignRequest(size=16).size == 16 and AlignRequest(size=4096).size == 4096
+    with pytest.raises(OptionError, match="size: must be >= 16"):
+        AlignRequest(size=8)
+    with pytest.raises(OptionError, match="size: must be <= 4096"):
+        AlignRequest(size=4097)
