@@ -8,6 +8,7 @@ import pytest
 
 from mmfs.config.align import AlignRequest
 from mmfs.config.common import Runtime
+from mmfs.config.demo import DemoRequest
 from mmfs.config.evaluate import METRIC_NAMES, EvaluateRequest
 from mmfs.config.faces import FaceDetection
 from mmfs.errors import OptionError
@@ -57,3 +58,14 @@ def test_align_request_defaults_and_size_bounds():
         AlignRequest(size=8)
     with pytest.raises(OptionError, match="size: must be <= 4096"):
         AlignRequest(size=4097)
+
+
+def test_demo_request_defaults_and_bounds():
+    request = DemoRequest()
+    assert (request.outdir, request.quick, request.train_prior, request.seed, request.threads) == (
+        Path("demo_out"), False, False, 0, None
+    )  # fmt: skip
+    with pytest.raises(OptionError, match="seed: must be >= 0"):
+        DemoRequest(seed=-1)
+    with pytest.raises(OptionError, match="threads: must be >= 1"):
+        DemoRequest(threads=0)
