@@ -8,6 +8,7 @@ import pytest
 
 from mmfs.config.align import AlignRequest
 from mmfs.config.common import Runtime
+from mmfs.config.convert import ConvertOptions
 from mmfs.config.demo import DemoRequest
 from mmfs.config.evaluate import METRIC_NAMES, EvaluateRequest
 from mmfs.config.faces import FaceDetection
@@ -69,3 +70,11 @@ def test_demo_request_defaults_and_bounds():
         DemoRequest(seed=-1)
     with pytest.raises(OptionError, match="threads: must be >= 1"):
         DemoRequest(threads=0)
+
+
+def test_convert_options_defaults_and_formats():
+    options = ConvertOptions()
+    assert (options.source_format, options.generator_key, options.feature_resolution) == ("auto", "g_ema", 32)
+    assert ConvertOptions(source_format="mmfs").source_format == "mmfs"
+    with pytest.raises(OptionError, match="source_format: must be one of auto, rosinality, mmfs, got 'stylegan3'"):
+        ConvertOptions(source_format="stylegan3")
