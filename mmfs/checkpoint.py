@@ -116,6 +116,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         ) from None
 
 
+def describe_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
+    """`mmfs info`: a checkpoint's metadata without its tensors, `mmfs.` dropped and JSON values decoded."""
+    meta = read_metadata(path)
+    if "mmfs.format_version" not in meta:
+        raise CheckpointError(f"{path}: not an mmfs checkpoint (no mmfs metadata)")
+    decoded: dict[str, object] = {}
+    for key, value in sorted(meta.items()):
+        try:
+            decoded[key.removeprefix("mmfs.")] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key.removeprefix("mmfs.")] = value
+    return decoded
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -57,32 +55,6 @@ def report_failures(errors: list[str], limit: int = 20) -> None:
 def stdin_lines() -> list[str]:
     """Paths piped on stdin for the `-` input; empty when stdin is a terminal."""
     return [] if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read().splitlines()
-
-
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[
-    str,
-    typer.Option("--dtype", help="Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs)."),
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-OutdirOpt = Annotated[Path, typer.Option("--outdir", "-o", help="Folder for the outputs (created if missing).")]
-ClipTag = Annotated[
-    str | None,
-    typer.Option(
-        help="open_clip pretrained tag of the CLIP weights, e.g. openai (the reference's) or laion2b_s34b_b79k; it also"
-        " decides QuickGELU for --clip-weights. Default: openai (stylize, adapt: the tag recorded with the mapper, if any).",
-        show_default=False,
-    ),
-]
-
-
-class Detector(str, enum.Enum):
-    """`--detector` of align and stylize: the names of `mmfs.faces.DETECTORS` (spelled here, so --help needs no import)."""
-
-    dlib = "dlib"
-    dlib_cnn = "dlib-cnn"
-    dlib_then_cnn = "dlib+cnn"
-    insightface = "insightface"
 
 
 def inputs_argument(help: str) -> Any:  # noqa: A002

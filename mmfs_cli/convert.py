@@ -1,4 +1,7 @@
-"""`mmfs convert`: import upstream weights into our safetensors format."""
+"""`mmfs convert`: import upstream weights into our safetensors format.
+
+The options are fields of `mmfs.config.convert.ConvertOptions`; `mmfs.nn.convert.convert_file` does the work.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +10,16 @@ from typing import Annotated
 
 import typer
 
+from mmfs.config.convert import ConvertOptions
 from mmfs_cli.common import echo_err, guarded
+from mmfs_cli.options import Group, command
+
+Source = Annotated[Path, typer.Argument(help="Upstream checkpoint (.pt/.pth): rosinality StyleGAN2 or official MMFS.")]
+Target = Annotated[Path, typer.Argument(help="Output .safetensors file.")]
 
 
-def convert(
-    source: Annotated[
-        Path, typer.Argument(help="Upstream checkpoint (.pt/.pth): rosinality StyleGAN2 or official MMFS.")
-    ],
-    target: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
-    source_format: Annotated[
-        str, typer.Option("--format", help="auto, rosinality (keys g_ema/g, d) or mmfs (keys G_ema_model, D_model).")
-    ] = "auto",
-    generator_key: Annotated[
-        str,
-        typer.Option(
-            help="Rosinality generator to import: g_ema (EMA weights) or g (the reference's Stage-I teacher)."
-        ),
-    ] = "g_ema",
-    feature_resolution: Annotated[
-        int, typer.Option(help="Rosinality only: where the Stylizer built on this prior hands over to the decoder.")
-    ] = 32,
-    trust_pickle: Annotated[
-        bool, typer.Option("--trust-pickle", help="Allow files that hold arbitrary Python objects (runs their code!).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace TARGET if it exists.")] = False,
-) -> None:
+@command(options=Group(ConvertOptions))
+def convert(source: Source, target: Target, options: ConvertOptions) -> None:
     """Convert an upstream checkpoint into an mmfs safetensors file (config in its metadata).
 
     A rosinality StyleGAN2 file (e.g. the public stylegan2-ffhq-config-f.pt) becomes a `prior` file for
@@ -42,28 +30,10 @@ def convert(
     Example: mmfs convert stylegan2-ffhq-config-f.pt ffhq-prior.safetensors
     """
     with guarded():
-        from mmfs.checkpoint import save_checkpoint
-        from mmfs.errors import MMFSError
-        from mmfs.nn.convert import convert_mmfs, convert_rosinality, detect_format, read_foreign_pickle
+        from mmfs.nn.convert import convert_file
 
-        if target.suffix != ".safetensors":
-            raise MMFSError(f"{target}: the output must be a .safetensors file")
-        if target.exists() and not overwrite:
-            raise MMFSError(f"{target}: already exists; pass --overwrite to replace it")
-        obj = read_foreign_pickle(source, trust_pickle=trust_pickle)
-        fmt = detect_format(obj) if source_format == "auto" else source_format
-        if fmt == "rosinality":
-            tensors, cfg = convert_rosinality(obj, generator_key=generator_key, feature_resolution=feature_resolution)
-            kind = "prior"
-        elif fmt == "mmfs":
-            tensors, cfg = convert_mmfs(obj)
-            kind = "training"
-        else:
-            raise MMFSError(f"unknown --format {source_format!r}; use auto, rosinality or mmfs")
-        save_checkpoint(
-            target, tensors, kind=kind, config=cfg, meta={"converted_from": source.name, "source_format": fmt}
-        )
-        echo_err(f"wrote {target} ({kind}, {cfg.resolution} px, {len(tensors)} tensors)")
+        done = convert_file(source, target, options)
+        echo_err(f"wrote {target} ({done.kind}, {done.config.resolution} px, {done.n_tensors} tensors)")
 
 
 def register(app: typer.Typer) -> None:

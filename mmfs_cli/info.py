@@ -1,4 +1,4 @@
-"""`mmfs info`: what a checkpoint is, without loading its tensors."""
+"""`mmfs info`: what a checkpoint is, without loading its tensors (`mmfs.checkpoint.describe_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,9 @@ def info(checkpoint: Annotated[Path, typer.Argument(help="An mmfs .safetensors f
     Example: mmfs info runs/00001-finetune/final.safetensors
     """
     with guarded():
-        from mmfs.checkpoint import read_metadata
-        from mmfs.errors import CheckpointError
+        from mmfs.checkpoint import describe_checkpoint
 
-        meta = read_metadata(checkpoint)
-        if "mmfs.format_version" not in meta:
-            raise CheckpointError(f"{checkpoint}: not an mmfs checkpoint (no mmfs metadata)")
-        decoded = {}
-        for key, value in sorted(meta.items()):
-            try:
-                decoded[key.removeprefix("mmfs.")] = json.loads(value)
-            except json.JSONDecodeError:
-                decoded[key.removeprefix("mmfs.")] = value
-        typer.echo(json.dumps(decoded, indent=2, sort_keys=True))
+        typer.echo(json.dumps(describe_checkpoint(checkpoint), indent=2, sort_keys=True))
 
 
 def register(app: typer.Typer) -> None:

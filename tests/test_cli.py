@@ -59,7 +59,15 @@ def test_info_prints_metadata_and_rejects_foreign_files(tmp_path):
 
 
 def test_detector_choices_are_the_core_detectors():
-    from mmfs.faces import DETECTORS
-    from mmfs_cli.common import Detector
+    import dataclasses
 
-    assert tuple(d.value for d in Detector) == DETECTORS
+    from mmfs.config.faces import DETECTORS, FaceDetection
+    from mmfs.config.options import cli_spec
+    from mmfs.faces import DETECTORS as built
+
+    assert built is DETECTORS  # one declaration, which the detectors are built from
+    (field,) = [f for f in dataclasses.fields(FaceDetection) if f.name == "detector"]
+    assert cli_spec(field).choices == DETECTORS
+    for command in ("stylize", "align", "adapt"):  # what the generated --detector lists in --help
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"})
+        assert "|".join(DETECTORS) in result.output, command

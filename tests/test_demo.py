@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mmfs.checkpoint import load_checkpoint
 from mmfs.config import PRESETS
+from mmfs.config.demo import DemoRequest
 from mmfs.demo.run import FULL, QUICK, SUMMARY, prepare_outdir, run_demo
 from mmfs.errors import MMFSError
 from mmfs_cli.app import app
@@ -26,7 +27,7 @@ def demo(tmp_path_factory):
     outdir = tmp_path_factory.mktemp("demo") / "out"
     messages: list[str] = []
     threads = torch.get_num_threads()
-    summary = run_demo(outdir, quick=True, device="cpu", threads=1, progress=False, echo=messages.append)
+    summary = run_demo(DemoRequest(outdir, quick=True, threads=1), device="cpu", progress=False, echo=messages.append)
     return {"outdir": outdir, "summary": summary, "messages": messages, "threads": (threads, torch.get_num_threads())}
 
 
@@ -155,8 +156,8 @@ def test_cli_refuses_an_existing_demo_folder_in_one_line(demo):
 
 
 def test_train_prior_trains_the_prior_from_scratch_with_the_budget_recipe_and_stage_one_uses_it(tmp_path):
-    summary = run_demo(tmp_path, quick=True, train_prior=True, device="cpu", threads=1, progress=False,
-                       echo=lambda _: None)  # fmt: skip
+    request = DemoRequest(tmp_path, quick=True, train_prior=True, threads=1)
+    summary = run_demo(request, device="cpu", progress=False, echo=lambda _: None)
     from mmfs.train.weights import load_prior
 
     prior_path = tmp_path / "models" / "prior.safetensors"

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from mmfs.config.evaluate import EvaluateRequest
 from mmfs.demo.synthetic import make_dataset
 from mmfs.inference.evaluate import (
     SECOND_STYLE_DRAW,
@@ -86,8 +87,10 @@ def test_evaluate_samples_n_photos_at_random_under_the_seed_and_records_it(ckpt,
     stream = ev.evaluate_stream
     monkeypatch.setattr(ev, "evaluate_stream", recording)
     files = list_photos(data["photos"])
-    reports = [ev.evaluate(ckpt, data["photos"], n=3, metrics=("lpips",), seed=seed, device="cpu", tiny_metrics=True,
-                           progress=False) for seed in (0, 1)]  # fmt: skip
+    requests = [
+        EvaluateRequest(ckpt, data["photos"], n=3, metrics="lpips", seed=seed, tiny_metrics=True) for seed in (0, 1)
+    ]
+    reports = [ev.evaluate(request, device="cpu", progress=False) for request in requests]
     used = [photos[:3] for photos in streamed]  # output i (i < n) uses photo i of the streamed order
     for seed, photos, report in zip((0, 1), used, reports, strict=True):
         assert photos == [files[i] for i in photo_order(seed, len(files))[:3]] and len(set(photos)) == 3

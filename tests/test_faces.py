@@ -261,7 +261,8 @@ def test_insightface_missing_model_is_a_one_line_error(tmp_path):
         build_detector("insightface", missing)
     message = str(err.value)
     assert "\n" not in message and str(missing) in message and "--detector-model" in message
-    with pytest.raises(MissingWeightsError, match="det_10g.onnx"):
+    assert message.startswith(f"insightface detector model not found: {missing}; ")
+    with pytest.raises(MissingWeightsError, match=r"not found \(no --detector-model given\); .*det_10g.onnx"):
         build_detector("insightface", None)
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmfs.config.demo import DemoRequest
 from mmfs.errors import MMFSError
 
 SUMMARY = "summary.json"
@@ -140,41 +141,36 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def run_demo(
-    outdir: str | os.PathLike[str] = "demo_out",
+    request: DemoRequest,
     *,
-    quick: bool = False,
     budget: DemoBudget | None = None,
-    train_prior: bool = False,
     device: str = "auto",
-    seed: int = 0,
-    overwrite: bool = False,
-    threads: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
-    """Run every step of the demo into `outdir`; returns the summary (also written as `summary.json`).
+    """Run every step of the demo into `request.outdir`; returns the summary (also written as `summary.json`).
 
-    Args:
-        quick: the tiny budget (`QUICK`, for tests: about 15 s) instead of `FULL`.
-        budget: explicit sizes and steps (overrides `quick`).
-        train_prior: train the prior from scratch with the budget's prior recipe instead of loading the
-            shipped one (the full recipe takes about an hour on two cores).
-        device: auto, cpu, cuda or cuda:N.
-        threads: torch CPU threads for the run (restored afterwards); None keeps torch's setting.
-        progress: show the training progress bars.
+    `request` holds the `mmfs demo` options (`--quick`: the `QUICK` budget, for tests: about 15 s, instead
+    of `FULL`; `--threads`: torch CPU threads for the run, restored afterwards). `budget` overrides the
+    request's choice of sizes and steps; `device` is auto, cpu, cuda or cuda:N; `progress` shows the
+    training progress bars.
     """
+    # Passive OpenMP waiting: spinning threads make small CPU convolutions many times slower when
+    # other processes compete for the cores. Only effective before torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from mmfs.utils.device import pick_device
 
+    quick, train_prior, seed, threads = request.quick, request.train_prior, request.seed, request.threads
     budget = budget or (QUICK if quick else FULL)
-    outdir = Path(outdir)
+    outdir = Path(request.outdir)
     dev = pick_device(device)  # a bad device fails before anything is written
     if not train_prior:
         from mmfs.demo.prior import shipped_prior
 
         shipped_prior()  # a missing file fails before anything is written
-    prepare_outdir(outdir, overwrite)
+    prepare_outdir(outdir, request.overwrite)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -323,11 +319,14 @@ def _make_data(root: Path, b: DemoBudget, size: int, seed: int, train_prior: boo
 
 def _evaluate(outdir: Path, paths: dict[str, Any], b: DemoBudget, device: str, seed: int, progress: bool) -> dict:
     """`mmfs evaluate` on the held-out photos with tiny random metric networks (the numbers are not comparable)."""
+    from mmfs.config.evaluate import EvaluateRequest
     from mmfs.inference.evaluate import evaluate, write_report
 
-    report = evaluate(paths["mapper"], paths["heldout"], paths["art"], n=b.eval_n, seed=seed, batch_size=b.batch_size,
-                      device=device, fid_cache=False, tiny_metrics=True, progress=progress)  # fmt: skip
-    write_report(report, outdir / EVALUATION)
+    request = EvaluateRequest(paths["mapper"], paths["heldout"], paths["art"], n=b.eval_n, seed=seed,
+                              batch_size=b.batch_size, no_fid_cache=True, report=outdir / EVALUATION,
+                              tiny_metrics=True)  # fmt: skip
+    report = evaluate(request, device=device, progress=progress)
+    write_report(report, request.report)
     return report
 
 

@@ -212,9 +212,9 @@ class InsightFaceDetector:
 
     def __init__(self, model_path: Path | None, det_size: int = 640, threshold: float = 0.5) -> None:
         if model_path is None or not Path(model_path).is_file():
-            where = f" {model_path}" if model_path is not None else ""
+            where = f": {model_path}" if model_path is not None else " (no --detector-model given)"
             raise MissingWeightsError(
-                f"insightface detector model not found:{where}; pass --detector-model PATH to a SCRFD "
+                f"insightface detector model not found{where}; pass --detector-model PATH to a SCRFD "
                 f"ONNX file such as {INSIGHTFACE_HINT}"
             )
         try:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmfs.config.evaluate import EvaluateRequest
 from mmfs.errors import InputError
 from mmfs.inference.metrics import METRIC_NAMES, DiversityMetric, FidMetric, IdentityMetric
 from mmfs.inference.metrics.networks import MetricNets, load_metric_nets
 
 REPORT_FORMAT = "mmfs-evaluation"
 REPORT_FORMAT_VERSION = 1
-DEFAULT_REPORT = "evaluation.json"
 STYLE_DRAW, SECOND_STYLE_DRAW = 0, 1  # per output: the measured style, and LPIPS's second style
 PHOTO_DRAW = 2  # the photo order's stream, apart from every output's style streams
 # Packages whose versions shape the numbers (reported when installed).
@@ -164,43 +164,27 @@ def evaluate_stream(
 
 
 def evaluate(
-    checkpoint: str | os.PathLike[str],
-    photos: str | os.PathLike[str],
-    art: str | os.PathLike[str] | None = None,
-    *,
-    n: int = 10_000,
-    metrics: Sequence[str] = METRIC_NAMES,
-    seed: int = 0,
-    batch_size: int = 8,
-    device: str = "auto",
-    dtype: str = "fp32",
-    inception_weights: str | os.PathLike[str] | None = None,
-    arcface_weights: str | os.PathLike[str] | None = None,
-    lpips_weights: str | os.PathLike[str] | None = None,
-    fid_cache: bool = True,  # cache the art set's FID statistics
-    fid_cache_dir: str | os.PathLike[str] | None = None,  # None: mmfs.inference.metrics.default_cache_dir()
-    tiny_metrics: bool = False,
-    progress: bool = True,
+    request: EvaluateRequest, *, device: str = "auto", dtype: str = "fp32", progress: bool = True
 ) -> dict[str, Any]:
-    """The whole evaluation: quick checks and every network first, then the art statistics, the stream, the report."""
+    """The whole evaluation: quick checks and every network first, then the art statistics, the stream, the report.
+
+    The request's own checks (metric names, fid needs the art set, n, seed) ran when it was built.
+    """
     from mmfs.checkpoint import read_metadata
     from mmfs.errors import CheckpointError
     from mmfs.inference.metrics import default_cache_dir, reference_stats
     from mmfs.inference.models import STYLIZER_KINDS
-    from mmfs.inference.pipeline import StylizePipeline, check_seed
+    from mmfs.inference.pipeline import StylizePipeline
     from mmfs.utils.device import parse_dtype, pick_device
 
     started = time.perf_counter()
-    metrics = tuple(name for name in METRIC_NAMES if name in metrics)
-    if not metrics:
-        raise ValueError(f"choose at least one metric of {METRIC_NAMES}")
-    if n < (2 if "fid" in metrics else 1):
-        raise ValueError(f"n must be at least {2 if 'fid' in metrics else 1}, got {n}")
-    check_seed(seed)
-    if "fid" in metrics and art is None:
-        raise ValueError("FID needs the art folder")
+    checkpoint, photos, art, n, seed = request.checkpoint, request.photos, request.art, request.n, request.seed
+    batch_size = request.batch_size
+    # The report lists the metrics in METRIC_NAMES's order, whatever the order asked.
+    metrics = tuple(name for name in METRIC_NAMES if name in request.metric_names)
     dev, _ = pick_device(device), parse_dtype(dtype)
-    # Cheap checks that catch user errors before anything slow: files, folders, weights.
+    # Cheap checks that catch user errors before anything slow: the report's folder, files, weights.
+    check_report_path(request.report)
     meta = read_metadata(checkpoint)
     if meta.get("mmfs.kind") not in STYLIZER_KINDS:
         kind = meta.get("mmfs.kind")
@@ -215,11 +199,11 @@ def evaluate(
         list_photos(art)  # an empty or missing art folder fails now, not after the networks are built
     nets = load_metric_nets(
         metrics,
-        inception_weights=inception_weights,
-        arcface_weights=arcface_weights,
-        lpips_weights=lpips_weights,
+        inception_weights=request.inception_weights,
+        arcface_weights=request.arcface_weights,
+        lpips_weights=request.lpips_weights,
         device=dev,
-        tiny=tiny_metrics,
+        tiny=request.tiny_metrics,
     )
     pipeline = StylizePipeline.from_checkpoint(checkpoint, device=dev, dtype=dtype, batch_size=batch_size)
     seconds: dict[str, float] = {"setup": time.perf_counter() - started}
@@ -230,7 +214,7 @@ def evaluate(
         real = None
         if nets.inception is not None:
             mark = time.perf_counter()
-            cache_dir = (Path(fid_cache_dir) if fid_cache_dir else default_cache_dir()) if fid_cache else None
+            cache_dir = None if request.no_fid_cache else (request.fid_cache or default_cache_dir())
             real = reference_stats(
                 art,
                 nets.inception,
@@ -292,7 +276,7 @@ def evaluate(
             "dtype": dtype,
             "noise": pipeline.noise,
             "resolution": pipeline.resolution,
-            "tiny_metrics": tiny_metrics,
+            "tiny_metrics": request.tiny_metrics,
             "photo_order": "random: the photos sorted by path, then permuted by mmfs.inference.evaluate.photo_order(seed,"
             " n_photos); output i uses photo order[i mod n_photos]",
             "style_seeds": "output i: mmfs.inference.evaluate.style_seed(seed, i, 0); LPIPS second style: style_seed(seed, i, 1)",
@@ -302,6 +286,16 @@ def evaluate(
         "warnings": list(dict.fromkeys(caught)),
     }
     return report
+
+
+def check_report_path(path: Path) -> None:
+    """InputError unless a report can be written at `path` (a file in a folder that exists or can be made)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; --report needs a file path")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write the report there; choose another --report")
 
 
 def sample_digest(files: Sequence[Path], root: Path) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mmfs.config import ModelConfig
+from mmfs.config.convert import ConvertOptions
 from mmfs.errors import CheckpointError
 
 Tensors = dict[str, torch.Tensor]
@@ -271,3 +273,35 @@ def discriminator_down_to(d_tensors: Tensors, disc: torch.nn.Module) -> Tensors:
         elif int(m.group(1)) > shift:
             out[f"convs.{int(m.group(1)) - shift}.{m.group(2)}"] = value
     return out
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What `convert_file` wrote: the checkpoint's kind, its network config and how many tensors it holds."""
+
+    kind: str  # "prior" (rosinality) or "training" (official MMFS)
+    config: ModelConfig
+    n_tensors: int
+
+
+def convert_file(source: str | os.PathLike[str], target: str | os.PathLike[str], options: ConvertOptions) -> Converted:
+    """`mmfs convert`: an upstream checkpoint at `source` -> an mmfs safetensors file at `target` (written atomically)."""
+    from mmfs.checkpoint import save_checkpoint
+
+    source, target = Path(source), Path(target)
+    if target.suffix != ".safetensors":
+        raise CheckpointError(f"{target}: the output must be a .safetensors file")
+    if target.exists() and not options.overwrite:
+        raise CheckpointError(f"{target}: already exists; pass --overwrite to replace it")
+    obj = read_foreign_pickle(source, trust_pickle=options.trust_pickle)
+    fmt = detect_format(obj) if options.source_format == "auto" else options.source_format
+    if fmt == "rosinality":
+        tensors, cfg = convert_rosinality(
+            obj, generator_key=options.generator_key, feature_resolution=options.feature_resolution
+        )
+        kind = "prior"
+    else:
+        tensors, cfg = convert_mmfs(obj)
+        kind = "training"
+    save_checkpoint(target, tensors, kind=kind, config=cfg, meta={"converted_from": source.name, "source_format": fmt})
+    return Converted(kind, cfg, len(tensors))

@@ -7,7 +7,7 @@ stylized, landmarks)`; `DiversityMetric.update(stylized_a, stylized_b)`. See doc
 
 from __future__ import annotations
 
-from mmfs.errors import MMFSError
+from mmfs.config.evaluate import METRIC_NAMES, parse_metric_names
 from mmfs.inference.metrics.diversity import DiversityMetric
 from mmfs.inference.metrics.fid import (
     FidMetric,
@@ -20,19 +20,6 @@ from mmfs.inference.metrics.fid import (
 )
 from mmfs.inference.metrics.identity import IdentityMetric, RunningMean, build_identity_encoder, canonical_landmarks
 from mmfs.inference.metrics.networks import MetricNets, load_metric_nets
-
-# The names a user types after --metrics; "arcface" falls back to dlib_id_dist without an ArcFace model.
-METRIC_NAMES = ("fid", "arcface", "lpips")
-
-
-def parse_metric_names(text: str) -> tuple[str, ...]:
-    """'fid,arcface' -> ('fid', 'arcface'); unknown or empty names are a one-line MMFSError."""
-    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in METRIC_NAMES]
-    if unknown or not names:
-        raise MMFSError(f"unknown metric {', '.join(unknown) or repr(text)}; choose from {', '.join(METRIC_NAMES)}")
-    return names
-
 
 __all__ = [
     "METRIC_NAMES",
