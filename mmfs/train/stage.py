@@ -94,6 +94,10 @@ class Stage:
         return options
 
     def phases(self) -> list[Phase]:
+        """By default one phase: the stage's `g_loss` trains the `stylizer` with optimizer "G"."""
+        return [Phase("G", "G", self.g_loss, module="stylizer")]
+
+    def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def ema(self) -> list[EmaSpec]:
@@ -103,8 +107,10 @@ class Stage:
         return [EmaSpec("stylizer", "stylizer_ema", self.cfg.loop.ema_decay)]
 
     def folders(self) -> dict[str, str]:
-        """The image folders the stage trains on, by batch key (e.g. `{"photo": ..., "art": ...}`); none by default."""
-        return {}
+        """The image folders the stage trains on, by batch key: `{"photo": options.photos}` when its options
+        have `photos` (Stage II adds "art"); none otherwise (Stage I draws its own inputs)."""
+        photos = getattr(self.cfg.options, "photos", None)
+        return {"photo": photos} if photos is not None else {}
 
     def dataset(self) -> UnpairedFolders | None:
         """The stage's `folders()` as one dataset, opened on first use (None when it has no folders)."""

@@ -33,7 +33,7 @@ from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.config.train import AdaptOptions
 from mmfs.errors import CheckpointError, MMFSError
 from mmfs.losses import clip_direction_loss, dino_structure_loss, projector_from_tokens, token_projection_loss
-from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_rows, register_stage
+from mmfs.train.stage import Stage, StepContext, adam, grid_of_rows, register_stage
 from mmfs.train.stages.common import build_dino, build_stage_clip
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors
 from mmfs.utils.device import fp32_maths
@@ -130,12 +130,6 @@ class AdaptStage(Stage):
         target = text_embeddings(clip, [opts.text]).to(self.device)
         source = text_embeddings(clip, [opts.source_text]).to(self.device)
         return target, source, None
-
-    def folders(self) -> dict[str, str]:
-        return {"photo": self.cfg.options.photos}
-
-    def phases(self) -> list[Phase]:
-        return [Phase("G", "G", self.g_loss, module="stylizer")]
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: AdaptOptions = self.cfg.options

@@ -25,7 +25,7 @@ from torch import Tensor
 from mmfs.checkpoint import load_state_strict
 from mmfs.config.train import EncoderOptions
 from mmfs.errors import CheckpointError
-from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_rows, register_stage
+from mmfs.train.stage import Stage, StepContext, adam, grid_of_rows, register_stage
 from mmfs.train.stages.common import reconstruction_losses
 from mmfs.train.weights import load_prior
 
@@ -106,9 +106,6 @@ class EncoderStage(Stage):
         # Stage II finds its discriminator through this path: recorded only when Stage I's came from the file.
         self.prior_path = os.path.abspath(prior.path) if disc_from_prior else None
         self.preview_z = self.preview_latents(cfg.loop.preview_count)
-
-    def phases(self) -> list[Phase]:
-        return [Phase("G", "G", self.g_loss, module="stylizer")]
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: EncoderOptions = self.cfg.options

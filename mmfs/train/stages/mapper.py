@@ -26,7 +26,7 @@ from torch import Tensor
 from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
 from mmfs.config.train import MapperOptions
 from mmfs.errors import CheckpointError
-from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_columns, register_stage
+from mmfs.train.stage import Stage, StepContext, adam, grid_of_columns, register_stage
 from mmfs.train.stages.common import build_stage_clip, in_fixed_styles, random_styles, reconstruction_losses
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors, load_discriminator
 
@@ -90,12 +90,6 @@ class MapperStage(Stage):
         self.clip = build_stage_clip(opts, cfg.model.clip_dim, device, given=clip)
         self.init_path = os.path.abspath(init.path)
         self.preview_z = self.preview_latents(PREVIEW_STYLES)
-
-    def folders(self) -> dict[str, str]:
-        return {"photo": self.cfg.options.photos}
-
-    def phases(self) -> list[Phase]:
-        return [Phase("G", "G", self.g_loss, module="stylizer")]
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         opts: MapperOptions = self.cfg.options
