@@ -68,6 +68,7 @@ class DemoBudget:
     prior_lr: float = 0.002  # rosinality's
     r1_gamma: float = 1.0  # 10 is tuned for 1024 px; a 64 px prior learns faster with less
     encoder_steps: int = 400
+    encoder_batch_size: int = 8
     finetune_steps: int = 300
     mapper_steps: int = 150
     adapt_steps: int = 80
@@ -76,6 +77,10 @@ class DemoBudget:
     finetune_lr: float = 5e-3
     mapper_lr: float = 3e-3
     adapt_lr: float = 1e-3
+    # Stage I: decoder0 / to_rgb0 from the prior's F px layers (reference: random) and its feature weight
+    # (reference 4).
+    encoder_first_layers_from_prior: bool = False
+    encoder_feat: float = 4.0
     # Stage II and adapt: DINO-structure weights (reference 0.5 both; the tiny random DINO sees 4 x 4
     # patches, a weak hold: at 0 Stage II collapses to one colour in 200 steps, at 2 it does not move)
     # and Stage II's R1 weight (reference 10; 1 lets the Stylizer move within a few hundred steps).
@@ -249,7 +254,9 @@ def _train_all(
     with steps.step(
         "encoder", f"Stage I, pretrain-encoder: align the encoder with the prior ({b.encoder_steps} steps)"
     ):
-        encoder_run = run("pretrain-encoder", {"prior": str(paths["prior"])}, b.encoder_steps, b.encoder_lr)
+        options = {"prior": str(paths["prior"]), "feat": b.encoder_feat,
+                   "first_layers_from_prior": b.encoder_first_layers_from_prior}  # fmt: skip
+        encoder_run = run("pretrain-encoder", options, b.encoder_steps, b.encoder_lr, batch_size=b.encoder_batch_size)
         paths["encoder"] = encoder_run / "final.safetensors"
     with steps.step("finetune", f"Stage II, finetune: photos vs. four art styles mixed ({b.finetune_steps} steps)"):
         options = {"photos": photos, "art": str(paths["art"]), "init": str(paths["encoder"]), "dino": "tiny",
