@@ -297,7 +297,9 @@ def test_first_layers_from_prior_take_the_prior_layers_at_feature_resolution(tmp
                             "d.")}, kind="prior", config=cfg)  # fmt: skip
     for on in (True, False):
         options = {"prior": str(prior), "first_layers_from_prior": on}
-        stage = get_stage("pretrain-encoder")(make_config("pretrain-encoder", cfg, options=options), torch.device("cpu"))
+        stage = get_stage("pretrain-encoder")(
+            make_config("pretrain-encoder", cfg, options=options), torch.device("cpu")
+        )
         stylizer = stage.nets["stylizer"]
         for mine, theirs in ((stylizer.decoder0.conv.weight, g.convs[1].conv.weight),
                              (stylizer.to_rgb0.conv.weight, g.to_rgbs[0].conv.weight)):  # fmt: skip
