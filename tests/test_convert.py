@@ -14,7 +14,7 @@ from mmfs.config import PRESETS, ModelConfig
 from mmfs.errors import CheckpointError
 from mmfs.inference.models import load_stylizer
 from mmfs.nn import Discriminator, Generator, Stylizer
-from mmfs.nn.convert import prior_config, stylizer_init_from_prior
+from mmfs.nn.convert import first_layers_from_prior, prior_config, stylizer_init_from_prior
 from mmfs_cli.app import app
 from support.official_layout import official_discriminator_shapes, official_stylizer_shapes, official_tensors
 
@@ -271,3 +271,36 @@ def test_refusals_are_one_line(tmp_path):
 def test_prior_config_rejects_non_generator():
     with pytest.raises(CheckpointError, match="not a rosinality StyleGAN2 generator"):
         prior_config({"foo": torch.zeros(1)})
+
+
+def test_first_layers_from_prior_take_the_prior_layers_at_feature_resolution(tmp_path):
+    # At 512 px (F = 32) decoder0 stands for the prior's second 32 px conv, convs[5], and to_rgb0 for its
+    # 32 px ToRGB, to_rgbs[2]; at tiny (32 px, F = 8) they are convs[1] and to_rgbs[0].
+    for name, conv, rgb in (("ffhq512", 5, 2), ("tiny", 1, 0)):
+        cfg = PRESETS[name]
+        fake = {f"convs.{i}.conv.weight": torch.full((1,), float(i)) for i in range(2 * cfg.log2_resolution - 4)}
+        fake |= {f"to_rgbs.{i}.bias": torch.full((1,), 100.0 + i) for i in range(cfg.log2_resolution - 2)}
+        out = first_layers_from_prior(fake, cfg)
+        assert out.keys() == {"decoder0.conv.weight", "to_rgb0.bias"}
+        assert out["decoder0.conv.weight"].item() == conv and out["to_rgb0.bias"].item() == 100 + rgb
+    with pytest.raises(CheckpointError, match="no convs.1 "):
+        first_layers_from_prior({}, PRESETS["tiny"])
+    # a real prior through Stage I: with the option, decoder0 / to_rgb0 start as the prior's layers
+    from mmfs.checkpoint import module_state, save_checkpoint
+    from mmfs.train import make_config
+    from mmfs.train.stage import get_stage
+
+    cfg = PRESETS["tiny"]
+    torch.manual_seed(0)
+    g = Generator(cfg)
+    prior = save_checkpoint(tmp_path / "prior.safetensors", {**module_state(g, "g."), **module_state(Discriminator(cfg),
+                            "d.")}, kind="prior", config=cfg)  # fmt: skip
+    for on in (True, False):
+        options = {"prior": str(prior), "first_layers_from_prior": on}
+        stage = get_stage("pretrain-encoder")(
+            make_config("pretrain-encoder", cfg, options=options), torch.device("cpu")
+        )
+        stylizer = stage.nets["stylizer"]
+        for mine, theirs in ((stylizer.decoder0.conv.weight, g.convs[1].conv.weight),
+                             (stylizer.to_rgb0.conv.weight, g.to_rgbs[0].conv.weight)):  # fmt: skip
+            assert torch.equal(mine, theirs) == on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mmfs.checkpoint import load_checkpoint
 from mmfs.config import PRESETS
 from mmfs.config.demo import DemoRequest
 from mmfs.demo.run import FULL, QUICK, SUMMARY, prepare_outdir, run_demo
+from mmfs.demo.synthetic import STYLES
 from mmfs.errors import MMFSError
 from mmfs_cli.app import app
 
@@ -37,23 +39,28 @@ def test_every_stage_checkpoint_exists_and_loads(demo):
 
     outdir, checkpoints = demo["outdir"], demo["summary"]["checkpoints"]
     assert set(checkpoints) == {"encoder", "finetune", "mapper", "adapted"}
+    assert sorted(checkpoints["adapted"]) == sorted(STYLES)  # one adapted model per reference style
     prior = demo["summary"]["prior"]
     assert prior["shipped"] is True and prior["path"] == str(SHIPPED_PRIOR)
     tiny = PRESETS[QUICK.preset]
-    for stage in ("encoder", "finetune", "mapper", "adapted"):
-        model = load_stylizer(outdir / checkpoints[stage])
+    files = {k: checkpoints[k] for k in ("encoder", "finetune", "mapper")}
+    files |= {f"adapted-{style}": path for style, path in checkpoints["adapted"].items()}
+    for stage, path in files.items():
+        model = load_stylizer(outdir / path)
         assert model.cfg == tiny, stage
-        assert (getattr(model, "clip_mapper", None) is not None) == (stage in ("mapper", "adapted")), stage
+        assert (getattr(model, "clip_mapper", None) is not None) == (stage not in ("encoder", "finetune")), stage
     # the chain: Stage I read the shipped prior, Stage II the Stage I output, the adapted file the mapper's
     encoder = load_checkpoint(outdir / checkpoints["encoder"])
     assert encoder.meta["prior"] == str(SHIPPED_PRIOR.resolve())
     finetune = load_checkpoint(outdir / checkpoints["finetune"])
     assert finetune.meta["init"] == str((outdir / checkpoints["encoder"]).resolve())
-    adapted = load_checkpoint(outdir / checkpoints["adapted"], kind="adapted")
-    assert (outdir / checkpoints["adapted"]).parent.joinpath(adapted.meta["base"]).resolve() == (
-        outdir / checkpoints["mapper"]
-    ).resolve()
-    assert adapted.meta["reference"].endswith(".png") and adapted.tensors  # some decoder weights changed
+    for style, path in checkpoints["adapted"].items():
+        adapted = load_checkpoint(outdir / path, kind="adapted")
+        assert (outdir / path).parent.joinpath(adapted.meta["base"]).resolve() == (
+            outdir / checkpoints["mapper"]
+        ).resolve()
+        assert Path(adapted.meta["reference"]).parent.name == style  # adapted to that style's reference
+        assert adapted.tensors  # some decoder weights changed
 
 
 def test_the_shipped_prior_is_an_fp16_tiny64_prior_with_its_recipe():
@@ -74,7 +81,7 @@ def test_the_shipped_prior_is_an_fp16_tiny64_prior_with_its_recipe():
 def test_the_contact_sheet_has_one_row_per_style_kind_and_one_column_per_input(demo):
     path = demo["outdir"] / demo["summary"]["contact_sheet"]
     b = QUICK
-    rows = 2 + 1 + b.random_styles + 4 + 1  # prior, Stage I, inputs, random styles, a reference per art style, adapted
+    rows = 2 + 1 + b.random_styles + 4 + 4  # prior, Stage I, inputs, random styles, mapper and adapted per reference
     columns = b.n_heldout + 1  # held-out photos and the astronaut
     pad, label_w, header_h = 4, int(b.cell * 1.6), max(30, b.cell * 3 // 8)
     with Image.open(path) as img:
@@ -127,7 +134,7 @@ def test_the_summary_has_the_metrics_flagged_not_comparable_and_the_timings(demo
 
 def test_structure_is_kept_above_a_floor_on_the_shipped_prior_after_a_short_fixed_seed_run(demo):
     structure = demo["summary"]["structure"]
-    rows = QUICK.random_styles + 4 + 1
+    rows = QUICK.random_styles + 4 + 4  # random seeds, the mapper per reference, one adapted model per reference
     assert structure["sources"] == QUICK.n_measure and len(structure["per_style"]) == rows
     assert structure["chance"] == 1 / QUICK.n_measure
     # Unrelated faces score about the chance level (test_demo_measure.py); kept structure scores far above it.

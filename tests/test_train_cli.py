@@ -131,7 +131,12 @@ def test_dry_run_prints_the_reference_settings(prior, tmp_path):
     )
     assert opts["dino"] == "dino_vitb8"
     enc = json.loads(invoke(["pretrain-encoder", "--prior", str(prior), "--preset", "tiny64", "--dry-run"]).stdout)
-    assert enc["model"]["resolution"] == 64 and enc["options"] == {"prior": str(prior), "l1": 1.0, "feat": 4.0}
+    assert enc["model"]["resolution"] == 64 and enc["options"] == {
+        "prior": str(prior),
+        "l1": 1.0,
+        "feat": 4.0,
+        "first_layers_from_prior": False,
+    }
     # fp32 without TF32 is the default, as the reference; bf16 and TF32 are asked for.
     assert (cfg["loop"]["dtype"], cfg["loop"]["tf32"]) == (enc["loop"]["dtype"], enc["loop"]["tf32"]) == ("fp32", False)
     fast = json.loads(

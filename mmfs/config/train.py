@@ -113,6 +113,10 @@ class EncoderOptions:
     prior: str = option("", "StyleGAN2 prior (.safetensors from `mmfs convert`).", path=True, show_default=False)
     l1: float = option(1.0, "Pixel L1 weight (reference lambda_L1).", min=0.0)
     feat: float = option(4.0, "Discriminator-feature L1 weight (reference lambda_Feat).", min=0.0)
+    # Not the reference (it starts both at random): short runs (the demo) rebuild the eyes within hundreds of steps.
+    first_layers_from_prior: bool = option(
+        False, "Start decoder0 / to_rgb0 from the prior's conv and ToRGB at the feature resolution (reference: random)."
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -3,7 +3,8 @@
 Stylization goes through `mmfs.inference.files.stylize_files`, the engine of `mmfs stylize`: the held-out
 photos as aligned crops, the astronaut through dlib detection, FFHQ alignment and paste-back. The
 contact sheet has one column per input and one row per style kind (inputs, random styles,
-reference-guided styles with their reference shown in the label column, the one-shot adapted model).
+reference-guided styles through the mapper and one-shot adapted models, each with its reference shown in the
+label column).
 """
 
 from __future__ import annotations
@@ -78,19 +79,22 @@ class DemoStyles:
     """The trained models and every style the sheet and the structure measure use."""
 
     base: Any  # StylizePipeline of the mapper checkpoint (Stage II weights + the CLIP mapper)
-    adapted: Any  # StylizePipeline of the one-shot adapted checkpoint
+    adapted: list  # StylizePipeline of each reference's one-shot adapted checkpoint
     random: list  # seed styles
-    refs: list  # one reference-guided style per art style
-    adapt: list  # the adapted model's style (its reference through the mapper)
+    refs: list  # one reference-guided style per art style (through the mapper)
+    adapt: list  # each adapted model's style (its reference through the mapper)
     ref_paths: list[Path]
-    adapt_ref: Path
+
+    @property
+    def ref_names(self) -> list[str]:
+        return [Path(p).parent.name for p in self.ref_paths]
 
     def kinds(self) -> list[tuple[str, Any, Any]]:
-        """(name, pipeline, style) of every stylized row: random seeds, references, the adapted model."""
+        """(name, pipeline, style) of every stylized row: random seeds, references, the adapted models."""
         rows = [(f"random {s.label}", self.base, s) for s in self.random]
-        refs = zip(self.refs, self.ref_paths, strict=True)
-        rows += [(f"reference {Path(p).parent.name}", self.base, s) for s, p in refs]
-        return rows + [(f"adapted {Path(self.adapt_ref).parent.name}", self.adapted, s) for s in self.adapt]
+        rows += [(f"reference {name}", self.base, s) for s, name in zip(self.refs, self.ref_names, strict=True)]
+        adapted = zip(self.ref_names, self.adapted, self.adapt, strict=True)
+        return rows + [(f"adapted {name}", pipeline, s) for name, pipeline, s in adapted]
 
 
 def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) -> DemoStyles:
@@ -101,16 +105,16 @@ def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) 
 
     kwargs = {"device": device, "batch_size": b.batch_size, "noise": STYLIZE_NOISE}
     base = StylizePipeline.from_checkpoint(paths["mapper"], **kwargs)
-    adapted = StylizePipeline.from_checkpoint(paths["adapted"], **kwargs)
+    refs = list(paths["refs"])
+    adapted = [StylizePipeline.from_checkpoint(paths["adapted"][Path(ref).parent.name], **kwargs) for ref in refs]
     clip = build_clip("tiny", embed_dim=base.model.cfg.clip_dim, device=device)  # the CLIP the mapper learnt
     return DemoStyles(
         base=base,
         adapted=adapted,
         random=base.styles(SeedStyles([seed + k for k in range(b.random_styles)])),
-        refs=base.styles(reference_styles(clip, paths["refs"])),
-        adapt=adapted.styles(reference_styles(clip, [paths["adapt_ref"]])),
-        ref_paths=list(paths["refs"]),
-        adapt_ref=Path(paths["adapt_ref"]),
+        refs=base.styles(reference_styles(clip, refs)),
+        adapt=[pipeline.styles(reference_styles(clip, [ref]))[0] for pipeline, ref in zip(adapted, refs, strict=True)],
+        ref_paths=refs,
     )
 
 
@@ -136,20 +140,21 @@ def stylize_all(outdir: Path, paths: dict[str, Any], styles: DemoStyles, b: Any,
     from mmfs.inference.files import collect_inputs
 
     notes: list[str] = []
-    base, adapted = styles.base, styles.adapted
-    random_styles, ref_styles, adapt_style = styles.random, styles.refs, styles.adapt
+    base, random_styles, ref_styles = styles.base, styles.random, styles.refs
     heldout = collect_inputs([str(p) for p in paths["sheet_heldout"]])
     astronaut = collect_inputs([str(paths["astronaut"])])
     detector = build_detector("dlib")
     out = outdir / "stylized"
     results = {
         "base": _stylize(base, heldout, random_styles + ref_styles, out / "heldout", aligned=True),
-        "adapted": _stylize(adapted, heldout, adapt_style, out / "heldout-adapted", aligned=True),
-        "astro": _stylize(base, astronaut, random_styles + ref_styles, out / "astronaut", aligned=False,
+        "astro-base": _stylize(base, astronaut, random_styles + ref_styles, out / "astronaut", aligned=False,
                           detector=detector),
-        "astro_adapted": _stylize(adapted, astronaut, adapt_style, out / "astronaut-adapted", aligned=False,
-                                  detector=detector),
     }  # fmt: skip
+    for name, pipeline, style in zip(styles.ref_names, styles.adapted, styles.adapt, strict=True):
+        # each adapted model in its own folder: its outputs carry the same style label as the mapper's
+        results[f"adapted-{name}"] = _stylize(pipeline, heldout, [style], out / f"heldout-adapted-{name}", aligned=True)
+        results[f"astro-adapted-{name}"] = _stylize(pipeline, astronaut, [style], out / f"astronaut-adapted-{name}",
+                                                    aligned=False, detector=detector)  # fmt: skip
     for key, items in results.items():
         for r in items:
             if r.status == "error":
@@ -157,28 +162,32 @@ def stylize_all(outdir: Path, paths: dict[str, Any], styles: DemoStyles, b: Any,
                     notes.append(f"astronaut: {r.error}")
                 else:
                     raise MMFSError(f"demo stylization failed: {r.error}")
-    done = {k: v for items in results.values() for k, v in _outputs(items).items()}
-    astro = results["astro"][0]
+    done = {key: _outputs(items) for key, items in results.items()}
+    astro = results["astro-base"][0]
     box = astro.boxes[0] if astro.status != "error" and astro.boxes else None
-
-    def cell(item, label: str) -> np.ndarray | None:
-        path = done.get((str(item.path), label))
-        if path is None:
-            return None
-        image = _read(path)
-        return _crop(image, box) if item is astronaut[0] and box is not None else image
-
     columns = heldout + astronaut
+
+    def cells(model: str, label: str) -> list[np.ndarray | None]:
+        """One row's images: `model`'s outputs with the style `label`, for every column (None: failed)."""
+        row = []
+        for item in columns:
+            astro_item = item is astronaut[0]
+            path = done[f"astro-{model}" if astro_item else model].get((str(item.path), label))
+            image = None if path is None else _read(path)
+            row.append(_crop(image, box) if image is not None and astro_item and box is not None else image)
+        return row
+
     rows = stage_rows(paths, len(columns), base.device, seed)
     photo = [_read(f.path) for f in heldout] + [_crop(_read(astronaut[0].path), box) if box else None]
     rows.append(Row("input photos (held out: never trained on)", photo))
-    rows += [Row(f"random style {s.label}", [cell(c, s.label) for c in columns]) for s in random_styles]
-    for style, ref in zip(ref_styles, paths["refs"], strict=True):
+    rows += [Row(f"random style {s.label}", cells("base", s.label)) for s in random_styles]
+    refs = list(zip(styles.ref_names, styles.ref_paths, strict=True))
+    for style, (name, ref) in zip(ref_styles, refs, strict=True):
+        rows.append(Row(f"mapper, from the reference: {name}", cells("base", style.label), _read(ref)))
+    for style, (name, ref) in zip(styles.adapt, refs, strict=True):
         rows.append(
-            Row(f"reference-guided: {Path(ref).parent.name}", [cell(c, style.label) for c in columns], _read(ref))
+            Row(f"one-shot adapted to the reference: {name}", cells(f"adapted-{name}", style.label), _read(ref))
         )
-    rows.append(Row(f"one-shot adapted ({Path(paths['adapt_ref']).parent.name})",
-                    [cell(c, adapt_style[0].label) for c in columns], _read(paths["adapt_ref"])))  # fmt: skip
     titles = [f"held-out {i + 1}" for i in range(len(heldout))] + [ASTRONAUT_TITLE]
     return Sheet(titles, rows, notes)
 

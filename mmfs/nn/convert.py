@@ -184,6 +184,23 @@ def stylizer_init_from_prior(prior_g: Tensors, cfg: ModelConfig) -> Tensors:
     return strip_derived(out)
 
 
+def first_layers_from_prior(prior_g: Tensors, cfg: ModelConfig) -> Tensors:
+    """`decoder0` and `to_rgb0` taken from the prior's layers at F px: its second conv there and its ToRGB.
+
+    Not the reference (there both are new, random layers): a start that already speaks the frozen decoder's
+    language, for short Stage I runs. The prior's ToRGB also adds the up-sampled coarser image; `to_rgb0`
+    has no such input, so the encoder's features must carry that colour themselves.
+    """
+    j = cfg.log2_resolution - cfg.num_upsamples - 3  # the prior's block at F px
+    out: Tensors = {}
+    for src, dst in ((f"convs.{2 * j + 1}.", "decoder0."), (f"to_rgbs.{j}.", "to_rgb0.")):
+        found = {dst + key[len(src) :]: v for key, v in prior_g.items() if key.startswith(src)}
+        if not found:
+            raise CheckpointError(f"prior generator has no {src.rstrip('.')} (needed for {dst.rstrip('.')})")
+        out.update(found)
+    return strip_derived(out)
+
+
 def convert_rosinality(
     obj: dict, *, generator_key: str = "g_ema", feature_resolution: int = 32
 ) -> tuple[Tensors, ModelConfig]:

@@ -56,7 +56,7 @@ class EncoderStage(Stage):
         """
         super().__init__(cfg, device)
         from mmfs.nn import Discriminator, Generator, Stylizer
-        from mmfs.nn.convert import check_prior_covers, stylizer_init_from_prior
+        from mmfs.nn.convert import check_prior_covers, first_layers_from_prior, stylizer_init_from_prior
 
         opts: EncoderOptions = cfg.options
         model = cfg.model
@@ -96,6 +96,8 @@ class EncoderStage(Stage):
 
         stylizer = Stylizer(model)
         init = stylizer_init_from_prior(g_tensors, model)
+        if opts.first_layers_from_prior:
+            init.update(first_layers_from_prior(g_tensors, model))
         missing, unexpected = stylizer.load_state_dict(init, strict=False)
         wrong = [k for k in missing if not k.startswith(STAGE1_NEW_LAYERS)] + list(unexpected)
         if wrong:
