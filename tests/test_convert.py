@@ -288,7 +288,7 @@ def test_first_layers_from_prior_take_the_prior_layers_at_feature_resolution(tmp
     # a real prior through Stage I: with the option, decoder0 / to_rgb0 start as the prior's layers
     from mmfs.checkpoint import module_state, save_checkpoint
     from mmfs.train import make_config
-    from mmfs.train.stage import get_stage
+    from mmfs.train.stages import get_stage
 
     cfg = PRESETS["tiny"]
     torch.manual_seed(0)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 
 from mmfs.external.base import PerceptualDistance
-from mmfs.inference.metrics.identity import RunningMean
+from mmfs.inference.metrics.identity import MeanDistance
 
 
-class DiversityMetric:
+class DiversityMetric(MeanDistance):
     """Mean LPIPS between `stylized_a[b]` and `stylized_b[b]` (same photo, two styles), streamed."""
 
     name = "lpips_diversity"
 
     def __init__(self, lpips: PerceptualDistance) -> None:
+        super().__init__()
         self.lpips = lpips
-        self.values = RunningMean()
 
     @torch.no_grad()
     def update(self, stylized_a: torch.Tensor, stylized_b: torch.Tensor) -> torch.Tensor:
@@ -26,10 +26,3 @@ class DiversityMetric:
         distances = self.lpips.distance(stylized_a, stylized_b)
         self.values.update(distances)
         return distances
-
-    @property
-    def count(self) -> int:
-        return self.values.count
-
-    def compute(self) -> float:
-        return self.values.mean

@@ -79,6 +79,20 @@ class RunningMean:
         return float(np.sqrt(max(self.total_sq - self.count * self.mean**2, 0.0) / (self.count - 1)))
 
 
+class MeanDistance:
+    """A metric that is the mean of distances streamed over batches: subclasses `update` the `values`."""
+
+    def __init__(self) -> None:
+        self.values = RunningMean()
+
+    @property
+    def count(self) -> int:
+        return self.values.count
+
+    def compute(self) -> float:
+        return self.values.mean
+
+
 def as_uint8_images(images: torch.Tensor | np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     """[-1, 1] tensors [B, 3, H, W], or uint8 arrays [B, H, W, 3] / lists of [H, W, 3] -> list of RGB uint8."""
     if isinstance(images, torch.Tensor):
@@ -97,13 +111,13 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
-class IdentityMetric:
+class IdentityMetric(MeanDistance):
     """Mean identity distance between photos and their stylizations, streamed over batches."""
 
     def __init__(self, encoder: IdentityDistance) -> None:
+        super().__init__()
         self.encoder = encoder
         self.name = encoder.name
-        self.values = RunningMean()
 
     def update(
         self,
@@ -130,13 +144,6 @@ class IdentityMetric:
         distances = np.asarray(self.encoder.distance(emb_a, emb_b), dtype=np.float64)
         self.values.update(distances)
         return distances
-
-    @property
-    def count(self) -> int:
-        return self.values.count
-
-    def compute(self) -> float:
-        return self.values.mean
 
 
 def build_identity_encoder(
