@@ -59,15 +59,14 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
             for name, p in inspect.signature(fn).parameters.items()
             if name not in groups and p.kind is not inspect.Parameter.VAR_KEYWORD  # `**groups` receives them all
         ]
-        hints = {}
-        routes: dict[str, tuple[str, dataclasses.Field]] = {}
+        routes: dict[str, tuple[str, dataclasses.Field, Any]] = {}  # option -> its group, field and annotation
         params = list(own)
         for group_name, group in groups.items():
             hints = typing.get_type_hints(group.cls)
             for field in group.fields():
                 if field.name in routes or any(p.name == field.name for p in own):
                     raise TypeError(f"{fn.__name__}: option {field.name!r} is declared twice")
-                routes[field.name] = (group_name, field)
+                routes[field.name] = (group_name, field, hints[field.name])
                 params.append(_parameter(field, hints[field.name], group))
 
         def run(**kwargs: Any) -> Any:
@@ -75,10 +74,10 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
             own_values = {}
             for name, value in kwargs.items():
                 if name in routes:
-                    group_name, field = routes[name]
+                    group_name, field, annotation = routes[name]
                     if value is None and field.default is not None:
                         continue  # an option left out: the field's own default applies
-                    values[group_name][name] = _to_core(value, field, hints_of(groups[group_name].cls)[name])
+                    values[group_name][name] = _to_core(value, field, annotation)
                 else:
                     own_values[name] = value
             built = {name: _build(groups[name], vals) for name, vals in values.items()}
@@ -92,10 +91,6 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
         return run
 
     return decorate
-
-
-def hints_of(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _parameter(field: dataclasses.Field, annotation: Any, group: Group) -> inspect.Parameter:
@@ -149,7 +144,7 @@ def _cli_type(annotation: Any, spec: Cli) -> Any:
 
 
 def _to_core(value: Any, field: dataclasses.Field, annotation: Any) -> Any:
-    """CLI value -> the field's own type: paths into absolute strings for str fields, enums into their values."""
+    """CLI value -> the field's own type: a path into an absolute string for a str field (config.json outlives the cwd)."""
     spec = cli_spec(field)
     if not value or spec is None or not spec.path:  # None and "" stay "not given"
         return value
