@@ -21,7 +21,7 @@ from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
 from mmfs.config.stylize import AdaptRun, StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions
 from mmfs.config.train import AdaptOptions
-from mmfs.errors import CheckpointError, InputError, MMFSError
+from mmfs.errors import InputError, MMFSError
 from mmfs.train.loop import train
 from mmfs.train.stages.adapt import save_adapted
 
@@ -49,10 +49,9 @@ def adapt(
     `loop` holds the loop settings given (the rest: `AdaptOptions.loop_defaults`). Without
     `options.photos`, `--aligned` INPUTS (one folder of aligned crops) are the photos to adapt on.
     """
-    from mmfs.checkpoint import read_metadata
-    from mmfs.config import ModelConfig
     from mmfs.external.build import resolve_clip_tag
     from mmfs.train import make_config
+    from mmfs.train.start import stored_config
 
     if not options.photos:
         options = dataclasses.replace(options, photos=str(photos_from_inputs(inputs, aligned).resolve()))
@@ -61,15 +60,13 @@ def adapt(
     out = run.out or Path(f"adapted-{style_label(options)}.safetensors")
     if out.exists() and not run.overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-    stored = read_metadata(options.checkpoint).get("mmfs.config")
-    if stored is None:
-        raise CheckpointError(f"{options.checkpoint}: no mmfs model config in its metadata")
+    network = stored_config(options.checkpoint)
     # --clip-tag, else the tag recorded with the mapper for this CLIP model, else openai
     options = dataclasses.replace(
         options, clip_tag=resolve_clip_tag(options.clip_tag, options.checkpoint, options.clip_model)
     )
     try:
-        cfg = make_config("adapt", ModelConfig.from_json(stored), options=options, **loop)
+        cfg = make_config("adapt", network, options=options, **loop)
     except ValueError as exc:
         raise MMFSError(str(exc)) from None
     path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress)

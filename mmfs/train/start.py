@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ def new_run_config(options: Any, loop: Mapping[str, Any], model: ModelChoice | P
         raise MMFSError(f"`mmfs {options.command}` needs {', '.join(missing)} (or --resume RUN_DIR)")
     options = get_stage(options.command).prepare_options(options)
     try:
-        network = model.preset_config() or stored_config(getattr(options, options.model_source))
+        network = model.preset_config() or stored_config(getattr(options, options.model_source), hint="; pass --preset")
         return make_config(options.command, network, options=options, **loop)
     except OptionError:
         raise
@@ -33,9 +34,10 @@ def new_run_config(options: Any, loop: Mapping[str, Any], model: ModelChoice | P
         raise MMFSError(str(exc)) from None
 
 
-def stored_config(path: str) -> ModelConfig:
-    """The network config in the metadata of a prior / Stylizer file (read without its tensors)."""
+def stored_config(path: str | os.PathLike[str], *, hint: str = "") -> ModelConfig:
+    """The network config in the metadata of a prior / Stylizer file (read without its tensors);
+    `hint` ends the error line when the file has none."""
     stored = read_metadata(path).get("mmfs.config")
     if stored is None:
-        raise CheckpointError(f"{path}: no mmfs model config in its metadata; pass --preset")
+        raise CheckpointError(f"{path}: no mmfs model config in its metadata{hint}")
     return ModelConfig.from_json(stored)
