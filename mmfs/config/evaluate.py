@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.config.common import MAX_SEED
 from mmfs.config.options import check_fields, option
+from mmfs.config.seeds import check_seed
 from mmfs.errors import OptionError
 
 # The names a user types after --metrics; "arcface" falls back to dlib_id_dist without an ArcFace model.
@@ -77,8 +77,7 @@ class EvaluateRequest:
             raise OptionError("art", "fid needs the art set: give --art DIR, or leave fid out of --metrics")
         if "fid" in names and self.n < 2:
             raise OptionError("n", "fid needs at least 2 outputs")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise OptionError("seed", "must be in [0, 2**63 - 1]")
+        check_seed(self.seed)
         if self.no_fid_cache and self.fid_cache is not None:
             raise OptionError("fid_cache", "--fid-cache and --no-fid-cache exclude each other")
 
