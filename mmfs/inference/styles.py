@@ -14,18 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import torch
-
-from mmfs.errors import CheckpointError
 from mmfs.external.clip import OpenClipEncoder, reference_embeddings, text_embeddings
 from mmfs.inference.pipeline import EmbeddingStyles
 from mmfs.utils.labels import reference_label, text_label
-
-
-def require_mapper(model: torch.nn.Module) -> None:
-    """Raise the one-line CheckpointError when a Stylizer has no CLIP mapper."""
-    if getattr(model, "clip_mapper", None) is None:
-        raise CheckpointError("this checkpoint has no CLIP mapper; train one with `mmfs train-mapper`")
 
 
 def text_styles(clip: OpenClipEncoder, prompts: Sequence[str]) -> EmbeddingStyles:
