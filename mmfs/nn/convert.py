@@ -55,7 +55,7 @@ def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = Fa
             "re-run with --trust-pickle only if you trust where it came from"
         )
     try:
-        if objects and kind == "pickle":  # pickle.dump, not torch.save: torch.load cannot read it
+        if objects and kind == "pickle":  # an upstream file written by pickle.dump, which torch.load cannot read
             with open(path, "rb") as fh:
                 obj = pickle.load(fh)  # noqa: S301 - the user passed --trust-pickle
         else:
