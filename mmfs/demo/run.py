@@ -221,6 +221,7 @@ def _train_all(
 ) -> dict[str, Any]:
     """Steps 1-6: the data, the prior (shipped or trained) and every training stage; returns the paths later steps use."""
     from mmfs.config import get_preset
+    from mmfs.demo.sheet import STYLIZE_NOISE
     from mmfs.demo.synthetic import STYLES
     from mmfs.train import make_config, train
     from mmfs.train.adapt import run_adapt
@@ -236,6 +237,7 @@ def _train_all(
             "steps": stage_steps, "batch_size": b.batch_size, "lr": lr, "seed": seed, "device": device,
             "workers": 0, "checkpoint_every": 0, "preview_every": max(1, stage_steps // b.previews),
             "log_every": max(1, stage_steps // 10), "ema_decay": 0.5 ** (10 / stage_steps),
+            "preview_noise": STYLIZE_NOISE,  # the previews render as the contact sheet does
         }  # fmt: skip
 
     def run(command: str, options: dict[str, Any], stage_steps: int, lr: float, **extra: Any) -> Path:

@@ -160,7 +160,7 @@ class AdaptStage(Stage):
         """Two rows: fixed photos, and the EMA Stylizer's rendering of them in the target style (fixed noise)."""
         ema = self.nets["stylizer_ema"]
         photos = self.preview_photos()
-        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), generator=self.preview_generator())
+        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), **self.preview_noise())
         return grid_of_rows([photos, fake])
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
