@@ -72,7 +72,7 @@ class FinetuneStage(Stage):
             "G": adam(list(stylizer.parameters()), lr, betas),
             "D": adam(list(disc.parameters()), lr, betas, reg_every=opts.r1_every),
         }
-        self.dino = build_dino(opts.dino, device, given=dino)
+        self.dino = build_dino(opts.dino, cfg.model.resolution, device, given=dino)
         self.init_path = os.path.abspath(init.path)
         self.preview_z = self.preview_latents(PREVIEW_STYLES)
 

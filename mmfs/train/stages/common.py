@@ -44,11 +44,11 @@ def in_fixed_styles(stylizer: Stylizer, photos: Tensor, latents: Tensor, noise: 
         yield stylizer(photos, stylizer.ws_from_z(z[None].expand(len(photos), -1)), **noise)
 
 
-def build_dino(spec: str, device: torch.device, given: Any = None):
-    """The DINO of `--dino` (`mmfs.external.build.build_dino`); `given` (tests) replaces it."""
+def build_dino(spec: str, image_size: int, device: torch.device, given: Any = None):
+    """The DINO of `--dino` (`mmfs.external.build.build_dino`; a tiny one sees `image_size` px); `given` (tests) replaces it."""
     from mmfs.external.build import build_dino as named_dino
 
-    return given.to(device) if given is not None else named_dino(spec, device)
+    return given.to(device) if given is not None else named_dino(spec, device, image_size=image_size)
 
 
 def build_stage_clip(opts: Any, embed_dim: int, device: torch.device, given: Any = None):
