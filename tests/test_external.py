@@ -241,6 +241,15 @@ def test_dino_input_size_comes_from_the_model():
     assert small.keys(images(1, 40)).shape == (1, 5, 24)
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_the_tiny_dino_of_dino_tiny_sees_the_training_size_as_a_16x16_grid(size):
+    from mmfs.external.build import build_dino
+
+    dino = build_dino("tiny", image_size=size)
+    assert dino.image_size == (size, size)
+    assert dino.keys(images(1, size)).shape[1] == 1 + 16 * 16  # CLS + patches
+
+
 def test_dino_gradients_reach_inputs_not_params(dino):
     x = images().requires_grad_(True)
     dino.keys(x).square().sum().backward()

@@ -294,3 +294,21 @@ def test_stage1_with_compile_compiles_static_graphs_and_matches_eager(files, tmp
     assert len(logs["compiled"]) == len(logs["eager"]) == 2
     for eager, compiled in zip(logs["eager"], logs["compiled"], strict=True):
         assert compiled["G/total"] == pytest.approx(eager["G/total"], rel=1e-3)
+
+
+def test_preview_noise_zero_renders_without_noise_maps(files, stage1_run, tmp_path):
+    """--preview-noise zero: the grid ignores the noise weights; seeded: the same maps in every grid."""
+    init = stage1_run / "final.safetensors"
+
+    def preview(mode: str, noise_weight: float) -> torch.Tensor:
+        stage = Trainer(stage2_config(files, init, preview_noise=mode), tmp_path / mode, progress=False).stage
+        with torch.no_grad():
+            for name, param in stage.nets["stylizer_ema"].named_parameters():
+                if name.endswith("noise.weight"):
+                    param.fill_(noise_weight)
+        return stage.preview()[0]
+
+    assert torch.equal(preview("zero", 0.0), preview("zero", 2.0))
+    seeded = preview("seeded", 2.0)
+    assert torch.equal(seeded, preview("seeded", 2.0))
+    assert not torch.allclose(seeded, preview("seeded", 0.0), atol=1e-3)

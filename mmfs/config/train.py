@@ -48,6 +48,12 @@ class LoopConfig:
     seed: int = option(0, "Random seed (weights init, z, noise, data order).", min=0)
     log_every: int = option(50, "Steps between metric lines in log.jsonl.", min=0)
     preview_every: int = option(1000, "Steps between preview grids (0: never).", min=0)
+    preview_noise: str = option(
+        "seeded",
+        "Noise inputs of the preview grids: seeded (the same maps from the run's seed in every grid) or zero"
+        " (none, as `mmfs stylize --noise zero`).",
+        choices=("seeded", "zero"),
+    )
     checkpoint_every: int = option(5000, "Steps between checkpoints (0: only at the end).", min=0)
     keep_checkpoints: int = option(3, "Checkpoints to keep (oldest deleted).", min=0)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")

@@ -76,14 +76,23 @@ def check_clip_dim(clip: OpenClipEncoder, embed_dim: int) -> None:
         )
 
 
-def build_dino(spec: str, device: str | torch.device = "cpu"):
-    """The DINO of `--dino`: "tiny", the name dino_vitb8, or a local weights file (missing: a one-line error)."""
+# The tiny DINO's patch grid per side. The real ViT-B/8 sees its 224 px input as 28 x 28 patches; a
+# coarser grid holds too little of a face's layout (4 x 4 let 64 px faces lose their layout in Stage II).
+TINY_DINO_GRID = 16
+
+
+def build_dino(spec: str, device: str | torch.device = "cpu", *, image_size: int = 32):
+    """The DINO of `--dino`: "tiny", the name dino_vitb8, or a local weights file (missing: a one-line error).
+
+    "tiny" is a random tiny ViT that sees `image_size` px images (the training resolution) as
+    `TINY_DINO_GRID` x `TINY_DINO_GRID` patches.
+    """
     from mmfs.external.dino import DEFAULT_MODEL, DinoViT
 
     if spec == "tiny":
         from mmfs.external.tiny import tiny_dino
 
-        return tiny_dino().to(device)
+        return tiny_dino(img_size=image_size, patch=max(1, image_size // TINY_DINO_GRID)).to(device)
     names = {"dino_vitb8": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
     if spec in names:
         return DinoViT.from_pretrained(None, model_name=names[spec], device=device)

@@ -13,7 +13,7 @@ builds its networks and optimizers from its options (declared in `mmfs.config.tr
 - `preview()`: a grid of samples; `final()`: the inference weights written as `final.safetensors`.
 
 The base also holds what previews share: the fixed photos (`preview_photos()`), fixed latents
-(`preview_latents()`) and noise (`preview_generator()`), all apart from the training RNG, and the grid
+(`preview_latents()`) and noise (`preview_noise()`, as `--preview-noise` says), all apart from the training RNG, and the grid
 layouts (`grid_of_columns`, `grid_of_rows`).
 
 The shared loop (`mmfs.train.loop`) owns everything else: `requires_grad`, `zero_grad`, `backward`,
@@ -150,9 +150,15 @@ class Stage:
         gen = torch.Generator().manual_seed(self.cfg.loop.seed)
         return torch.randn(count, self.cfg.model.z_dim, generator=gen).to(self.device)
 
-    def preview_generator(self) -> torch.Generator:
-        """A new generator for a preview's noise, seeded with the run's seed: every preview gets the same noise."""
-        return torch.Generator(self.device).manual_seed(self.cfg.loop.seed)
+    def preview_noise(self) -> dict[str, Any]:
+        """The noise keywords of a preview's generator calls (`--preview-noise`).
+
+        seeded: a new generator seeded with the run's seed, so every preview draws the same maps; pass the
+        same dict to each call of one preview so that its calls draw in turn. zero: no noise maps.
+        """
+        if self.cfg.loop.preview_noise == "zero":
+            return {"noise": "zero"}
+        return {"generator": torch.Generator(self.device).manual_seed(self.cfg.loop.seed)}
 
     # --- helpers for loss closures -----------------------------------------------------------------
     def train_view(self, name: str, *, compiled: bool = True) -> nn.Module:

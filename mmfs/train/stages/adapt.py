@@ -113,7 +113,7 @@ class AdaptStage(Stage):
         self.nets = {"stylizer": stylizer, "stylizer_ema": copy.deepcopy(stylizer).eval()}
         self.optimizers = {"G": adam(stylizer.decoder_parameters(), cfg.loop.lr, cfg.loop.betas)}
         self.clip = build_stage_clip(opts, cfg.model.clip_dim, device, given=clip)
-        self.dino = build_dino(opts.dino, device, given=dino)
+        self.dino = build_dino(opts.dino, cfg.model.resolution, device, given=dino)
         self.base_path = os.path.abspath(opts.checkpoint)
         self.target, self.source, self.projector = self._anchors(opts)
 
@@ -160,7 +160,7 @@ class AdaptStage(Stage):
         """Two rows: fixed photos, and the EMA Stylizer's rendering of them in the target style (fixed noise)."""
         ema = self.nets["stylizer_ema"]
         photos = self.preview_photos()
-        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), generator=self.preview_generator())
+        fake = ema(photos, ema.ws_from_clip(self.target.expand(len(photos), -1)), **self.preview_noise())
         return grid_of_rows([photos, fake])
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -72,7 +72,7 @@ class FinetuneStage(Stage):
             "G": adam(list(stylizer.parameters()), lr, betas),
             "D": adam(list(disc.parameters()), lr, betas, reg_every=opts.r1_every),
         }
-        self.dino = build_dino(opts.dino, device, given=dino)
+        self.dino = build_dino(opts.dino, cfg.model.resolution, device, given=dino)
         self.init_path = os.path.abspath(init.path)
         self.preview_z = self.preview_latents(PREVIEW_STYLES)
 
@@ -114,7 +114,7 @@ class FinetuneStage(Stage):
     def preview(self) -> tuple[Tensor, int]:
         """One row per fixed photo: the photo, then the EMA Stylizer's output for fixed styles and noise."""
         photos = self.preview_photos()
-        styled = in_fixed_styles(self.nets["stylizer_ema"], photos, self.preview_z, self.preview_generator())
+        styled = in_fixed_styles(self.nets["stylizer_ema"], photos, self.preview_z, self.preview_noise())
         return grid_of_columns([photos, *styled])  # each row: photo, style 1, style 2, ...
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:

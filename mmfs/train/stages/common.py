@@ -34,22 +34,21 @@ def random_styles(stylizer: Stylizer, batch: int, mixing_prob: float, device: to
     return stylizer.ws_from_z(torch.randn(batch, z_dim, device=device))
 
 
-def in_fixed_styles(
-    stylizer: Stylizer, photos: Tensor, latents: Tensor, generator: torch.Generator
-) -> Iterator[Tensor]:
+def in_fixed_styles(stylizer: Stylizer, photos: Tensor, latents: Tensor, noise: dict[str, Any]) -> Iterator[Tensor]:
     """The photos rendered in the style of each z of `latents` in turn (same w in every slot), for previews.
 
-    Lazy, so that a caller rendering more per style draws the noise `generator` in its own order.
+    `noise` is `Stage.preview_noise()`. Lazy, so that a caller rendering more per style draws the noise in
+    its own order.
     """
     for z in latents:
-        yield stylizer(photos, stylizer.ws_from_z(z[None].expand(len(photos), -1)), generator=generator)
+        yield stylizer(photos, stylizer.ws_from_z(z[None].expand(len(photos), -1)), **noise)
 
 
-def build_dino(spec: str, device: torch.device, given: Any = None):
-    """The DINO of `--dino` (`mmfs.external.build.build_dino`); `given` (tests) replaces it."""
+def build_dino(spec: str, image_size: int, device: torch.device, given: Any = None):
+    """The DINO of `--dino` (`mmfs.external.build.build_dino`; a tiny one sees `image_size` px); `given` (tests) replaces it."""
     from mmfs.external.build import build_dino as named_dino
 
-    return given.to(device) if given is not None else named_dino(spec, device)
+    return given.to(device) if given is not None else named_dino(spec, device, image_size=image_size)
 
 
 def build_stage_clip(opts: Any, embed_dim: int, device: torch.device, given: Any = None):

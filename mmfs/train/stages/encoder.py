@@ -131,10 +131,10 @@ class EncoderStage(Stage):
     @torch.no_grad()
     def preview(self) -> tuple[Tensor, int]:
         """Top row: teacher samples; bottom row: their reconstructions by the EMA Stylizer (fixed z and noise)."""
-        gen = self.preview_generator()
-        real = self.teacher_images(self.teacher, self.preview_z, generator=gen)
+        noise = self.preview_noise()
+        real = self.teacher_images(self.teacher, self.preview_z, **noise)
         ema = self.nets["stylizer_ema"]
-        return grid_of_rows([real, ema(real, ema.ws_from_z(self.preview_z), generator=gen)])
+        return grid_of_rows([real, ema(real, ema.ws_from_z(self.preview_z), **noise)])
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()

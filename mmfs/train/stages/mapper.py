@@ -109,11 +109,11 @@ class MapperStage(Stage):
     def preview(self) -> tuple[Tensor, int]:
         """One row per fixed photo: the photo, then per fixed style its target and the EMA mapper's reconstruction."""
         ema = self.nets["stylizer_ema"]
-        gen = self.preview_generator()
+        noise = self.preview_noise()
         photos = self.preview_photos()
         columns = [photos]
-        for target in in_fixed_styles(ema, photos, self.preview_z, gen):
-            columns += [target, ema(photos, ema.ws_from_clip(self.clip.encode_image(target).float()), generator=gen)]
+        for target in in_fixed_styles(ema, photos, self.preview_z, noise):
+            columns += [target, ema(photos, ema.ws_from_clip(self.clip.encode_image(target).float()), **noise)]
         return grid_of_columns(columns)
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -187,7 +187,7 @@ class PriorStage(Stage):
     def preview(self) -> tuple[Tensor, int]:
         """EMA generator samples for fixed z and noise (no mixing), four per row."""
         g_ema = self.nets["g_ema"]
-        images = g_ema(g_ema.ws_from_z(self.preview_z), generator=self.preview_generator())
+        images = g_ema(g_ema.ws_from_z(self.preview_z), **self.preview_noise())
         return images.float(), min(4, len(images))
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
