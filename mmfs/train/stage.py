@@ -13,8 +13,8 @@ builds its networks and optimizers from its options (declared in `mmfs.config.tr
 - `preview()`: a grid of samples; `final()`: the inference weights written as `final.safetensors`.
 
 The base also holds what previews share: the fixed photos (`preview_photos()`), fixed latents
-(`preview_latents()`) and noise (`preview_noise()`, as `--preview-noise` says), all apart from the training RNG, and the grid
-layouts (`grid_of_columns`, `grid_of_rows`).
+(`preview_latents()`) and noise (`preview_noise()`, as `--preview-noise` says), all apart from the
+training RNG, and the grid layouts (`grid_of_columns`, `grid_of_rows`).
 
 The shared loop (`mmfs.train.loop`) owns everything else: `requires_grad`, `zero_grad`, `backward`,
 optimizer steps, gradient accumulation, autocast, DDP, EMA, logging, previews, checkpoints and resume.

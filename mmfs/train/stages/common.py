@@ -45,7 +45,10 @@ def in_fixed_styles(stylizer: Stylizer, photos: Tensor, latents: Tensor, noise: 
 
 
 def build_dino(spec: str, image_size: int, device: torch.device, given: Any = None):
-    """The DINO of `--dino` (`mmfs.external.build.build_dino`; a tiny one sees `image_size` px); `given` (tests) replaces it."""
+    """The DINO of `--dino` (`mmfs.external.build.build_dino`; a tiny one sees `image_size` px).
+
+    `given` (tests) replaces it.
+    """
     from mmfs.external.build import build_dino as named_dino
 
     return given.to(device) if given is not None else named_dino(spec, device, image_size=image_size)
