@@ -4,7 +4,8 @@ DINO: `--dino` is the name dino_vitb8, a local weights file, or "tiny".
 
 CLIP: `--clip-model` (an open_clip architecture, `local-dir:PATH`, or "tiny"), `--clip-tag` (default: the
 tag recorded with the checkpoint's mapper, else openai) and `--clip-weights` (a local file). "tiny" builds a
-seeded random stand-in of the same architecture (tests and smoke runs, no download).
+seeded random stand-in of the same architecture (tests and smoke runs, no download), or with `--clip-weights`
+a trained tiny CLIP file (the demo's, `mmfs.demo.clip`).
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ def build_clip(
 
     Args:
         model_name: an open_clip architecture (default OpenAI's ViT-B-32), `local-dir:/path`, or "tiny".
-        weights: a local open_clip state dict; None uses open_clip's cache (or downloads when online).
+        weights: a local open_clip state dict; None uses open_clip's cache (or downloads when online). With
+            "tiny": an mmfs "clip" file (a trained tiny CLIP); None: the seeded random one.
         tag: the open_clip pretrained tag (also decides QuickGELU for a local file).
         embed_dim: the mapper's input size (`ModelConfig.clip_dim`); the tiny CLIP is built with it.
         device: where to put the model.
     """
     if model_name == TINY_CLIP:
-        from mmfs.external.tiny import tiny_clip
+        from mmfs.external.tiny import load_tiny_clip, tiny_clip
 
-        clip = tiny_clip(embed_dim=embed_dim).to(device)
+        clip = (load_tiny_clip(weights) if weights is not None else tiny_clip(embed_dim=embed_dim)).to(device)
     else:
         clip = OpenClipEncoder.from_pretrained(weights, model_name=model_name, tag=tag, device=device)
     check_clip_dim(clip, embed_dim)

@@ -51,11 +51,38 @@ def tiny_clip(embed_dim: int = 32, image_size: int = 32, seed: int = 0) -> OpenC
     """A random tiny CLIP (about 1.8 M parameters, mostly the token embedding) built by open_clip's factory."""
     import open_clip
 
+    model, preprocess = tiny_clip_model(embed_dim, image_size, seed)
+    return OpenClipEncoder(model, open_clip.get_tokenizer(register_tiny_clip(embed_dim, image_size)), preprocess)
+
+
+def tiny_clip_model(embed_dim: int = 32, image_size: int = 32, seed: int = 0) -> tuple[Any, Any]:
+    """The trainable open_clip model inside `tiny_clip` and its PIL preprocessing (`mmfs.demo.clip` trains it)."""
+    import open_clip
+
     name = register_tiny_clip(embed_dim, image_size)
     with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(name)
-    return OpenClipEncoder(model, open_clip.get_tokenizer(name), preprocess)
+    return model, preprocess
+
+
+# Metadata key of a "clip" checkpoint holding the `tiny_clip` arguments (embed_dim, image_size) it was built with.
+TINY_CLIP_META = "tiny_clip"
+
+
+def load_tiny_clip(path: str | Path) -> OpenClipEncoder:
+    """A trained tiny CLIP from an mmfs "clip" file (the demo's: `mmfs.demo.clip`), built at its recorded size."""
+    from mmfs.checkpoint import load_checkpoint, load_state_strict
+    from mmfs.errors import CheckpointError
+
+    ckpt = load_checkpoint(path, kind="clip")
+    try:
+        sizes = json.loads(ckpt.meta[TINY_CLIP_META])
+        clip = tiny_clip(embed_dim=int(sizes["embed_dim"]), image_size=int(sizes["image_size"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{ckpt.path}: a clip checkpoint without its tiny CLIP sizes") from None
+    load_state_strict(clip.model, {k: v.float() for k, v in ckpt.tensors.items()}, source=str(ckpt.path))
+    return clip
 
 
 @contextlib.contextmanager

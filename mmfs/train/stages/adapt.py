@@ -199,7 +199,7 @@ def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: in
         base_ref = str(base)
     meta: dict[str, Any] = {
         "base": base_ref, "base_sha256": file_sha256(base), "steps": str(steps), "clip_model": opts.clip_model,
-        "clip_tag": opts.clip_tag,
+        "clip_tag": opts.clip_tag, "clip_weights": opts.clip_weights or "",
     }  # fmt: skip
     if opts.one_shot:
         meta["reference"] = str(opts.ref)

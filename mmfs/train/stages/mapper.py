@@ -119,4 +119,5 @@ class MapperStage(Stage):
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()  # the EMA stylizer, clip_mapper.* included
         opts: MapperOptions = self.cfg.options
-        return tensors, {**meta, "init": self.init_path, "clip_model": opts.clip_model, "clip_tag": opts.clip_tag}
+        clip = {"clip_model": opts.clip_model, "clip_tag": opts.clip_tag, "clip_weights": opts.clip_weights or ""}
+        return tensors, {**meta, "init": self.init_path, **clip}
