@@ -73,7 +73,9 @@ def test_the_loss_is_open_clips_for_unique_captions_and_counts_repeated_captions
     logits = 10.0 * image @ text.T
     targets = torch.eye(6)
     targets[:2, :2] = 0.5
-    manual = 0.5 * (-(targets * logits.log_softmax(1)).sum(1).mean() - (targets * logits.T.log_softmax(1)).sum(1).mean())
+    manual = 0.5 * (
+        -(targets * logits.log_softmax(1)).sum(1).mean() - (targets * logits.T.log_softmax(1)).sum(1).mean()
+    )
     assert torch.allclose(contrastive_loss(image, text, repeated, scale), manual, atol=1e-6)
 
 
@@ -133,3 +135,22 @@ def test_the_demo_references_read_as_their_styles(tmp_path):
     text = clip.encode_text([names[s] for s in STYLES] + ["photo"])
     image = reference_embeddings(clip, [next(refs[s].iterdir()) for s in STYLES])
     assert (image @ text.T).argmax(1).tolist() == list(range(len(STYLES)))
+
+
+def test_stylize_and_adapt_default_to_the_clip_file_recorded_with_the_mapper(trained, tmp_path):
+    from mmfs.checkpoint import save_checkpoint
+    from mmfs.external.build import resolve_clip_weights
+
+    clip_file = trained[0]
+    mapper = save_checkpoint(
+        tmp_path / "mapper.safetensors", {"x": torch.zeros(1)}, kind="stylizer",
+        meta={"clip_model": "tiny", "clip_tag": "openai", "clip_weights": str(clip_file)},
+    )  # fmt: skip
+    assert resolve_clip_weights(None, mapper, "tiny") == str(clip_file)  # recorded: used
+    assert resolve_clip_weights("mine.safetensors", mapper, "tiny") == "mine.safetensors"  # given: wins
+    assert resolve_clip_weights(None, mapper, "ViT-B-32") is None  # recorded for another model: not used
+    moved = save_checkpoint(
+        tmp_path / "moved.safetensors", {"x": torch.zeros(1)}, kind="stylizer",
+        meta={"clip_model": "tiny", "clip_weights": str(tmp_path / "gone.safetensors")},
+    )  # fmt: skip
+    assert resolve_clip_weights(None, moved, "tiny") is None  # the file is gone: the random stand-in

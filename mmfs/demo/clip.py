@@ -164,9 +164,11 @@ def train_tiny_clip(
     mean, std = stats_buffer(CLIP_MEAN).to(device), stats_buffer(CLIP_STD).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     warmup = max(1, recipe.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, recipe.steps) / recipe.steps))
-    )
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(step, recipe.steps) / recipe.steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     rng, picker = random.Random(recipe.seed), torch.Generator().manual_seed(recipe.seed)
     bar = tqdm(range(recipe.steps), desc="tiny CLIP", unit="step", file=sys.stderr, disable=not progress)
     losses = []
