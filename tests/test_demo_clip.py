@@ -82,7 +82,7 @@ def test_the_loss_is_open_clips_for_unique_captions_and_counts_repeated_captions
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("clip") / "clip.safetensors"
-    recipe = ClipRecipe(faces=12, steps=60, batch_size=20, lr=2e-3, embed_dim=32, image_size=32)
+    recipe = ClipRecipe(faces=12, steps=60, batch_size=20, lr=2e-3, embed_dim=32, image_size=32, patch_size=8)
     return train_tiny_clip(path, recipe, progress=False), recipe
 
 
@@ -90,7 +90,7 @@ def test_training_lowers_the_loss_and_writes_an_fp16_clip_file_with_its_recipe(t
     path, recipe = trained
     ckpt = load_checkpoint(path, kind="clip")
     assert {v.dtype for v in ckpt.tensors.values()} == {torch.float16}
-    assert json.loads(ckpt.meta["tiny_clip"]) == {"embed_dim": 32, "image_size": 32}
+    assert json.loads(ckpt.meta["tiny_clip"]) == {"embed_dim": 32, "image_size": 32, "patch_size": 8}
     assert json.loads(ckpt.meta["recipe"])["steps"] == recipe.steps
     loss = json.loads(ckpt.meta["loss"])
     assert loss["last"] < 0.8 * loss["first"], loss
@@ -135,6 +135,23 @@ def test_the_demo_references_read_as_their_styles(tmp_path):
     text = clip.encode_text([names[s] for s in STYLES] + ["photo"])
     image = reference_embeddings(clip, [next(refs[s].iterdir()) for s in STYLES])
     assert (image @ text.T).argmax(1).tolist() == list(range(len(STYLES)))
+
+
+@pytest.mark.slow
+def test_the_shipped_clips_reference_tokens_leave_room_for_the_projection_loss(tmp_path):
+    """One-shot adapt projects the fakes' tokens onto the reference tokens' span: that span must not be everything."""
+    from mmfs.demo.synthetic import make_dataset
+    from mmfs.external.clip import load_reference
+    from mmfs.losses import projector_from_tokens, token_projection_loss
+
+    data = make_dataset(tmp_path, n_photos=4, n_art_per_style=1, size=64, seed=2000, styles=("sketch",))
+    clip = build_clip("tiny", shipped_clip(), embed_dim=64)
+    _, ref_tokens = clip.encode_reference_image_with_tokens(load_reference(next(data["sketch"].iterdir())))
+    tokens, width = ref_tokens.shape[1:]
+    assert tokens <= width // 4  # 16 tokens of width 64 (ViT-B/32: 49 of 768)
+    photos = torch.stack([torch.from_numpy(load_reference(p)).permute(2, 0, 1) for p in data["photos"].iterdir()])
+    photo_tokens = clip.image_tokens(photos.float() / 127.5 - 1)
+    assert token_projection_loss(photo_tokens, projector_from_tokens(ref_tokens)) > 0.01
 
 
 def test_stylize_and_adapt_default_to_the_clip_file_recorded_with_the_mapper(trained, tmp_path):

@@ -8,7 +8,7 @@ the four art styles, each captioned with a style phrase and the colours of its b
 which the mapper needs to rebuild a Stage II output from it; naming the style makes `--text "pop art"`
 and a sketch reference mean something.
 
-The architecture is `mmfs.external.tiny.tiny_clip` at the demo's resolution (64 px, 8 px patches), so
+The architecture is `mmfs.external.tiny.tiny_clip` at the demo's resolution (64 px, 16 px patches), so
 `--clip-model tiny --clip-weights FILE` loads it. The file is a "clip" checkpoint in fp16 (about 3.5 MB,
 mostly the token embedding the stock BPE tokenizer needs) whose metadata holds its recipe; docs/demo.md
 has the command that made it (`mmfs demo --train-clip`).
@@ -65,7 +65,8 @@ class ClipRecipe:
     lr: float = 1e-3
     weight_decay: float = 0.1
     embed_dim: int = 64  # the tiny64 preset's clip_dim
-    image_size: int = 64  # the demo's resolution: 8 px patches keep one-pixel outlines visible
+    image_size: int = 64  # the demo's resolution, so one-pixel outlines reach the patch embedding
+    patch_size: int = 16  # 4 x 4 tokens of width 64, as the random tiny CLIP: with 8 x 8 they span the token space
     seed: int = 0
 
 
@@ -158,9 +159,9 @@ def train_tiny_clip(
 
     started = time.perf_counter()
     images, domains, colours = make_captioned_images(recipe.faces, recipe.image_size, recipe.seed)
-    model, _ = tiny_clip_model(recipe.embed_dim, recipe.image_size, seed=recipe.seed)
+    model, _ = tiny_clip_model(recipe.embed_dim, recipe.image_size, recipe.seed, recipe.patch_size)
     model.to(device).train()
-    tokenizer = open_clip.get_tokenizer(register_tiny_clip(recipe.embed_dim, recipe.image_size))
+    tokenizer = open_clip.get_tokenizer(register_tiny_clip(recipe.embed_dim, recipe.image_size, recipe.patch_size))
     mean, std = stats_buffer(CLIP_MEAN).to(device), stats_buffer(CLIP_STD).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     warmup = max(1, recipe.steps // 20)
@@ -189,7 +190,11 @@ def train_tiny_clip(
         bar.set_postfix(loss=f"{loss.item():.3f}")
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in module_state(model).items()}
     meta = {
-        TINY_CLIP_META: {"embed_dim": recipe.embed_dim, "image_size": recipe.image_size},
+        TINY_CLIP_META: {
+            "embed_dim": recipe.embed_dim,
+            "image_size": recipe.image_size,
+            "patch_size": recipe.patch_size,
+        },
         "recipe": {**asdict(recipe), "wall_seconds": round(time.perf_counter() - started, 1)},
         "loss": {"first": round(float(np.mean(losses[:20])), 4), "last": round(float(np.mean(losses[-20:])), 4)},
         "dtype": "fp16",
