@@ -26,7 +26,7 @@ class DemoRequest:
     )
     train_clip: bool = option(
         False,
-        "Train the tiny CLIP (the mapper's and adapt's) from scratch with the shipped one's recipe (about ten"
+        "Train the tiny CLIP (the mapper's and adapt's) from scratch with the shipped one's recipe (about three"
         " minutes on two cores) instead of loading the one shipped with mmfs.",
         flags="--train-clip",
     )
