@@ -171,3 +171,14 @@ def test_stylize_and_adapt_default_to_the_clip_file_recorded_with_the_mapper(tra
         meta={"clip_model": "tiny", "clip_weights": str(tmp_path / "gone.safetensors")},
     )  # fmt: skip
     assert resolve_clip_weights(None, moved, "tiny") is None  # the file is gone: the random stand-in
+
+
+def test_a_missing_shipped_clip_is_one_line_naming_train_clip_before_the_demo_writes_anything(tmp_path, monkeypatch):
+    import mmfs.demo.clip as demo_clip
+    from mmfs.config.demo import DemoRequest
+    from mmfs.demo.run import run_demo
+
+    monkeypatch.setattr(demo_clip, "SHIPPED_CLIP", tmp_path / "gone.safetensors")
+    with pytest.raises(CheckpointError, match=r"tiny CLIP is missing .* run `mmfs demo --train-clip`"):
+        run_demo(DemoRequest(tmp_path / "out", quick=True), device="cpu", progress=False, echo=lambda _: None)
+    assert not (tmp_path / "out").exists()

@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmfs.errors import CheckpointError
-
 if TYPE_CHECKING:  # torch is imported where it is used: `mmfs.demo.run` reads `ClipRecipe` before torch loads
     from torch import Tensor
 
@@ -72,12 +70,9 @@ class ClipRecipe:
 
 def shipped_clip() -> Path:
     """The packaged tiny CLIP file; a one-line error when the installation lacks it."""
-    if not SHIPPED_CLIP.is_file():
-        raise CheckpointError(
-            f"{SHIPPED_CLIP}: the demo's tiny CLIP is missing from this installation; reinstall mmfs"
-            " (it is package data) or run `mmfs demo --train-clip` to train one"
-        )
-    return SHIPPED_CLIP
+    from mmfs.demo.prior import require_shipped
+
+    return require_shipped(SHIPPED_CLIP, "tiny CLIP", "--train-clip")
 
 
 def colour_name(rgb: np.ndarray) -> str:
