@@ -36,6 +36,7 @@ KINDS = (
     "train_state",  # optimizer, RNG and loop state of a training run
     "adapted",  # decoder weights changed by `mmfs adapt`, applied on top of a base stylizer file
     "stats",  # cached metric statistics (FID mean / covariance)
+    "clip",  # a tiny CLIP trained by mmfs (open_clip state dict; its size in `mmfs.tiny_clip`)
 )
 _PREFIX = "mmfs."
 

@@ -17,9 +17,10 @@ from mmfs_cli.options import Group, command
 def demo(request: DemoRequest, runtime: Runtime) -> None:
     """Run the whole method offline: synthetic data, Stage I, Stage II, train-mapper, adapt, stylize, measure.
 
-    Starts from the StyleGAN2 prior shipped with mmfs (trained on the same synthetic photos), or trains
-    one from scratch with --train-prior. Uses tiny random stand-ins for CLIP, DINO and the metric networks (no downloads); the numbers are not
-    comparable with anything. Writes contact_sheet.png, evaluation.json and summary.json under --outdir.
+    Starts from the StyleGAN2 prior and the tiny CLIP shipped with mmfs (trained on the same synthetic
+    faces), or trains them from scratch with --train-prior / --train-clip. Uses tiny random stand-ins for
+    DINO and the metric networks (no downloads); the numbers are not comparable with anything. Writes
+    contact_sheet.png, evaluation.json and summary.json under --outdir.
 
     Example: mmfs demo --outdir demo_out
     """

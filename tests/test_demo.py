@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,17 @@ def demo(tmp_path_factory):
 
 
 def test_every_stage_checkpoint_exists_and_loads(demo):
+    from mmfs.demo.clip import SHIPPED_CLIP
     from mmfs.demo.prior import SHIPPED_PRIOR
     from mmfs.inference.models import load_stylizer
 
     outdir, checkpoints = demo["outdir"], demo["summary"]["checkpoints"]
     assert set(checkpoints) == {"encoder", "finetune", "mapper", "adapted"}
     assert sorted(checkpoints["adapted"]) == sorted(STYLES)  # one adapted model per reference style
-    prior = demo["summary"]["prior"]
+    prior, clip = demo["summary"]["prior"], demo["summary"]["clip"]
     assert prior["shipped"] is True and prior["path"] == str(SHIPPED_PRIOR)
+    assert clip["shipped"] is True and clip["path"] == str(SHIPPED_CLIP)
+    assert clip["recipe"] == asdict(FULL.clip) | {"wall_seconds": clip["recipe"]["wall_seconds"]}
     tiny = PRESETS[QUICK.preset]
     files = {k: checkpoints[k] for k in ("encoder", "finetune", "mapper")}
     files |= {f"adapted-{style}": path for style, path in checkpoints["adapted"].items()}
@@ -124,9 +128,10 @@ def test_the_summary_has_the_metrics_flagged_not_comparable_and_the_timings(demo
     assert all(np.isfinite(v) for v in summary["metrics"].values())
     report = json.loads((demo["outdir"] / summary["evaluation"]).read_text())
     assert report["metrics"] == summary["metrics"] and report["n"] == QUICK.eval_n and report["comparable"] is False
-    steps = ("data", "prior", "encoder", "finetune", "mapper", "adapt", "stylize", "measure", "evaluate", "sheet")
+    steps = ("data", "prior", "clip", "encoder", "finetune", "mapper", "adapt", "stylize", "measure", "evaluate",
+             "sheet")  # fmt: skip
     assert set(summary["seconds"]) == {*steps, "total"}
-    assert [m.split("]")[0] for m in demo["messages"] if m.startswith("[")] == [f"[{i}/10" for i in range(1, 11)]
+    assert [m.split("]")[0] for m in demo["messages"] if m.startswith("[")] == [f"[{i}/11" for i in range(1, 12)]
     assert summary["warnings"] == [] and summary["torch_threads"] == 1
     before, after = demo["threads"]
     assert before == after  # the thread count is restored
@@ -162,8 +167,10 @@ def test_cli_refuses_an_existing_demo_folder_in_one_line(demo):
     assert "pass --overwrite" in result.output
 
 
-def test_train_prior_trains_the_prior_from_scratch_with_the_budget_recipe_and_stage_one_uses_it(tmp_path):
-    request = DemoRequest(tmp_path, quick=True, train_prior=True, threads=1)
+def test_train_prior_and_train_clip_train_both_from_scratch_with_the_budget_recipes_and_the_stages_use_them(
+    tmp_path,
+):
+    request = DemoRequest(tmp_path, quick=True, train_prior=True, train_clip=True, threads=1)
     summary = run_demo(request, device="cpu", progress=False, echo=lambda _: None)
     from mmfs.train.weights import load_prior
 
@@ -179,3 +186,8 @@ def test_train_prior_trains_the_prior_from_scratch_with_the_budget_recipe_and_st
     assert (recipe["steps"], recipe["batch_size"], recipe["photos"]) == (4, 4, 16) and prior.meta["step"] == "4"
     encoder = load_checkpoint(tmp_path / summary["checkpoints"]["encoder"])
     assert encoder.meta["prior"] == str(prior_path.resolve())
+    clip_path = tmp_path / "models" / "clip-tiny.safetensors"
+    assert summary["clip"]["shipped"] is False and summary["clip"]["path"] == str(clip_path)
+    assert summary["clip"]["recipe"]["steps"] == QUICK.clip.steps == 2
+    mapper = load_checkpoint(tmp_path / summary["checkpoints"]["mapper"])
+    assert (mapper.meta["clip_model"], mapper.meta["clip_weights"]) == ("tiny", str(clip_path))

@@ -21,7 +21,7 @@ from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
 from mmfs.config.options import check_fields, option
 from mmfs.config.seeds import check_seed, parse_seeds
-from mmfs.config.train import CLIP_TAG_HELP
+from mmfs.config.train import CLIP_MODEL_HELP, CLIP_TAG_HELP, CLIP_WEIGHTS_HELP
 from mmfs.errors import OptionError
 
 OUTPUT_EXTENSIONS = ("png", "jpg", "webp")
@@ -72,9 +72,9 @@ class StyleOptions:
                                     show_default=False)  # fmt: skip
     ref: list[Path] | None = option(None, "Styles: a CLIP reference image (repeatable); needs a mapper.", path=True,
                                     show_default=False)  # fmt: skip
-    clip_weights: Path | None = option(None, "Local CLIP weights for --text/--ref (default: open_clip's cache).",
-                                       path=True, show_default=False)  # fmt: skip
-    clip_model: str = option("ViT-B-32", "open_clip model name for --text/--ref, or local-dir:PATH.")
+    clip_weights: Path | None = option(None, "For --text/--ref: " + CLIP_WEIGHTS_HELP, path=True,
+                                       show_default=False)  # fmt: skip
+    clip_model: str = option("ViT-B-32", "For --text/--ref: " + CLIP_MODEL_HELP)
     clip_tag: str | None = option(None, CLIP_TAG_HELP + " Default: the tag recorded with the mapper, else openai.",
                                   show_default=False)  # fmt: skip
     save_w: Path | None = option(None, "Also save the styles used to this w+ file (replay them with --w).",

@@ -27,7 +27,10 @@ TRAIN_DTYPES = ("fp32", "bf16")
 ROSINALITY_EMA = 0.5 ** (32 / 10_000)  # rosinality's accum: an EMA half-life of 10k images at batch 32
 PRESET_HELP = f"Network preset ({', '.join(PRESETS)}); default: the config stored in the input file."
 CLIP_MODEL_HELP = "open_clip model the mapper reads (OpenAI ViT-B-32 as the reference), local-dir:PATH, or tiny."
-CLIP_WEIGHTS_HELP = "Local CLIP weights (open_clip_pytorch_model.bin); default: open_clip's cache."
+CLIP_WEIGHTS_HELP = (
+    "Local CLIP weights (open_clip_pytorch_model.bin; with --clip-model tiny a trained tiny CLIP file such as the"
+    " demo's); default: open_clip's cache."
+)
 CLIP_TAG_HELP = (
     "open_clip pretrained tag of the CLIP weights, e.g. openai (the reference's) or laion2b_s34b_b79k; it also"
     " decides QuickGELU for --clip-weights."

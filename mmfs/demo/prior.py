@@ -22,12 +22,17 @@ SHIPPED_PRIOR = Path(__file__).with_name("prior-tiny64.safetensors")
 
 def shipped_prior() -> Path:
     """The packaged prior file; a one-line error when the installation lacks it."""
-    if not SHIPPED_PRIOR.is_file():
+    return require_shipped(SHIPPED_PRIOR, "prior", "--train-prior")
+
+
+def require_shipped(path: Path, what: str, retrain_flag: str) -> Path:
+    """`path`, a file packaged with the demo; a one-line error naming the retraining flag when it is missing."""
+    if not path.is_file():
         raise CheckpointError(
-            f"{SHIPPED_PRIOR}: the demo's prior is missing from this installation; reinstall mmfs"
-            " (it is package data) or run `mmfs demo --train-prior` to train one"
+            f"{path}: the demo's {what} is missing from this installation; reinstall mmfs"
+            f" (it is package data) or run `mmfs demo {retrain_flag}` to train one"
         )
-    return SHIPPED_PRIOR
+    return path
 
 
 def export_prior(

@@ -9,7 +9,8 @@ nothing is implemented twice. The steps, on the synthetic data of `mmfs.demo.syn
 2. the prior: the one shipped with mmfs (`mmfs.demo.prior`), or `train-prior` from scratch with its recipe
    (`train_prior=True`); 3. Stage I (`pretrain-encoder`) with that prior; 4. Stage II (`finetune`) on
    photos vs. all four art styles mixed (as AAHQ mixes styles); 5. `train-mapper`; 6. one-shot `adapt`
-   from each style's reference image; CLIP and DINO are the tiny random stand-ins (`--clip-model tiny`, `--tiny`);
+   from each style's reference image; CLIP is the tiny CLIP shipped with mmfs, trained on the same synthetic
+   faces (`mmfs.demo.clip`; `train_clip=True` retrains it), DINO the tiny random stand-in (`--dino tiny`);
 7. stylize the held-out photos and the astronaut (dlib detection, alignment, paste-back) with random,
    reference-guided and adapted styles; 8. the structure measure (`mmfs.demo.measure`); 9. evaluate with
    tiny metric networks; 10. the contact sheet.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfs.config.demo import DemoRequest
+from mmfs.demo.clip import ClipRecipe
 from mmfs.errors import MMFSError
 
 SUMMARY = "summary.json"
@@ -43,12 +45,13 @@ OWNED = ("data", "runs", "models", "stylized", SHEET, EVALUATION, SUMMARY)
 # Where the demo's short runs leave the reference recipes (also in summary.json and docs/demo.md).
 RECIPE_NOTES = (
     "learning rates raised for the short runs: Stage I 1e-2 (reference 2e-4), Stage II 5e-3 (1e-3), mapper 1e-3"
-    " (2e-4), adapt 1e-3 (2e-4)",
+    " (2e-4), adapt 2e-3 (2e-4)",
     "each stage's EMA half-life is a tenth of its run (reference: 0.999 per step, 0.99 for adapt)",
     "Stage I starts decoder0 / to_rgb0 from the prior's 16 px conv and ToRGB (reference: random), with batch 4"
     " (reference 8) and feature-loss weight 1 (reference 4), so it rebuilds the eyes within its 800 steps",
-    "Stage II: R1 gamma 1 (reference 10); adapt: DINO-structure weight 2.0 (reference 0.5)",
-    "the reference rows: besides the mapper's reading of each reference through the tiny random CLIP, one"
+    "Stage II: R1 gamma 1 (reference 10); adapt: DINO-structure weight 1.0 (reference 0.5)",
+    "CLIP: a tiny CLIP (64 px, 1.9 M parameters) trained on captioned synthetic faces in the demo's styles"
+    " (reference: OpenAI's ViT-B/32); the reference rows show the mapper's reading of each reference and one"
     " `adapt --ref` model per reference style, labelled as one-shot adapted",
     "the prior: R1 gamma 1 instead of 10 and no path-length regularisation (64 px)",
     "stylized, and the training previews rendered, without noise inputs (mmfs stylize --noise zero,"
@@ -81,18 +84,19 @@ class DemoBudget:
     encoder_lr: float = 1e-2
     finetune_lr: float = 5e-3
     mapper_lr: float = 1e-3  # 3e-3 and 1e-2 fit the styles worse (mapper-only runs from one Stage II)
-    adapt_lr: float = 1e-3
+    adapt_lr: float = 2e-3  # with the trained tiny CLIP: at 1e-3 and structure 2.0 the rows kept the mapper's look
     # Stage I: decoder0 / to_rgb0 from the prior's F px layers (reference: random) and its feature weight
     # (reference 4). Measured on 32 prior samples: PSNR 21.8 dB (reference start, 400 x 8) -> 26.5 dB, the eyes back.
     encoder_first_layers_from_prior: bool = True
     encoder_feat: float = 1.0
     # DINO-structure weights: Stage II keeps the reference's 0.5 (the tiny DINO's 16 x 16 patches hold the
-    # layout; with 4 x 4 it needed 2.0 and the styles varied less); adapt needs 2.0 (at 0.5 the adapted
-    # faces lose their layout within 80 steps: structure measure 0.22-0.44 per style against 0.53-0.63).
+    # layout; with 4 x 4 it needed 2.0 and the styles varied less); adapt 1.0 (with the random tiny CLIP
+    # 0.5 lost the adapted faces' layout within 80 steps; with the trained one 2.0 held the look back).
     # Stage II's R1 weight: reference 10; 1 lets the Stylizer move within a few hundred steps.
     finetune_structure: float = 0.5
-    adapt_structure: float = 2.0
+    adapt_structure: float = 1.0
     finetune_r1_gamma: float = 1.0
+    clip: ClipRecipe = ClipRecipe()  # the shipped tiny CLIP's recipe; `--train-clip` reruns it
     random_styles: int = 4  # rows of random styles in the contact sheet
     eval_n: int = 64  # stylized outputs measured
     previews: int = 4  # preview grids per training run (besides the one at step 0)
@@ -103,7 +107,7 @@ FULL = DemoBudget()
 QUICK = DemoBudget(
     n_photos=16, n_art_per_style=4, n_heldout=3, n_measure=8, batch_size=4, prior_photos=16, prior_steps=4,
     prior_batch_size=4, encoder_steps=3, finetune_steps=3, mapper_steps=3, adapt_steps=2, random_styles=2, eval_n=8,
-    previews=1, cell=64,
+    previews=1, cell=64, clip=ClipRecipe(faces=4, steps=2, batch_size=8),
 )  # fmt: skip
 
 
@@ -172,23 +176,28 @@ def run_demo(
 
     from mmfs.utils.device import pick_device
 
-    quick, train_prior, seed, threads = request.quick, request.train_prior, request.seed, request.threads
+    quick, seed, threads = request.quick, request.seed, request.threads
     budget = budget or (QUICK if quick else FULL)
     outdir = Path(request.outdir)
     dev = pick_device(device)  # a bad device fails before anything is written
-    if not train_prior:
+    # A missing shipped file fails before anything is written.
+    if not request.train_prior:
         from mmfs.demo.prior import shipped_prior
 
-        shipped_prior()  # a missing file fails before anything is written
+        shipped_prior()
+    if not request.train_clip:
+        from mmfs.demo.clip import shipped_clip
+
+        shipped_clip()
     prepare_outdir(outdir, request.overwrite)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     run_threads = torch.get_num_threads()
     started = time.perf_counter()
-    steps = Progress(10, echo)
+    steps = Progress(11, echo)
     try:
-        paths = _train_all(outdir, budget, str(dev), seed, train_prior, steps, progress)
+        paths = _train_all(outdir, budget, str(dev), request, steps, progress)
         from mmfs.demo.measure import measure_structure
         from mmfs.demo.sheet import load_styles, stylize_all, write_contact_sheet
 
@@ -218,15 +227,19 @@ def run_demo(
 
 
 def _train_all(
-    outdir: Path, b: DemoBudget, device: str, seed: int, train_prior: bool, steps: Progress, progress: bool
+    outdir: Path, b: DemoBudget, device: str, request: DemoRequest, steps: Progress, progress: bool
 ) -> dict[str, Any]:
-    """Steps 1-6: the data, the prior (shipped or trained) and every training stage; returns the paths later steps use."""
+    """Steps 1-7: the data, the prior and the tiny CLIP (shipped or trained) and every training stage.
+
+    Returns the paths later steps use.
+    """
     from mmfs.config import get_preset
     from mmfs.demo.sheet import STYLIZE_NOISE
     from mmfs.demo.synthetic import STYLES
     from mmfs.train import make_config, train
     from mmfs.train.adapt import run_adapt
 
+    seed, train_prior = request.seed, request.train_prior
     model = get_preset(b.preset)
     data, runs = outdir / "data", outdir / "runs"
     title = f"making synthetic data: {b.n_photos} photos, {b.n_art_per_style} artworks x {len(STYLES)} styles"
@@ -254,6 +267,20 @@ def _train_all(
 
         with steps.step("prior", "the shipped StyleGAN2 prior (trained on these photos; --train-prior retrains it)"):
             paths["prior"] = shipped_prior()
+    if request.train_clip:
+        from mmfs.demo.clip import train_tiny_clip
+
+        clip_recipe = dataclasses.replace(b.clip, seed=seed)
+        with steps.step("clip", f"a tiny CLIP from scratch on {clip_recipe.faces} captioned faces x 5 looks"
+                                f" ({clip_recipe.steps} steps)"):  # fmt: skip
+            paths["clip"] = train_tiny_clip(outdir / "models" / "clip-tiny.safetensors", clip_recipe, device=device,
+                                            progress=progress)  # fmt: skip
+    else:
+        from mmfs.demo.clip import shipped_clip
+
+        with steps.step("clip", "the shipped tiny CLIP (trained on these synthetic faces; --train-clip retrains it)"):
+            paths["clip"] = shipped_clip()
+    clip = {"clip_model": "tiny", "clip_weights": str(paths["clip"])}
     with steps.step(
         "encoder", f"Stage I, pretrain-encoder: align the encoder with the prior ({b.encoder_steps} steps)"
     ):
@@ -269,16 +296,16 @@ def _train_all(
     with steps.step("mapper", f"train-mapper: the CLIP -> w+ mapper, tiny CLIP ({b.mapper_steps} steps)"):
         from mmfs.train.stages.mapper import resolve_init
 
-        options = {"photos": photos, "init": str(resolve_init(paths["finetune_run"])), "clip_model": "tiny"}
+        options = {"photos": photos, "init": str(resolve_init(paths["finetune_run"])), **clip}
         paths["mapper"] = run("train-mapper", options, b.mapper_steps, b.mapper_lr) / "final.safetensors"
-    # One adapted decoder per reference: with a tiny random CLIP the mapper reads the four references as
-    # about the same style, while adapting on each reference does take on its look.
+    # One adapted decoder per reference: the mapper can only pick among the looks Stage II learnt, while
+    # adapting on each reference moves the decoder towards it.
     title = f"adapt: one-shot from each style's reference ({len(paths['refs'])} x {b.adapt_steps} steps)"
     with steps.step("adapt", title):
         paths["adapted"] = {}
         for ref in paths["refs"]:
-            options = {"checkpoint": str(paths["mapper"]), "photos": photos, "ref": str(ref), "clip_model": "tiny",
-                       "dino": "tiny", "structure": b.adapt_structure}  # fmt: skip
+            options = {"checkpoint": str(paths["mapper"]), "photos": photos, "ref": str(ref), **clip, "dino": "tiny",
+                       "structure": b.adapt_structure}  # fmt: skip
             cfg = make_config("adapt", model, options=options, **loop(b.adapt_steps, b.adapt_lr))
             out = outdir / "models" / f"adapted-{ref.parent.name}.safetensors"
             paths["adapted"][ref.parent.name], _ = run_adapt(cfg, out, run_dir=runs, progress=progress)
@@ -353,6 +380,8 @@ def _summary(
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON summary: settings, timings, every checkpoint, the metrics (flagged as not comparable)."""
     from mmfs.checkpoint import read_metadata
+    from mmfs.demo.clip import SHIPPED_CLIP
+    from mmfs.demo.clip import describe as describe_clip
     from mmfs.inference.evaluate import package_versions
 
     def rel(p: Path) -> str:
@@ -373,6 +402,7 @@ def _summary(
             "recipe": json.loads(prior_meta.get("recipe", "null")),
             "step": prior_meta.get("step"),
         },
+        "clip": {"path": str(paths["clip"]), "shipped": paths["clip"] == SHIPPED_CLIP, **describe_clip(paths["clip"])},
         "checkpoints": {
             **{k: rel(paths[k]) for k in ("encoder", "finetune", "mapper")},
             "adapted": {style: rel(path) for style, path in paths["adapted"].items()},

@@ -107,7 +107,7 @@ def load_styles(paths: dict[str, Any], b: Any, device: torch.device, seed: int) 
     base = StylizePipeline.from_checkpoint(paths["mapper"], **kwargs)
     refs = list(paths["refs"])
     adapted = [StylizePipeline.from_checkpoint(paths["adapted"][Path(ref).parent.name], **kwargs) for ref in refs]
-    clip = build_clip("tiny", embed_dim=base.model.cfg.clip_dim, device=device)  # the CLIP the mapper learnt
+    clip = build_clip("tiny", paths["clip"], embed_dim=base.model.cfg.clip_dim, device=device)  # the mapper's
     return DemoStyles(
         base=base,
         adapted=adapted,

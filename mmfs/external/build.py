@@ -4,7 +4,8 @@ DINO: `--dino` is the name dino_vitb8, a local weights file, or "tiny".
 
 CLIP: `--clip-model` (an open_clip architecture, `local-dir:PATH`, or "tiny"), `--clip-tag` (default: the
 tag recorded with the checkpoint's mapper, else openai) and `--clip-weights` (a local file). "tiny" builds a
-seeded random stand-in of the same architecture (tests and smoke runs, no download).
+seeded random stand-in of the same architecture (tests and smoke runs, no download), or with `--clip-weights`
+a trained tiny CLIP file (the demo's, `mmfs.demo.clip`).
 """
 
 from __future__ import annotations
@@ -31,31 +32,33 @@ def build_clip(
 
     Args:
         model_name: an open_clip architecture (default OpenAI's ViT-B-32), `local-dir:/path`, or "tiny".
-        weights: a local open_clip state dict; None uses open_clip's cache (or downloads when online).
+        weights: a local open_clip state dict; None uses open_clip's cache (or downloads when online). With
+            "tiny": an mmfs "clip" file (a trained tiny CLIP); None: the seeded random one.
         tag: the open_clip pretrained tag (also decides QuickGELU for a local file).
         embed_dim: the mapper's input size (`ModelConfig.clip_dim`); the tiny CLIP is built with it.
         device: where to put the model.
     """
     if model_name == TINY_CLIP:
-        from mmfs.external.tiny import tiny_clip
+        from mmfs.external.tiny import load_tiny_clip, tiny_clip
 
-        clip = tiny_clip(embed_dim=embed_dim).to(device)
+        clip = (load_tiny_clip(weights) if weights is not None else tiny_clip(embed_dim=embed_dim)).to(device)
     else:
         clip = OpenClipEncoder.from_pretrained(weights, model_name=model_name, tag=tag, device=device)
     check_clip_dim(clip, embed_dim)
     return clip
 
 
-def recorded_clip_tag(checkpoint: str | os.PathLike[str], model_name: str) -> str | None:
-    """The open_clip tag `checkpoint`'s mapper was trained with (train-mapper and adapt record it), if any.
+def recorded_clip(checkpoint: str | os.PathLike[str], model_name: str, field: str) -> str | None:
+    """`mmfs.clip_<field>` (tag, weights) `checkpoint`'s mapper was trained with (train-mapper and adapt record it).
 
-    Only returned when the recorded CLIP model is `model_name`: a tag belongs to one architecture.
+    Only returned when the recorded CLIP model is `model_name`: a tag or weights file belongs to one
+    architecture. None when nothing (or an empty value) is recorded.
     """
     from mmfs.checkpoint import read_metadata
 
     meta = read_metadata(checkpoint)
-    tag = meta.get("mmfs.clip_tag")
-    return tag if tag is not None and meta.get("mmfs.clip_model") == model_name else None
+    value = meta.get(f"mmfs.clip_{field}")
+    return value if value and meta.get("mmfs.clip_model") == model_name else None
 
 
 def resolve_clip_tag(tag: str | None, checkpoint: str | os.PathLike[str] | None, model_name: str) -> str:
@@ -64,7 +67,21 @@ def resolve_clip_tag(tag: str | None, checkpoint: str | os.PathLike[str] | None,
         return tag
     if checkpoint is None or model_name == TINY_CLIP:
         return DEFAULT_TAG
-    return recorded_clip_tag(checkpoint, model_name) or DEFAULT_TAG
+    return recorded_clip(checkpoint, model_name, "tag") or DEFAULT_TAG
+
+
+def resolve_clip_weights(
+    weights: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None, model_name: str
+) -> str | os.PathLike[str] | None:
+    """`--clip-weights` when given, else the file recorded in `checkpoint` for `model_name` if it still exists.
+
+    A mapper only makes sense with the CLIP it was trained with; for `--clip-model tiny` without a file
+    that would silently be the random stand-in. None: open_clip's cache (or the random tiny CLIP).
+    """
+    if weights is not None or checkpoint is None:
+        return weights
+    recorded = recorded_clip(checkpoint, model_name, "weights")
+    return recorded if recorded is not None and os.path.isfile(recorded) else None
 
 
 def check_clip_dim(clip: OpenClipEncoder, embed_dim: int) -> None:

@@ -22,40 +22,72 @@ from mmfs.external.dino import DinoViT
 from mmfs.external.lpips import Lpips, build_lpips_alex
 
 
-def tiny_clip_config(embed_dim: int = 32, image_size: int = 32) -> dict[str, Any]:
+def tiny_clip_config(embed_dim: int = 32, image_size: int = 32, patch_size: int = 8) -> dict[str, Any]:
     """open_clip model config of a tiny ViT CLIP: 4 image blocks (so block 3 exists, as in the reference)."""
     return {
         "embed_dim": embed_dim,
         "quick_gelu": True,  # as OpenAI's ViT-B/32
-        "vision_cfg": {"image_size": image_size, "layers": 4, "width": 64, "patch_size": 8, "head_width": 32},
+        "vision_cfg": {"image_size": image_size, "layers": 4, "width": 64, "patch_size": patch_size, "head_width": 32},
         # The stock BPE tokenizer emits ids up to 49407, so the vocabulary keeps its full size.
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
     }
 
 
-def register_tiny_clip(embed_dim: int = 32, image_size: int = 32) -> str:
+def register_tiny_clip(embed_dim: int = 32, image_size: int = 32, patch_size: int = 8) -> str:
     """Register the tiny config with open_clip (once per process) and return its model name."""
     import open_clip
 
-    name = f"mmfs-tiny-clip-e{embed_dim}-s{image_size}"
+    name = f"mmfs-tiny-clip-e{embed_dim}-s{image_size}" + (f"-p{patch_size}" if patch_size != 8 else "")
     if name not in open_clip.list_models():
         # open_clip reads configs from files; the registry keeps the parsed dict after the file is gone.
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{name}.json"
-            path.write_text(json.dumps(tiny_clip_config(embed_dim, image_size)))
+            path.write_text(json.dumps(tiny_clip_config(embed_dim, image_size, patch_size)))
             open_clip.add_model_config(path)
     return name
 
 
-def tiny_clip(embed_dim: int = 32, image_size: int = 32, seed: int = 0) -> OpenClipEncoder:
-    """A random tiny CLIP (about 1.8 M parameters, mostly the token embedding) built by open_clip's factory."""
+def tiny_clip(embed_dim: int = 32, image_size: int = 32, seed: int = 0, patch_size: int = 8) -> OpenClipEncoder:
+    """A random tiny CLIP (about 1.8 M parameters, mostly the token embedding) built by open_clip's factory.
+
+    The defaults give 4 x 4 patch tokens of width 64, like ViT-B/32's 7 x 7 of width 768 a set whose span is
+    a small part of the token space (the one-shot projection loss is void when the tokens span all of it).
+    """
     import open_clip
 
-    name = register_tiny_clip(embed_dim, image_size)
+    model, preprocess = tiny_clip_model(embed_dim, image_size, seed, patch_size)
+    name = register_tiny_clip(embed_dim, image_size, patch_size)
+    return OpenClipEncoder(model, open_clip.get_tokenizer(name), preprocess)
+
+
+def tiny_clip_model(embed_dim: int = 32, image_size: int = 32, seed: int = 0, patch_size: int = 8) -> tuple[Any, Any]:
+    """The trainable open_clip model inside `tiny_clip` and its PIL preprocessing (`mmfs.demo.clip` trains it)."""
+    import open_clip
+
+    name = register_tiny_clip(embed_dim, image_size, patch_size)
     with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(name)
-    return OpenClipEncoder(model, open_clip.get_tokenizer(name), preprocess)
+    return model, preprocess
+
+
+# Metadata key of a "clip" checkpoint: the `tiny_clip` sizes it was built with (embed_dim, image_size, patch_size).
+TINY_CLIP_META = "tiny_clip"
+
+
+def load_tiny_clip(path: str | Path) -> OpenClipEncoder:
+    """A trained tiny CLIP from an mmfs "clip" file (the demo's: `mmfs.demo.clip`), built at its recorded size."""
+    from mmfs.checkpoint import load_checkpoint, load_state_strict
+    from mmfs.errors import CheckpointError
+
+    ckpt = load_checkpoint(path, kind="clip")
+    try:
+        sizes = json.loads(ckpt.meta[TINY_CLIP_META])
+        clip = tiny_clip(int(sizes["embed_dim"]), int(sizes["image_size"]), patch_size=int(sizes.get("patch_size", 8)))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{ckpt.path}: a clip checkpoint without its tiny CLIP sizes") from None
+    load_state_strict(clip.model, {k: v.float() for k, v in ckpt.tensors.items()}, source=str(ckpt.path))
+    return clip
 
 
 @contextlib.contextmanager

@@ -123,15 +123,16 @@ def style_source(style: StyleOptions, checkpoint: Path, pipeline: StylizePipelin
         return SeedStyles(style.seed_list())
     if style.source == "--w":
         return LatentStyles(style.w)
-    from mmfs.external.build import build_clip, resolve_clip_tag
+    from mmfs.external.build import build_clip, resolve_clip_tag, resolve_clip_weights
     from mmfs.inference.styles import reference_styles, text_styles
 
     if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load
         raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
-    # `--clip-tag`, else the tag recorded with the checkpoint's mapper for this `--clip-model`, else openai
+    # `--clip-tag` / `--clip-weights`, else those recorded with the checkpoint's mapper for this `--clip-model`
     tag = resolve_clip_tag(style.clip_tag, checkpoint, style.clip_model)
-    # `--clip-model tiny` builds a random tiny CLIP of the mapper's size (smoke runs); the size is checked.
-    encoder = build_clip(style.clip_model, style.clip_weights, tag=tag, embed_dim=pipeline.model.cfg.clip_dim,
+    weights = resolve_clip_weights(style.clip_weights, checkpoint, style.clip_model)
+    # `--clip-model tiny` without a file builds a random tiny CLIP of the mapper's size (smoke runs).
+    encoder = build_clip(style.clip_model, weights, tag=tag, embed_dim=pipeline.model.cfg.clip_dim,
                          device=pipeline.device)  # fmt: skip
     return text_styles(encoder, style.text) if style.text else reference_styles(encoder, style.ref)
 

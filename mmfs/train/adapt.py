@@ -49,7 +49,7 @@ def adapt(
     `loop` holds the loop settings given (the rest: `AdaptOptions.loop_defaults`). Without
     `options.photos`, `--aligned` INPUTS (one folder of aligned crops) are the photos to adapt on.
     """
-    from mmfs.external.build import resolve_clip_tag
+    from mmfs.external.build import resolve_clip_tag, resolve_clip_weights
     from mmfs.train import make_config
     from mmfs.train.start import stored_config
 
@@ -61,10 +61,12 @@ def adapt(
     if out.exists() and not run.overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
     network = stored_config(options.checkpoint)
-    # --clip-tag, else the tag recorded with the mapper for this CLIP model, else openai
+    # --clip-tag / --clip-weights, else those recorded with the mapper for this CLIP model (else openai / none)
+    weights = resolve_clip_weights(options.clip_weights, options.checkpoint, options.clip_model)
     options = dataclasses.replace(
-        options, clip_tag=resolve_clip_tag(options.clip_tag, options.checkpoint, options.clip_model)
-    )
+        options, clip_tag=resolve_clip_tag(options.clip_tag, options.checkpoint, options.clip_model),
+        clip_weights=None if weights is None else str(weights),
+    )  # fmt: skip
     try:
         cfg = make_config("adapt", network, options=options, **loop)
     except ValueError as exc:

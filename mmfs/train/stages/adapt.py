@@ -34,7 +34,7 @@ from mmfs.config.train import AdaptOptions
 from mmfs.errors import CheckpointError, MMFSError
 from mmfs.losses import clip_direction_loss, dino_structure_loss, projector_from_tokens, token_projection_loss
 from mmfs.train.stage import Stage, StepContext, adam, grid_of_rows, register_stage
-from mmfs.train.stages.common import build_dino, build_stage_clip
+from mmfs.train.stages.common import build_dino, build_stage_clip, clip_record
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors
 from mmfs.utils.device import fp32_maths
 
@@ -198,8 +198,7 @@ def adapted_meta(opts: AdaptOptions, out_path: str | os.PathLike[str], steps: in
     except ValueError:  # another drive on Windows
         base_ref = str(base)
     meta: dict[str, Any] = {
-        "base": base_ref, "base_sha256": file_sha256(base), "steps": str(steps), "clip_model": opts.clip_model,
-        "clip_tag": opts.clip_tag,
+        "base": base_ref, "base_sha256": file_sha256(base), "steps": str(steps), **clip_record(opts),
     }  # fmt: skip
     if opts.one_shot:
         meta["reference"] = str(opts.ref)

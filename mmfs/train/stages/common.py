@@ -6,6 +6,7 @@ reconstruction objectives.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,12 @@ def build_stage_clip(opts: Any, embed_dim: int, device: torch.device, given: Any
         return build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=embed_dim).to(device)
     check_clip_dim(given, embed_dim)
     return given.to(device)
+
+
+def clip_record(opts: Any) -> dict[str, str]:
+    """The CLIP a mapper is trained or adapted with, for the file's metadata (`stylize` / `adapt` default to it)."""
+    weights = os.path.abspath(opts.clip_weights) if opts.clip_weights else ""
+    return {"clip_model": opts.clip_model, "clip_tag": opts.clip_tag, "clip_weights": weights}
 
 
 def r1_losses(real_logits: Tensor, real: Tensor, *, gamma: float, every: int) -> dict[str, Tensor]:

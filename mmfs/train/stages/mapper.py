@@ -27,7 +27,13 @@ from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
 from mmfs.config.train import MapperOptions
 from mmfs.errors import CheckpointError
 from mmfs.train.stage import Stage, StepContext, adam, grid_of_columns, register_stage
-from mmfs.train.stages.common import build_stage_clip, in_fixed_styles, random_styles, reconstruction_losses
+from mmfs.train.stages.common import (
+    build_stage_clip,
+    clip_record,
+    in_fixed_styles,
+    random_styles,
+    reconstruction_losses,
+)
 from mmfs.train.weights import MAPPER_PREFIX, init_stylizer_tensors, load_discriminator
 
 PREVIEW_STYLES = 2  # random styles per preview photo (each shown as target and reconstruction)
@@ -119,4 +125,4 @@ class MapperStage(Stage):
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()  # the EMA stylizer, clip_mapper.* included
         opts: MapperOptions = self.cfg.options
-        return tensors, {**meta, "init": self.init_path, "clip_model": opts.clip_model, "clip_tag": opts.clip_tag}
+        return tensors, {**meta, "init": self.init_path, **clip_record(opts)}
