@@ -19,7 +19,6 @@ Written by hand: the captions, and a contrastive loss that counts equal captions
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -149,7 +148,7 @@ def train_tiny_clip(
     from tqdm import tqdm
 
     from mmfs.checkpoint import module_state, save_checkpoint
-    from mmfs.external.base import CLIP_MEAN, CLIP_STD, stats_buffer
+    from mmfs.external.base import CLIP_MEAN, CLIP_STD, normalize, stats_buffer
     from mmfs.external.tiny import TINY_CLIP_META, register_tiny_clip, tiny_clip_model
 
     started = time.perf_counter()
@@ -174,7 +173,7 @@ def train_tiny_clip(
         flip = torch.rand(len(batch), generator=picker) < 0.5  # faces are left-right symmetric
         batch[flip.to(device)] = batch[flip.to(device)].flip(-1)
         texts = [caption(domains[i], colours[i], rng) for i in index.tolist()]
-        image_emb = F.normalize(model.encode_image((batch - mean) / std), dim=-1)
+        image_emb = F.normalize(model.encode_image(normalize(batch, mean, std)), dim=-1)  # as OpenClipEncoder.prepare
         text_emb = F.normalize(model.encode_text(tokenizer(texts).to(device)), dim=-1)
         loss = contrastive_loss(image_emb, text_emb, texts, model.logit_scale)
         optimizer.zero_grad(set_to_none=True)
@@ -216,7 +215,7 @@ def style_accuracy(clip, faces: int = 20, seed: int = 12345) -> float:
 
 def describe(path: str | os.PathLike[str]) -> dict:
     """The recipe and losses recorded in a tiny CLIP file."""
-    from mmfs.checkpoint import read_metadata
+    from mmfs.checkpoint import describe_checkpoint
 
-    meta = read_metadata(path)
-    return {k: json.loads(meta[f"mmfs.{k}"]) for k in ("recipe", "loss") if f"mmfs.{k}" in meta}
+    meta = describe_checkpoint(path)
+    return {k: meta[k] for k in ("recipe", "loss") if k in meta}

@@ -83,7 +83,7 @@ def load_tiny_clip(path: str | Path) -> OpenClipEncoder:
     ckpt = load_checkpoint(path, kind="clip")
     try:
         sizes = json.loads(ckpt.meta[TINY_CLIP_META])
-        clip = tiny_clip(int(sizes["embed_dim"]), int(sizes["image_size"]), patch_size=int(sizes.get("patch_size", 8)))
+        clip = tiny_clip(int(sizes["embed_dim"]), int(sizes["image_size"]), patch_size=int(sizes["patch_size"]))
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{ckpt.path}: a clip checkpoint without its tiny CLIP sizes") from None
     load_state_strict(clip.model, {k: v.float() for k, v in ckpt.tensors.items()}, source=str(ckpt.path))
