@@ -37,7 +37,7 @@ def register_tiny_clip(embed_dim: int = 32, image_size: int = 32, patch_size: in
     """Register the tiny config with open_clip (once per process) and return its model name."""
     import open_clip
 
-    name = f"mmfs-tiny-clip-e{embed_dim}-s{image_size}" + (f"-p{patch_size}" if patch_size != 8 else "")
+    name = f"mmfs-tiny-clip-e{embed_dim}-s{image_size}-p{patch_size}"
     if name not in open_clip.list_models():
         # open_clip reads configs from files; the registry keeps the parsed dict after the file is gone.
         with tempfile.TemporaryDirectory() as folder:
