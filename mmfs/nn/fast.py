@@ -9,11 +9,12 @@ between the two paths afterwards. What the fast blocks do differently:
 * resampling without inserted zeros (`mmfs/nn/fast_ops.py`): depthwise blurs, the RGB skip as a depthwise
   transposed conv, a blur followed by a 1x1 stride-2 conv as a blur straight to the kept samples, and the
   modulated up-sampling conv as its four polyphase T x T convolutions at the input resolution;
-* the modulated conv picks, per call, one of two forms of the same maths: *fused* (per-sample weights, the
-  batch as the groups of one convolution: the official form) for a batch of one, which is then a plain
-  conv, and for fp32 training outside autocast, where grouped convs train faster; *unfused* otherwise (the
-  style scales the input, one conv with the shared weight runs over the whole batch, the demodulation
-  scales the output), which measured faster for batched inference and under autocast;
+* the modulated conv picks, per call, one of two forms of the same maths, by the layer's shape and whether a
+  graph is recorded (`FastModulatedConv2d.prefers_fused`, measured in docs/benchmarks.md): *fused*
+  (per-sample weights, the batch as the groups of one convolution: the official form) for a batch of one,
+  which is then a plain conv, and when training (outside autocast) an up-sampling conv or a 1x1 ToRGB on a
+  small input; *unfused* otherwise (the style scales the input, one conv with the shared weight runs over the whole
+  batch, the demodulation scales the output);
 * constants folded into the convolutions: the sqrt(2) gain of the leaky ReLU and the bias before it
   (leaky ReLU is positively homogeneous), and the 1/sqrt(2) of the residual sum;
 * activations in channels-last memory (`to_fast(model, channels_last=False)` keeps NCHW);
@@ -35,10 +36,9 @@ from torch import Tensor, nn
 from mmfs.nn import fast_ops, layers
 from mmfs.nn.ops import SQRT2
 
-
-def _fp32_training(weight: Tensor) -> bool:
-    """True when a graph is recorded for this layer outside autocast (where grouped convs train faster)."""
-    return weight.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(weight.device.type)
+# Training a 1x1 ToRGB-like modulated conv (out_ch * k * k below 32) on an input of fewer elements than this,
+# the fused form is faster: the unfused form's extra scaling operators cost more than such a small conv.
+SMALL_INPUT = 2**20
 
 
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
@@ -86,9 +86,25 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
 
     def forward(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
         x = x.contiguous(memory_format=self.memory_format)
-        if x.shape[0] == 1 or _fp32_training(self.weight):
+        if self.prefers_fused(x, style):
             return self.fused(x, style, gain, bias)
         return self.unfused(x, style, gain, bias)
+
+    def prefers_fused(self, x: Tensor, style: Tensor) -> bool:
+        """The form measured faster for this call (docs/benchmarks.md, "Modulated convolution forms").
+
+        Fused for a batch of one (a plain conv); when a graph is recorded outside autocast, also for the
+        up-sampling convs and for a 1x1 ToRGB on a small input; unfused otherwise (under autocast too, where
+        it measured faster on every shape).
+        """
+        if x.shape[0] == 1:
+            return True
+        recorded = torch.is_grad_enabled() and (x.requires_grad or style.requires_grad or self.weight.requires_grad)
+        if not recorded or torch.is_autocast_enabled(x.device.type):
+            return False
+        if self.upsample:
+            return True
+        return self.out_ch * self.kernel_size**2 < 32 and x.numel() < SMALL_INPUT
 
     def fused(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
         """Per-sample weights `w * scale * s[in] * coef[out]` (one pass over the weights), batch as groups."""
