@@ -39,7 +39,9 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     except OSError as exc:
         raise InputError(f"{folder}: cannot read folder ({exc.strerror or exc})") from None
     if not files:
-        raise InputError(f"{folder}: no images found (searched recursively for every format PIL reads, e.g. {' '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(
+            f"{folder}: no images found (searched recursively for every format PIL reads, e.g. {' '.join(IMAGE_EXTENSIONS)})"
+        )
     return files
 
 
