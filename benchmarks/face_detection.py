@@ -386,7 +386,9 @@ def main() -> None:
                 sizes.setdefault(f"{megapixels:.0f} MP", []).append((a[1], b[1]))
         for size, pairs in sizes.items():
             shrunk, tiled = np.mean([p for p, _ in pairs]), np.mean([t for _, t in pairs])
-            print(f"{size} ({len(pairs)} photos): shrunk scan {shrunk:.2f} s, with the tiled scan {tiled:.2f} s per photo")
+            print(
+                f"{size} ({len(pairs)} photos): shrunk scan {shrunk:.2f} s, with the tiled scan {tiled:.2f} s per photo"
+            )
 
 
 if __name__ == "__main__":
