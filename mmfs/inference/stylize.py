@@ -218,11 +218,12 @@ def _stylize_video(request: StylizeRequest, report: StylizeReport) -> StylizeRep
     if dst.exists() and not request.photos.overwrite:
         raise InputError(f"{dst}: already exists; pass --overwrite to replace it")
     dst.parent.mkdir(parents=True, exist_ok=True)
+    hold = request.video.hold_frames  # None: the default, a gap of up to 12 missed frames filled in
     report.video = stylize_video(
         src, dst, model=pipeline.model, ws=style.ws[None], detector=detector, batch_size=pipeline.batch_size,
         device=pipeline.device, dtype=pipeline.dtype, feather=request.photos.feather,
         progress=not request.runtime.quiet, noise=pipeline.noise, noise_seed=style.noise_seed,
-        smoothing=SmoothingConfig(hold_frames=request.video.hold_frames),
+        smoothing=SmoothingConfig() if hold is None else SmoothingConfig(hold_frames=hold),
     )  # fmt: skip
     report.kind, report.seconds = "video", time.perf_counter() - report.started
     return report
