@@ -18,6 +18,7 @@ found at once.
     python benchmarks/face_detection.py                 # every detector (about 20 minutes on a busy 2-core machine)
     python benchmarks/face_detection.py --detectors hog hog+turns --repeat 3
     python benchmarks/face_detection.py --groups "small faces, 12 MP" "mixed lean" --detectors hog+turns every-angle
+    python benchmarks/face_detection.py --scan-cost 3 12 24 50   # seconds per face-less photo of these MP
 """
 
 from __future__ import annotations
@@ -291,12 +292,50 @@ DETECTORS = {
 }
 
 
+def scan_cost(megapixels: list[float], repeat: int) -> None:
+    """Seconds per face-less photo (a 4:3 mosaic) of each size: the shrunk scan alone, with the tiled
+    full-resolution scan (the default), and the default search with --every-angle; interleaved, best of `repeat`."""
+    from mmfs.faces import build_detector
+    from mmfs.faces.detect import DLIB_SMALLEST_BOX, DLIB_TILE_SIDE
+    from mmfs.faces.tiles import tile_grid
+
+    ways = {
+        "shrunk scan only (--min-face 0)": build_detector("dlib", rotate=False, min_face=None),
+        "with the tiled scan (default)": build_detector("dlib", rotate=False),
+        "default (+ turned retries: 6 runs)": build_detector("dlib"),
+        "--every-angle": build_detector("dlib", every_angle=True),
+    }
+    print("| photo | tiles | " + " | ".join(ways) + " |")
+    print("|---|---|" + "---|" * len(ways))
+    for mp in megapixels:
+        w = round((mp * 1e6 * 4 / 3) ** 0.5)
+        h = round(w * 3 / 4)
+        photo = mosaic(w, h, seed=int(mp))
+        scale = min(1.0, 2048 / max(w, h))
+        tiles = len(tile_grid(w, h, DLIB_TILE_SIDE, int(np.ceil(1.5 * DLIB_SMALLEST_BOX / scale)))) if scale < 1 else 0
+        best = {name: float("inf") for name in ways}
+        for _ in range(repeat):
+            for name, detector in ways.items():
+                start = time.perf_counter()
+                detector.detect(photo)
+                best[name] = min(best[name], time.perf_counter() - start)
+        base = best["shrunk scan only (--min-face 0)"]
+        cells = [f"{t:.2f} s ({t / base:.1f}x)" for t in best.values()]
+        print(f"| {w} x {h} ({mp:g} MP) | {tiles} | " + " | ".join(cells) + " |", flush=True)
+        del photo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument("--repeat", type=int, default=1, help="time each photo this many times (best kept)")
     parser.add_argument("--groups", nargs="+", help="only these groups of photos (default: all)")
+    parser.add_argument("--scan-cost", nargs="+", type=float, metavar="MP",
+                        help="instead: seconds per face-less photo of these megapixels, each way of scanning")  # fmt: skip
     args = parser.parse_args()
+    if args.scan_cost:
+        scan_cost(args.scan_cost, args.repeat)
+        return
 
     from mmfs.faces import build_detector
 
