@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from mmfs.config import PRESETS, ModelConfig
 from mmfs.errors import CheckpointError, InputError
-from mmfs.inference.files import InputFile, StylizeOptions, collect_inputs, output_path
+from mmfs.inference.files import InputFile, PhotoOutput, collect_inputs, output_path
 from mmfs.inference.latents import config_hash, load_latents, save_latents
 from mmfs.inference.pipeline import (
     DEFAULT_NOISE_SEED,
@@ -228,11 +228,11 @@ def test_inputs_keep_folder_trees_and_names_are_safe(tmp_path):
         (tmp_path / p).write_bytes(b"")
     files = collect_inputs([str(tmp_path / "in"), str(tmp_path / "in" / "top.jpg")])
     assert [(f.path.name, str(f.subdir)) for f in files] == [("x.png", "a"), ("x.png", "b"), ("top.jpg", ".")]
-    opts = StylizeOptions(outdir=tmp_path / "out", ext="webp")
+    opts = PhotoOutput(outdir=tmp_path / "out", ext="webp")
     style = Style("pop art/2", torch.zeros(CFG.num_ws, CFG.w_dim))
     assert output_path(opts, files[1], style, 0) == tmp_path / "out" / "b" / "x_face0_pop-art-2.webp"
     assert output_path(opts, InputFile(files[2].path), style, None).name == "top_pop-art-2.webp"
     assert safe_label("../..") == "style"
     with pytest.raises(ValueError, match="needs face detection; it cannot be used with --aligned"):
-        StylizeOptions(outdir=tmp_path, paste_back=True, aligned=True)
+        PhotoOutput(outdir=tmp_path, paste_back=True, aligned=True)
     assert json.dumps(style.describe())  # JSON-able

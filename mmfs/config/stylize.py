@@ -42,7 +42,7 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
 
 
 @dataclass(frozen=True)
-class StylizerOptions:
+class StylizerModel:
     """The Stylizer and how it runs: its checkpoint, faces per generator call, noise."""
 
     checkpoint: Path = option(help="Stylizer checkpoint (.safetensors).", flags=("--checkpoint", "-c"), path=True)
@@ -61,7 +61,7 @@ class StylizerOptions:
 
 
 @dataclass(frozen=True)
-class StyleOptions:
+class StyleSource:
     """Which styles: exactly one source (a seed, seeds, a w-file, CLIP prompts or reference images)."""
 
     seed: int | None = option(None, "Style: the random style of this seed.", show_default=False)
@@ -114,7 +114,7 @@ class StyleOptions:
 
 
 @dataclass(frozen=True)
-class StylizeOptions:
+class PhotoOutput:
     """How photos become files (everything but the model and the styles)."""
 
     outdir: Path = option(Path("stylized"), "Folder for the outputs (created if missing).", flags=("--outdir", "-o"))
@@ -154,9 +154,9 @@ class StylizeRequest:
     """One `mmfs stylize` call: INPUTS (files, folders, globs, `-` for stdin) and the option groups."""
 
     inputs: tuple[str, ...]
-    model: StylizerOptions
-    style: StyleOptions
-    photos: StylizeOptions = dataclasses.field(default_factory=StylizeOptions)
+    model: StylizerModel
+    style: StyleSource
+    photos: PhotoOutput = dataclasses.field(default_factory=PhotoOutput)
     video: VideoOptions = dataclasses.field(default_factory=VideoOptions)
     faces: FaceDetection = dataclasses.field(default_factory=FaceDetection)
     runtime: Runtime = dataclasses.field(default_factory=Runtime)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmfs.config.stylize import StylizeOptions
+from mmfs.config.stylize import PhotoOutput
 from mmfs.data.images import SkippedFiles, expand_inputs, load_image, save_image, to_tensor, to_uint8
 from mmfs.errors import InputError, MMFSError, NoFaceError, OutputError
 from mmfs.inference.pipeline import Style, StylizePipeline
@@ -87,7 +87,7 @@ class InputResult:
             self.exception = exc
 
 
-def output_path(opts: StylizeOptions, item: InputFile, style: Style, face: int | None) -> Path:
+def output_path(opts: PhotoOutput, item: InputFile, style: Style, face: int | None) -> Path:
     """`<stem>_face<i>_<style>.<ext>` for crops, `<stem>_<style>.<ext>` for paste-back / aligned inputs."""
     name = item.path.stem + (f"_face{face}" if face is not None else "") + f"_{safe_label(style.label)}"
     return opts.outdir / item.subdir / f"{name}.{opts.ext}"
@@ -126,7 +126,7 @@ class _Item:
 _DETECT_LOCK = threading.Lock()
 
 
-def _prepare(file: InputFile, opts: StylizeOptions, detector: Any, resolution: int, stats: _Stats) -> tuple:
+def _prepare(file: InputFile, opts: PhotoOutput, detector: Any, resolution: int, stats: _Stats) -> tuple:
     """Worker thread: decode the photo, find and align its faces (or take it as one aligned crop)."""
     from mmfs.faces import align_face
 
@@ -156,7 +156,7 @@ def _prepare(file: InputFile, opts: StylizeOptions, detector: Any, resolution: i
     return (image if opts.paste_back else None), aligned, crops
 
 
-def _finish(item: _Item, styles: Sequence[Style], opts: StylizeOptions, resolution: int, stats: _Stats) -> None:
+def _finish(item: _Item, styles: Sequence[Style], opts: PhotoOutput, resolution: int, stats: _Stats) -> None:
     """Saver thread: paste faces back (or resize crops) and write every output atomically."""
     from mmfs.faces import paste_back
 
@@ -182,7 +182,7 @@ def stylize_files(
     pipeline: StylizePipeline,
     inputs: Sequence[InputFile],
     styles: Sequence[Style],
-    opts: StylizeOptions,
+    opts: PhotoOutput,
     *,
     detector: Any = None,
     stats: dict[str, float] | None = None,
