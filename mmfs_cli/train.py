@@ -23,6 +23,7 @@ from mmfs.config.train import (
     PriorOptions,
     TrainRun,
     apply_pretrained,
+    check_run,
 )
 from mmfs_cli.common import echo_err, guarded
 from mmfs_cli.options import Group, command
@@ -51,8 +52,6 @@ def train_prior(options: PriorOptions, model: PriorModel, loop: dict, run: Train
     Example: mmfs train-prior --photos ffhq/ --preset ffhq256 --batch-size 16 --steps 200000
     Example: mmfs train-prior --photos faces128/ --preset ffhq256 --resolution 128
     """
-    if run.resume is not None and model.resolution is not None:
-        raise typer.BadParameter("a resumed run keeps its own resolution; drop --resolution", param_hint="--resolution")
     _train(options, model, loop, run)
 
 
@@ -103,6 +102,7 @@ def train_mapper(options: MapperOptions, pretrained: Pretrained, model: ModelCho
 def _train(options: Any, model: ModelChoice | PriorModel, loop: dict[str, Any], run: TrainRun) -> None:
     """Resume a run, or check and start a new one (or print its config with --dry-run)."""
     with guarded():
+        check_run(run, model)
         from mmfs.train import train
         from mmfs.train.start import new_run_config
 

@@ -55,10 +55,10 @@ def test_seeds_parse_in_order_without_repeats_and_refuse_the_rest():
 
 def test_exactly_one_style_source():
     refused(
-        StyleSource, "", "choose exactly one style source: --seed, --seeds, --w, --text, --ref \\(none was given\\)"
+        StyleSource, "seed", "choose exactly one style source: --seed, --seeds, --w, --text, --ref \\(none was given\\)"
     )
-    refused(lambda: StyleSource(seed=1, w=Path("x.safetensors")), "", "got --seed and --w")
-    refused(lambda: StyleSource(text=["a"], ref=[Path("r.png")]), "", "got --text and --ref")
+    refused(lambda: StyleSource(seed=1, w=Path("x.safetensors")), "w", "got --seed and --w")
+    refused(lambda: StyleSource(text=["a"], ref=[Path("r.png")]), "ref", "got --text and --ref")
     assert StyleSource(seed=1, text=[]).source == "--seed"  # an empty repeatable option is "not given"
     refused(lambda: StyleSource(seed=-1), "seed", "must be in")
     refused(lambda: StyleSource(seed=MAX_SEED + 1), "seed", "must be in")
@@ -81,17 +81,17 @@ def test_photo_output_checks():
 def test_request_checks_between_groups():
     refused(lambda: request(), "", "give INPUTS \\(files, folders, globs or -\\), or --save-w")
     assert request(style={"seed": 1, "save_w": Path("w.safetensors")}).inputs == ()  # only saving the styles
-    refused(lambda: request("a.png", video=VideoOptions(out=Path("o.mp4"))), "", "--out names the output of a video")
-    refused(lambda: request("a.png", video=VideoOptions(hold_frames=2)), "", "--hold-frames is for video inputs")
+    refused(lambda: request("a.png", video=VideoOptions(out=Path("o.mp4"))), "out", "names the output of a video")
+    refused(lambda: request("a.png", video=VideoOptions(hold_frames=2)), "hold_frames", "is for video inputs")
     video = "clip.MOV"
     assert is_video_path(video) and not is_video_path("-") and request(video).video_input == Path(video)
     cases = [
         (dict(inputs=(video, "a.png")), "", "give one video per call"),
-        (dict(style={"seeds": "1,2"}), "", "a video takes one style"),
-        (dict(style={"text": ["a", "b"]}), "", "a video takes one style"),
-        (dict(photos=PhotoOutput(aligned=True)), "", "--aligned and --size are for photos"),
-        (dict(photos=PhotoOutput(size=64)), "", "--aligned and --size are for photos"),
-        (dict(style={"seed": 1, "save_w": Path("w.safetensors")}), "", "--save-w is for photo runs"),
+        (dict(style={"seeds": "1,2"}), "seeds", "a video takes one style"),
+        (dict(style={"text": ["a", "b"]}), "text", "a video takes one style"),
+        (dict(photos=PhotoOutput(aligned=True)), "aligned", "is for photos"),
+        (dict(photos=PhotoOutput(size=64)), "size", "is for photos"),
+        (dict(style={"seed": 1, "save_w": Path("w.safetensors")}), "save_w", "is for photo runs"),
         (dict(model=StylizerModel(Path("m"), noise="fresh")), "noise", "a video keeps one set of noise maps"),
     ]
     for kwargs, field, message in cases:

@@ -68,7 +68,7 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def check_fields(instance: Any) -> None:
-    """Apply every field's declared bounds and choices (call from `__post_init__`): OptionError on the first miss."""
+    """Apply every field's declared bounds and choices: OptionError on the first miss (`Options` calls it)."""
     for field in dataclasses.fields(instance):
         spec = cli_spec(field)
         if spec is None:
@@ -80,3 +80,15 @@ def check_fields(instance: Any) -> None:
                 raise OptionError(field.name, f"must be >= {spec.min}, got {value}")
             if spec.max is not None and value > spec.max:
                 raise OptionError(field.name, f"must be <= {spec.max}, got {value}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every options dataclass: building one checks each field's declared bounds and choices.
+
+    A subclass with rules between its fields extends `__post_init__`: `super().__post_init__()` first, then
+    its rules, each an `OptionError` naming the flag the user should change.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mmfs.config.model import PRESETS, ModelConfig, at_resolution, get_preset
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 from mmfs.errors import OptionError
 
 # Precisions a new run may ask for. fp16 would need loss scaling. Runs saved before fp32 became the
@@ -39,7 +39,7 @@ DINO_HELP = "DINO for the structure loss: dino_vitb8 (by name), a local weights 
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class LoopConfig(Options):
     """Settings of the shared loop; the numbers a stage overrides come from its options' `loop_defaults`."""
 
     steps: int = option(1000, "Optimizer steps in total.", min=1)
@@ -70,20 +70,18 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        check_fields(self)
+        super().__post_init__()
         if self.preview_count < 1:
-            raise ValueError(f"preview_count must be >= 1, got {self.preview_count}")
+            raise OptionError("preview_count", f"must be >= 1, got {self.preview_count}")
         if self.batch_size % self.accum:
-            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by accum ({self.accum})")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise OptionError("accum", f"must divide --batch-size: {self.batch_size} is not divisible by {self.accum}")
 
 
 # --- the stages' own options (one class per command; `OPTIONS` finds them by command name) -----------
 
 
 @dataclass(frozen=True)
-class PriorOptions:
+class PriorOptions(Options):
     """`mmfs train-prior`: data, regularisation and mixing (rosinality's defaults)."""
 
     command: ClassVar[str] = "train-prior"
@@ -103,12 +101,9 @@ class PriorOptions:
     mixing_prob: float = option(0.9, "Style-mixing probability of every z.", min=0.0, max=1.0)
     mirror: bool = option(True, "Random left-right flips of the photos.")
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class EncoderOptions:
+class EncoderOptions(Options):
     """`mmfs pretrain-encoder` (Stage I): the prior and the loss weights."""
 
     command: ClassVar[str] = "pretrain-encoder"
@@ -127,12 +122,9 @@ class EncoderOptions:
         False, "Start decoder0 / to_rgb0 from the prior's conv and ToRGB at the feature resolution (reference: random)."
     )
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class FinetuneOptions:
+class FinetuneOptions(Options):
     """`mmfs finetune` (Stage II): data, initial weights, DINO, loss weights and regularisation."""
 
     command: ClassVar[str] = "finetune"
@@ -156,12 +148,9 @@ class FinetuneOptions:
     r1_every: int = option(16, "Lazy R1 interval in steps.", min=1)
     mixing_prob: float = option(0.5, "Style-mixing probability of the random styles.", min=0.0, max=1.0)
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class MapperOptions:
+class MapperOptions(Options):
     """`mmfs train-mapper` (reference phase 3): data, initial weights, CLIP and loss weights."""
 
     command: ClassVar[str] = "train-mapper"
@@ -182,12 +171,9 @@ class MapperOptions:
     feat: float = option(4.0, "Discriminator-feature L1 weight (reference lambda_Feat).", min=0.0)
     mixing_prob: float = option(0.0, "Style-mixing probability of the target styles (reference 0).", min=0.0, max=1.0)
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class AdaptOptions:
+class AdaptOptions(Options):
     """`mmfs adapt` (reference phase 4): base weights, the style (exactly one of text / ref), loss weights."""
 
     command: ClassVar[str] = "adapt"
@@ -219,11 +205,13 @@ class AdaptOptions:
     mapper_dropout: bool = option(True, "Keep the frozen mapper's dropout on while adapting, as the reference does.")
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        super().__post_init__()
         if (self.text is None) == (self.ref is None):
-            raise ValueError("adapt needs exactly one style: text (zero-shot) or ref (one-shot)")
+            given = "both were given" if self.text is not None else "neither was given"
+            message = f"adapt needs exactly one style: --text (zero-shot) or --ref (one-shot); {given}"
+            raise OptionError("ref" if self.text is not None else "text", message)
         if self.text is not None and not self.text.strip():
-            raise ValueError("the text prompt must not be empty")
+            raise OptionError("text", "the text prompt must not be empty")
 
     @property
     def one_shot(self) -> bool:
@@ -246,7 +234,7 @@ def options_class(command: str) -> type:
 
 
 @dataclass(frozen=True)
-class Pretrained:
+class Pretrained(Options):
     """Shortcuts for the frozen networks a stage reads; `apply_pretrained` folds them into its options."""
 
     tiny: bool = option(False, "Random tiny CLIP / DINO of the same architecture (smoke runs, no download).",
@@ -266,7 +254,7 @@ def apply_pretrained(options: Any, pretrained: Pretrained) -> Any:
 
 
 @dataclass(frozen=True)
-class ModelChoice:
+class ModelChoice(Options):
     """The network of a run: a preset, else the config stored in the stage's input file (`model_source`)."""
 
     preset: str | None = option(None, PRESET_HELP, show_default=False)
@@ -277,7 +265,7 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
-class PriorModel:
+class PriorModel(Options):
     """`train-prior`'s network: a preset, optionally at another output resolution."""
 
     preset: str = option("ffhq512", f"Network preset: {', '.join(PRESETS)} (ffhq512 is the paper's prior).")
@@ -285,6 +273,7 @@ class PriorModel:
                                     " resolution. Default: the preset's.", show_default=False)  # fmt: skip
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.preset in PRESETS:  # a wrong --resolution is a usage error before anything runs
             self.preset_config()
 
@@ -297,7 +286,7 @@ class PriorModel:
 
 
 @dataclass(frozen=True)
-class TrainRun:
+class TrainRun(Options):
     """Where a run goes and how it reports; `resume` continues a run with its saved config."""
 
     outdir: Path = option(Path("runs"), "Parent folder of the numbered run directories.", flags=("--outdir", "-o"))
@@ -305,6 +294,12 @@ class TrainRun:
                                  " but --steps).")  # fmt: skip
     dry_run: bool = option(False, "Print the resolved config as JSON and exit.", flags="--dry-run")
     quiet: bool = option(False, "No progress bar.", flags=("--quiet", "-q"))
+
+
+def check_run(run: TrainRun, model: ModelChoice | PriorModel) -> None:
+    """The rule between a training command's groups: a resumed run keeps its own network."""
+    if run.resume is not None and getattr(model, "resolution", None) is not None:
+        raise OptionError("resolution", "a resumed run keeps its own resolution; drop --resolution")
 
 
 @dataclass(frozen=True)
