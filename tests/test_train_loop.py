@@ -247,13 +247,15 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
 
 
 def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
-    from mmfs.errors import MMFSError
+    from mmfs.errors import OptionError
+    from mmfs.train import LoopConfig
     from mmfs.train.loop import resolve_dtype
 
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with pytest.raises(MMFSError, match="fp16 training is not supported"):
-        resolve_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(OptionError, match="must be one of fp32, bf16, got 'fp16'") as refused:
+        LoopConfig(dtype="fp16")  # fp16 would need loss scaling: not a training dtype
+    assert refused.value.flag == "--dtype"
     run = train(toy_config(photos, steps=2, dtype="bf16", checkpoint_every=0), outdir=tmp_path, progress=False)
     lines = read_log(run / "log.jsonl")
     assert all(math.isfinite(x["G/total"]) for x in lines) and len(lines) == 2
@@ -290,6 +292,7 @@ def restore_tf32():
 
 
 def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp_path, restore_tf32):
+    from mmfs.errors import OptionError
     from mmfs.utils.device import set_tf32
 
     def run(name, **loop):
@@ -306,8 +309,8 @@ def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp
     set_tf32(False)
     loop, seen = run("opt-in", dtype="bf16", tf32=True)
     assert seen == [(torch.bfloat16, (True, True))] and _tf32_allowed() == (False, False)
-    with pytest.raises(ValueError, match="training dtype must be one of fp32, bf16"):
-        make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")
+    with pytest.raises(OptionError, match="dtype: must be one of fp32, bf16, got 'auto'"):
+        make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")  # only old runs resume it
 
 
 def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):

@@ -29,7 +29,8 @@ class Cli:
     flags: tuple[str, ...] = ()  # default: --field-name, plus --no-field-name for a bool that defaults to True
     min: float | None = None
     max: float | None = None
-    choices: tuple[str, ...] = ()  # the accepted strings of a str option
+    choices: tuple[str, ...] = ()  # the accepted strings of a str option (--help lists them; the parser refuses others)
+    legacy: tuple[str, ...] = ()  # values only files saved by older versions hold: read back, never offered
     path: bool = False  # the CLI takes a path; a str field stores it absolute (config.json outlives the cwd)
     show_default: bool = True
     metavar: str | None = None
@@ -43,6 +44,7 @@ def option(
     min: float | None = None,  # noqa: A002
     max: float | None = None,  # noqa: A002
     choices: tuple[str, ...] = (),
+    legacy: tuple[str, ...] = (),
     path: bool = False,
     show_default: bool = True,
     metavar: str | None = None,
@@ -52,7 +54,7 @@ def option(
     spec = None
     if cli:
         flags = (flags,) if isinstance(flags, str) else tuple(flags)
-        spec = Cli(help, flags, min, max, tuple(choices), path, show_default, metavar)
+        spec = Cli(help, flags, min, max, tuple(choices), tuple(legacy), path, show_default, metavar)
     return dataclasses.field(default=default, metadata={"cli": spec, "help": help})
 
 
@@ -67,14 +69,18 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise OptionError(name, f"must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_fields(instance: Any) -> None:
-    """Apply every field's declared bounds and choices: OptionError on the first miss (`Options` calls it)."""
+def check_fields(instance: Any, *, legacy: bool = True) -> None:
+    """Apply every field's declared bounds and choices: OptionError on the first miss (`Options` calls it).
+
+    `legacy=False` also refuses the values only older saved files hold (what a new run may not ask for).
+    """
     for field in dataclasses.fields(instance):
         spec = cli_spec(field)
         if spec is None:
             continue
         value = getattr(instance, field.name)
-        check_choice(field.name, value, spec.choices)
+        if not (legacy and value in spec.legacy):
+            check_choice(field.name, value, spec.choices)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if spec.min is not None and value < spec.min:
                 raise OptionError(field.name, f"must be >= {spec.min}, got {value}")

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mmfs.config.model import PRESETS, ModelConfig, at_resolution, get_preset
-from mmfs.config.options import Options, option
+from mmfs.config.options import Options, check_fields, option
 from mmfs.errors import OptionError
 
-# Precisions a new run may ask for. fp16 would need loss scaling. Runs saved before fp32 became the
+# Precisions a new run may ask for: fp16 would need loss scaling. Runs saved before fp32 became the
 # default carry "auto" (bf16 autocast on CUDA, fp32 elsewhere), which still resumes as it ran.
 TRAIN_DTYPES = ("fp32", "bf16")
+LEGACY_TRAIN_DTYPES = ("auto",)
 ROSINALITY_EMA = 0.5 ** (32 / 10_000)  # rosinality's accum: an EMA half-life of 10k images at batch 32
 PRESET_HELP = f"Network preset ({', '.join(PRESETS)}); default: the config stored in the input file."
 CLIP_MODEL_HELP = "open_clip model the mapper reads (OpenAI ViT-B-32 as the reference), local-dir:PATH, or tiny."
@@ -61,7 +62,10 @@ class LoopConfig(Options):
     keep_checkpoints: int = option(3, "Checkpoints to keep (oldest deleted).", min=0)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
     dtype: str = option(
-        "fp32", "fp32 (the reference's precision) or bf16 (autocast: faster on GPUs, trains different weights)."
+        "fp32",
+        "fp32 (the reference's precision) or bf16 (autocast: faster on GPUs, trains different weights).",
+        choices=TRAIN_DTYPES,
+        legacy=LEGACY_TRAIN_DTYPES,
     )
     tf32: bool = option(False, "Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: fp32).", flags="--tf32")
     compile: bool = option(False, "torch.compile the trained networks.", flags="--compile")
@@ -351,11 +355,11 @@ def make_config(command: str, model: ModelConfig, *, options: Any = None, **loop
     settings from the stage's `loop_defaults` overridden by the non-None `loop` values."""
     kind = options_class(command)
     settings = {**kind.loop_defaults, **{k: v for k, v in loop.items() if v is not None}}
-    if settings.get("dtype", "fp32") not in TRAIN_DTYPES:
-        raise ValueError(f"training dtype must be one of {', '.join(TRAIN_DTYPES)}, got {settings['dtype']!r}")
+    loop_config = LoopConfig(**settings)
+    check_fields(loop_config, legacy=False)  # "auto" and the like only resume old runs
     if not isinstance(options, kind):
         options = kind(**{k: v for k, v in (options or {}).items() if v is not None})
-    return TrainConfig(command=command, model=model, loop=LoopConfig(**settings), options=options)
+    return TrainConfig(command=command, model=model, loop=loop_config, options=options)
 
 
 def missing_required(options: Any) -> list[str]:

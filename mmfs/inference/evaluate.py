@@ -175,14 +175,14 @@ def evaluate(
     from mmfs.inference.metrics import default_cache_dir, reference_stats
     from mmfs.inference.models import STYLIZER_KINDS
     from mmfs.inference.pipeline import StylizePipeline
-    from mmfs.utils.device import parse_dtype, pick_device
+    from mmfs.utils.device import pick_device
 
     started = time.perf_counter()
     checkpoint, photos, art, n, seed = request.checkpoint, request.photos, request.art, request.n, request.seed
     batch_size = request.batch_size
     # The report lists the metrics in METRIC_NAMES's order, whatever the order asked.
     metrics = tuple(name for name in METRIC_NAMES if name in request.metric_names)
-    dev, _ = pick_device(device), parse_dtype(dtype)
+    dev = pick_device(device)
     # Cheap checks that catch user errors before anything slow: the report's folder, files, weights.
     check_report_path(request.report)
     meta = read_metadata(checkpoint)
