@@ -144,7 +144,7 @@ def test_dry_run_prints_the_reference_settings(prior, tmp_path):
     )
     assert (fast["loop"]["dtype"], fast["loop"]["tf32"]) == ("bf16", True)
     result = invoke(["pretrain-encoder", "--prior", str(prior), "--dtype", "fp16", "--dry-run"])
-    assert result.exit_code == 2 and "'fp16' is not one of 'fp32', 'bf16'" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "--dtype" in result.output and "'fp16' is not one of" in result.output
 
 
 def test_user_errors_are_one_line(prior, tmp_path):

@@ -15,6 +15,7 @@ This module imports nothing heavy: `mmfs --help` reads these declarations withou
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ class Cli:
     """How one field appears on the command line."""
 
     help: str
-    flags: tuple[str, ...] = ()  # default: --field-name, plus --no-field-name for a bool that defaults to True
+    flags: tuple[str, ...] = ()  # default: --field-name, and --no-field-name for any bool; given: just these
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()  # the accepted strings of a str option (--help lists them; the parser refuses others)
@@ -98,3 +99,37 @@ class Options:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+class Overrides(Mapping[str, Any]):
+    """The fields of an options class a user gave, to lay over defaults chosen later (a stage's `loop_defaults`).
+
+    Reads like the dataclass (`loop.steps`: the value given, or None when not given) and like a dict of
+    exactly the given values (`**loop`, `"dtype" in loop`). False and 0 are values like any other, so a
+    boolean can be overridden either way.
+    """
+
+    def __init__(self, cls: type, given: Mapping[str, Any]) -> None:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {unknown}")
+        self._cls, self._names = cls, names
+        self._given = {name: value for name, value in given.items() if value is not None}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self._names:
+            raise AttributeError(name)
+        return self._given.get(name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._given[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._given)
+
+    def __len__(self) -> int:
+        return len(self._given)
+
+    def __repr__(self) -> str:
+        return f"Overrides({self._cls.__name__}, {self._given!r})"
