@@ -16,6 +16,7 @@ from torch import nn
 
 from mmfs.checkpoint import load_checkpoint
 from mmfs.config import PRESETS
+from mmfs.config.train import StageOptions
 from mmfs.data.datasets import UnpairedFolders
 from mmfs.train import EmaSpec, Phase, Stage, adam, lazy_regularization, make_config, register_stage, train
 from mmfs.train.ema import Ema
@@ -25,7 +26,8 @@ from support.tiny import write_images
 
 
 @dataclass(frozen=True)
-class ToyOptions:
+class ToyOptions(StageOptions):
+    command: ClassVar[str] = "toy"
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.9, "batch_size": 4, "workers": 0
     }  # fmt: skip
@@ -35,11 +37,8 @@ class ToyOptions:
 
 
 @register_stage
-class ToyStage(Stage):
+class ToyStage(Stage[ToyOptions]):
     """A conv 'generator', a linear 'discriminator', a lazy regulariser; uses torch, Python and NumPy RNGs."""
-
-    command = "toy"
-    Options = ToyOptions
 
     def __init__(self, cfg, device, **externals):
         super().__init__(cfg, device)
@@ -270,11 +269,15 @@ def _tf32_allowed() -> tuple[bool, bool]:
     return matmul.allow_tf32, cudnn.allow_tf32
 
 
+class PrecisionOptions(ToyOptions):
+    command = "toy-precision"
+
+
 @register_stage
 class PrecisionStage(ToyStage):
     """The toy stage, recording the autocast dtype (None: off) and the TF32 state its G loss runs under."""
 
-    command = "toy-precision"
+    Options = PrecisionOptions
     seen: list[tuple[torch.dtype | None, tuple[bool, bool]]] = []
 
     def g_loss(self, ctx):
@@ -324,11 +327,15 @@ def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):
     assert TrainConfig.from_json(toy_config(photos).to_json()).loop.tf32 is False
 
 
+class NanOptions(ToyOptions):
+    command = "toy-nan"
+
+
 @register_stage
 class NanStage(ToyStage):
     """The toy stage whose generator loss turns NaN from step 3 on (as a too-high learning rate would)."""
 
-    command = "toy-nan"
+    Options = NanOptions
 
     def g_loss(self, ctx):
         losses = super().g_loss(ctx)

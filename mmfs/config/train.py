@@ -83,13 +83,33 @@ class LoopConfig(Options):
 
 # --- the stages' own options (one class per command; `OPTIONS` finds them by command name) -----------
 
+OPTIONS: dict[str, type[StageOptions]] = {}  # command -> its options class, filled as each class is defined
+
 
 @dataclass(frozen=True)
-class PriorOptions(Options):
+class StageOptions(Options):
+    """Base of a training stage's options. A subclass that sets `command` registers itself in `OPTIONS`, from
+    which `TrainConfig` rebuilds a saved run and `mmfs.train` finds the stage (`Stage[XOptions]`)."""
+
+    command: ClassVar[str]  # the CLI command, the stage's registry key and the run directory's suffix
+    model_source: ClassVar[str | None] = None  # the input file whose stored network config a run uses
+    required: ClassVar[tuple[str, ...]] = ()  # fields a new run needs (a resumed run has them)
+    loop_defaults: ClassVar[dict[str, Any]] = {}  # the stage's reference loop settings (lr, betas, EMA, batch, steps)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "command" in cls.__dict__:
+            known = OPTIONS.get(cls.command)
+            if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"two options classes for {cls.command!r}: {known.__qualname__} and {cls.__qualname__}")
+            OPTIONS[cls.command] = cls
+
+
+@dataclass(frozen=True)
+class PriorOptions(StageOptions):
     """`mmfs train-prior`: data, regularisation and mixing (rosinality's defaults)."""
 
     command: ClassVar[str] = "train-prior"
-    model_source: ClassVar[str | None] = None  # the input file whose stored network config a run uses
     required: ClassVar[tuple[str, ...]] = ("photos",)
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.002, "betas": (0.0, 0.99), "ema_decay": ROSINALITY_EMA, "batch_size": 16, "steps": 800_000,
@@ -107,11 +127,11 @@ class PriorOptions(Options):
 
 
 @dataclass(frozen=True)
-class EncoderOptions(Options):
+class EncoderOptions(StageOptions):
     """`mmfs pretrain-encoder` (Stage I): the prior and the loss weights."""
 
     command: ClassVar[str] = "pretrain-encoder"
-    model_source: ClassVar[str | None] = "prior"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "prior"
     required: ClassVar[tuple[str, ...]] = ("prior",)
     # Reference phase 1: lr 2e-4, beta1 0.1, EMA 0.999, batch 8, 200k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
@@ -128,11 +148,11 @@ class EncoderOptions(Options):
 
 
 @dataclass(frozen=True)
-class FinetuneOptions(Options):
+class FinetuneOptions(StageOptions):
     """`mmfs finetune` (Stage II): data, initial weights, DINO, loss weights and regularisation."""
 
     command: ClassVar[str] = "finetune"
-    model_source: ClassVar[str | None] = "init"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "init"
     required: ClassVar[tuple[str, ...]] = ("photos", "art", "init")
     # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
@@ -154,11 +174,11 @@ class FinetuneOptions(Options):
 
 
 @dataclass(frozen=True)
-class MapperOptions(Options):
+class MapperOptions(StageOptions):
     """`mmfs train-mapper` (reference phase 3): data, initial weights, CLIP and loss weights."""
 
     command: ClassVar[str] = "train-mapper"
-    model_source: ClassVar[str | None] = "init"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "init"
     required: ClassVar[tuple[str, ...]] = ("photos", "init")
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 10_000,
@@ -177,11 +197,11 @@ class MapperOptions(Options):
 
 
 @dataclass(frozen=True)
-class AdaptOptions(Options):
+class AdaptOptions(StageOptions):
     """`mmfs adapt` (reference phase 4): base weights, the style (exactly one of text / ref), loss weights."""
 
     command: ClassVar[str] = "adapt"
-    model_source: ClassVar[str | None] = "checkpoint"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "checkpoint"
     required: ClassVar[tuple[str, ...]] = ("checkpoint", "photos")
     # Reference phase 4: Adam (0.9, 0.999) at 2e-4, batch 8, saved after 200 iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
@@ -220,11 +240,6 @@ class AdaptOptions(Options):
     @property
     def one_shot(self) -> bool:
         return self.ref is not None
-
-
-OPTIONS: dict[str, type] = {
-    cls.command: cls for cls in (PriorOptions, EncoderOptions, FinetuneOptions, MapperOptions, AdaptOptions)
-}
 
 
 def options_class(command: str) -> type:
@@ -313,7 +328,7 @@ class TrainConfig:
     command: str  # the stage's CLI command and registry name: "pretrain-encoder", "finetune", ...
     model: ModelConfig
     loop: LoopConfig
-    options: Any  # the stage's frozen options dataclass (`OPTIONS[command]`)
+    options: StageOptions  # the stage's own options class (`OPTIONS[command]`)
 
     def to_dict(self) -> dict[str, Any]:
         return {
