@@ -185,7 +185,7 @@ def planned_outputs(
 ) -> None:
     """Fill `item.targets` (the output files still to write; existing ones go to `result.skipped`) and
     `item.jobs` (the generator jobs they need). `claimed` maps each output path to the input that writes it:
-    two inputs with the same name in one folder are an InputError for the second, not a silent overwrite."""
+    two inputs that would write one file (x.png and x.jpg) are an InputError for the second, not an overwrite."""
     for s, style in enumerate(styles):
         for face in [None] if opts.paste_back or opts.aligned else range(n_faces):
             path = output_path(opts, item.file, style, face)
