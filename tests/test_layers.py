@@ -143,11 +143,12 @@ def test_fast_modulated_conv_picks_its_form_by_shape_and_graph():
             m(torch.randn(3, 4, 256, 512), torch.randn(3, 6))  # training on a large input
             m.requires_grad_(False)
             m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # frozen weights, nothing else needing a graph
-            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6, requires_grad=True))  # frozen, the style trains (mapper)
+            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6, requires_grad=True))  # frozen, only the style trains (mapper)
+            m(torch.randn(3, 4, 8, 8, requires_grad=True), torch.randn(3, 6))  # frozen, the input trains (Stage I)
     assert picked == {
-        "conv": ["fused", "unfused", "unfused", "unfused", "unfused", "unfused", "unfused"],
-        "up": ["fused", "fused", "unfused", "unfused", "fused", "unfused", "fused"],
-        "to_rgb": ["fused", "fused", "unfused", "unfused", "unfused", "unfused", "fused"],
+        "conv": ["fused", "unfused", "unfused", "unfused", "unfused", "unfused", "unfused", "unfused"],
+        "up": ["fused", "fused", "unfused", "unfused", "fused", "unfused", "unfused", "fused"],
+        "to_rgb": ["fused", "fused", "unfused", "unfused", "unfused", "unfused", "unfused", "fused"],
     }
 
 

@@ -9,12 +9,13 @@ between the two paths afterwards. What the fast blocks do differently:
 * resampling without inserted zeros (`mmfs/nn/fast_ops.py`): depthwise blurs, the RGB skip as a depthwise
   transposed conv, a blur followed by a 1x1 stride-2 conv as a blur straight to the kept samples, and the
   modulated up-sampling conv as its four polyphase T x T convolutions at the input resolution;
-* the modulated conv picks, per call, one of two forms of the same maths, by the layer's shape and whether a
-  graph is recorded (`FastModulatedConv2d.prefers_fused`, measured in docs/benchmarks.md): *fused*
+* the modulated conv picks, per call, one of two forms of the same maths, by the layer's shape and which
+  gradients flow (`FastModulatedConv2d.prefers_fused`, measured in docs/benchmarks.md): *fused*
   (per-sample weights, the batch as the groups of one convolution: the official form) for a batch of one,
-  which is then a plain conv, and when training (outside autocast) an up-sampling conv or a 1x1 ToRGB on a
-  small input; *unfused* otherwise (the style scales the input, one conv with the shared weight runs over the whole
-  batch, the demodulation scales the output);
+  which is then a plain conv, and when training through an up-sampling conv or a 1x1 ToRGB on a small
+  input (outside autocast, unless only the style wants a gradient); *unfused* otherwise (the style
+  scales the input, one conv with the shared weight runs over the whole batch, the demodulation scales
+  the output);
 * constants folded into the convolutions: the sqrt(2) gain of the leaky ReLU and the bias before it
   (leaky ReLU is positively homogeneous), and the 1/sqrt(2) of the residual sum;
 * activations in channels-last memory (`to_fast(model, channels_last=False)` keeps NCHW);
@@ -91,16 +92,18 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
         return self.unfused(x, style, gain, bias)
 
     def prefers_fused(self, x: Tensor, style: Tensor) -> bool:
-        """The form measured faster for this call (docs/benchmarks.md, "Modulated convolution forms").
+        """The form measured faster for this call (docs/benchmarks.md, "Training steps").
 
-        Fused for a batch of one (a plain conv); when a graph is recorded outside autocast, also for the
-        up-sampling convs and for a 1x1 ToRGB on a small input; unfused otherwise (under autocast too, where
-        it measured faster on every shape).
+        Fused for a batch of one (a plain conv) and, when gradients flow outside autocast, for the
+        up-sampling convs and a 1x1 ToRGB on a small input; unfused otherwise: in inference, under autocast,
+        and when of all three only the style wants a gradient (the mapper), which the fused form would
+        reach through per-sample weight gradients.
         """
         if x.shape[0] == 1:
             return True
-        recorded = torch.is_grad_enabled() and (x.requires_grad or style.requires_grad or self.weight.requires_grad)
-        if not recorded or torch.is_autocast_enabled(x.device.type):
+        if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+            return False
+        if not self.weight.requires_grad and (style.requires_grad or not x.requires_grad):
             return False
         if self.upsample:
             return True
