@@ -69,7 +69,7 @@ class LoopConfig(Options):
     )
     tf32: bool = option(False, "Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: fp32).", flags="--tf32")
     compile: bool = option(False, "torch.compile the trained networks.", flags="--compile")
-    workers: int = option(2, "Data-loading worker processes per GPU (0: load in the main process).", min=0)
+    workers: int = option(2, "Data-loading worker processes per GPU (0: a thread reads ahead during the step).", min=0)
     preview_count: int = option(8, cli=False)  # samples in a preview grid
 
     def __post_init__(self) -> None:
