@@ -16,10 +16,11 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Rule, check_fields, one_of, option
 from mmfs.config.seeds import check_seed, parse_seeds
 from mmfs.config.train import CLIP_MODEL_HELP, CLIP_TAG_HELP, CLIP_WEIGHTS_HELP
 from mmfs.errors import OptionError
@@ -33,7 +34,8 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
     ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
 )  # fmt: skip
-STYLE_FLAGS = ("--seed", "--seeds", "--w", "--text", "--ref")  # the style sources: exactly one per call
+STYLE_SOURCES = one_of("seed", "seeds", "w", "text", "ref", what="style source")  # exactly one per call
+STYLE_FLAGS = tuple(f"--{name}" for name in STYLE_SOURCES.fields)
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
@@ -64,6 +66,8 @@ class StylizerOptions:
 class StyleOptions:
     """Which styles: exactly one source (a seed, seeds, a w-file, CLIP prompts or reference images)."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (STYLE_SOURCES,)
+
     seed: int | None = option(None, "Style: the random style of this seed.", show_default=False)
     seeds: str | None = option(None, "Styles: several seeds, e.g. 1,2,5-7 (one output per seed).", show_default=False)
     w: Path | None = option(None, "Styles: a saved w+ file (every style in it).", flags="--w", path=True,
@@ -84,18 +88,14 @@ class StyleOptions:
         for name in ("text", "ref"):  # an empty list is "not given"
             value = getattr(self, name)
             object.__setattr__(self, name, list(value) if value else None)
-        check_fields(self)
-        given = [flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None]
-        if len(given) != 1:
-            what = "none was given" if not given else f"got {' and '.join(given)}"
-            raise OptionError("", f"choose exactly one style source: {', '.join(STYLE_FLAGS)} ({what})")
+        check_fields(self)  # with the rule: exactly one style source
         if self.seed is not None:
             check_seed(self.seed)
         if self.seeds is not None:
             parse_seeds(self.seeds)
 
     def _sources(self) -> tuple:
-        return (self.seed, self.seeds, self.w, self.text, self.ref)
+        return tuple(getattr(self, name) for name in STYLE_SOURCES.fields)
 
     @property
     def source(self) -> str:

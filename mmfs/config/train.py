@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mmfs.config.model import PRESETS, ModelConfig, at_resolution, get_preset
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Rule, check_fields, one_of, option, required
 from mmfs.errors import OptionError
 
 # Precisions a new run may ask for. fp16 would need loss scaling. Runs saved before fp32 became the
@@ -35,6 +35,7 @@ CLIP_TAG_HELP = (
     "open_clip pretrained tag of the CLIP weights, e.g. openai (the reference's) or laion2b_s34b_b79k; it also"
     " decides QuickGELU for --clip-weights."
 )
+RESUME = "--resume RUN_DIR"  # a resumed run has its required options in its config
 DINO_HELP = "DINO for the structure loss: dino_vitb8 (by name), a local weights file, or tiny."
 
 
@@ -88,7 +89,7 @@ class PriorOptions:
 
     command: ClassVar[str] = "train-prior"
     model_source: ClassVar[str | None] = None  # the input file whose stored network config a run uses
-    required: ClassVar[tuple[str, ...]] = ("photos",)
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos", unless=RESUME),)
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.002, "betas": (0.0, 0.99), "ema_decay": ROSINALITY_EMA, "batch_size": 16, "steps": 800_000,
     }  # fmt: skip
@@ -113,7 +114,7 @@ class EncoderOptions:
 
     command: ClassVar[str] = "pretrain-encoder"
     model_source: ClassVar[str | None] = "prior"  # the input file whose stored network config a run uses
-    required: ClassVar[tuple[str, ...]] = ("prior",)
+    rules: ClassVar[tuple[Rule, ...]] = (required("prior", unless=RESUME),)
     # Reference phase 1: lr 2e-4, beta1 0.1, EMA 0.999, batch 8, 200k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 200_000,
@@ -137,7 +138,7 @@ class FinetuneOptions:
 
     command: ClassVar[str] = "finetune"
     model_source: ClassVar[str | None] = "init"  # the input file whose stored network config a run uses
-    required: ClassVar[tuple[str, ...]] = ("photos", "art", "init")
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos", "art", "init", unless=RESUME),)
     # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 300_000,
@@ -166,7 +167,7 @@ class MapperOptions:
 
     command: ClassVar[str] = "train-mapper"
     model_source: ClassVar[str | None] = "init"  # the input file whose stored network config a run uses
-    required: ClassVar[tuple[str, ...]] = ("photos", "init")
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos", "init", unless=RESUME),)
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 10_000,
     }  # fmt: skip
@@ -192,7 +193,9 @@ class AdaptOptions:
 
     command: ClassVar[str] = "adapt"
     model_source: ClassVar[str | None] = "checkpoint"  # the input file whose stored network config a run uses
-    required: ClassVar[tuple[str, ...]] = ("checkpoint", "photos")
+    rules: ClassVar[tuple[Rule, ...]] = (
+        required("checkpoint"), required("photos", unless="--aligned"), one_of("text", "ref", what="style"),
+    )  # fmt: skip
     # Reference phase 4: Adam (0.9, 0.999) at 2e-4, batch 8, saved after 200 iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.9, 0.999), "ema_decay": 0.99, "batch_size": 8, "steps": 200,
@@ -220,8 +223,6 @@ class AdaptOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if (self.text is None) == (self.ref is None):
-            raise ValueError("adapt needs exactly one style: text (zero-shot) or ref (one-shot)")
         if self.text is not None and not self.text.strip():
             raise ValueError("the text prompt must not be empty")
 
@@ -361,8 +362,3 @@ def make_config(command: str, model: ModelConfig, *, options: Any = None, **loop
     if not isinstance(options, kind):
         options = kind(**{k: v for k, v in (options or {}).items() if v is not None})
     return TrainConfig(command=command, model=model, loop=LoopConfig(**settings), options=options)
-
-
-def missing_required(options: Any) -> list[str]:
-    """The `--flags` of required options left empty (a new run needs them; a resumed one has them)."""
-    return [f"--{name.replace('_', '-')}" for name in options.required if not getattr(options, name)]

@@ -1,0 +1,144 @@
+"""Every `mmfs ...` line in README.md and docs/ runs as written (checked, not run: tests/support/doc_lines.py).
+
+Also: `--help` shows the rules the option classes declare (`required`, `one_of` in mmfs/config/options.py),
+from which the checks read them, and the checks refuse the lines issue 30 found broken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from mmfs.config.options import rule_help, rules_of
+from support.doc_lines import check_flow, check_line, check_words, documented_lines, lines_of
+
+LINES = documented_lines()
+FLOW = check_flow(LINES)
+PACKAGE_SOURCE = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "mmfs").rglob("*.py"))
+
+
+@pytest.mark.parametrize("line", LINES, ids=[line.where for line in LINES])
+def test_documented_line_runs_as_written(line):
+    error = check_line(line) or FLOW.get(line.where)
+    if line.fails is None:
+        assert error is None, f"{line.text}\n    {error}"
+    elif line.when_run:  # fails on a file's contents: nothing may stop it earlier, and the package says it
+        assert error is None, f"{line.text}\n    {error} (before the documented error)"
+        assert line.fails in PACKAGE_SOURCE, f"{line.fails!r} is not an error mmfs raises"
+    else:
+        assert error is not None and line.fails in error, f"{line.text}\n    documented: {line.fails}\n    got: {error}"
+
+
+def test_the_docs_are_read_whole():
+    """Blocks, inline commands, continuations, pipes and torchrun lines are all found."""
+    texts = [line.text for line in LINES]
+    assert len(LINES) > 200 and sum(line.inline for line in LINES) > 100
+    assert any(t.startswith("mmfs finetune") and "--batch-size 32" in t for t in texts)  # torchrun, continued
+    assert any(t.startswith("mmfs align - ") for t in texts)  # after a pipe
+    assert any(line.fails and not line.when_run for line in LINES) and any(line.when_run for line in LINES)
+
+
+# The five lines issue 30 found that did not run as written, each with the lines it depends on.
+ISSUE_30 = {
+    "evaluate.md:235": 'Output i: `mmfs stylize PHOTO --aligned --seed $(python -c "from mmfs.inference.evaluate'
+    ' import style_seed; print(style_seed(0, i))")` gives the same image.',
+    "adapt.md:39": "`mmfs adapt --ref style.png photos/ -o out` is therefore refused with one line that says so.",
+    "checkpoints.md:74": "A downloaded `.pt`/`.pth` passed where an mmfs checkpoint is expected (`mmfs stylize -c\n"
+    "  phase2_pretrain_90000.pth`) is named as an upstream PyTorch file.",
+    "README.md:42": "```bash\n"
+    "mmfs adapt --ref style.png --checkpoint model.safetensors --photos faces/ --out style.safetensors\n"
+    "mmfs stylize clip.mp4 --checkpoint style.safetensors --seed 1 --out clip_styled.mp4  # a video, sound kept\n"
+    "```\n",
+    "architecture.md:121": "`mmfs finetune --tv 0.1` then works, `mmfs finetune --help` lists it.",
+}
+
+
+@pytest.mark.parametrize("where", ISSUE_30)
+def test_the_lines_issue_30_found_are_refused(where):
+    lines = lines_of(ISSUE_30[where], where)
+    flow = check_flow(lines)
+    assert any(check_line(line) or flow.get(line.where) for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ("strange photo.jpg", "No such command 'strange'"),
+        ("stylize me.jpg -c m.safetensors --seed 1 --noise loud", "Invalid value for '--noise'"),
+        ("stylize me.jpg -c m.safetensors --seed 1 --quality 500", "Invalid value for '--quality'"),
+        ("stylize me.jpg -c m.safetensors --seed", "requires an argument"),
+        ("stylize me.jpg --seed 1", "Missing option '--checkpoint'"),
+        ("stylize me.jpg -c m.safetensors", "choose exactly one style source"),
+        ("stylize me.jpg -c m.safetensors --seed 1 --text a", "got --seed and --text"),
+        ("stylize me.jpg -c m.safetensors --seed 1 --paste-back --aligned", "cannot be used with --aligned"),
+        ("stylize -c m.safetensors --seed 1", "give INPUTS"),
+        ("stylize a.mp4 -c m.safetensors --seeds 1,2", "a video takes one style"),
+        ("finetune --photos ffhq/ --art aahq/", "`mmfs finetune` needs --init (or --resume RUN_DIR)"),
+        ("train-mapper --init runs/1", "needs --photos"),
+        ("adapt -c m.safetensors --text a --ref b.png --photos p/", "choose exactly one style: --text, --ref"),
+        ("adapt -c m.safetensors --text a photos/", "needs --photos (or --aligned)"),
+        ("convert a.pt", "Missing argument"),
+        ("demo --threads 0", "Invalid value for '--threads'"),
+    ],
+)
+def test_the_checks_refuse_what_a_run_would(args, error):
+    assert error in (check_words(args.split()) or ""), check_words(args.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "finetune --resume runs/00001-finetune --steps 10",
+        "adapt -c m.safetensors --text a --aligned crops/",
+        "stylize -c m.safetensors --seed 5 --save-w pop.safetensors",
+        "align photos/ --outdir aligned --no-rotate",
+    ],
+)
+def test_the_checks_pass_what_a_run_takes(args):
+    assert check_words(args.split()) is None
+
+
+def test_help_shows_the_declared_rules():
+    """Each rule a command's option class declares is in the --help text of every option it names."""
+    from mmfs_cli.app import app
+
+    root = typer.main.get_command(app)
+    seen = 0
+    for info in app.registered_commands:
+        params = {p.name: p for p in root.commands[info.name].params}
+        for group in getattr(info.callback, "groups", {}).values():
+            for field in group.fields():
+                note = rule_help(group.cls, field.name)
+                if note and not params[field.name].required:
+                    assert note in params[field.name].help, (info.name, field.name)
+                    seen += 1
+    assert seen >= 12  # stylize's five style sources, the stages' required folders and files, adapt's
+
+
+def test_rules_name_real_fields():
+    from mmfs.config import stylize, train
+
+    for module in (stylize, train):
+        for cls in vars(module).values():
+            if dataclasses.is_dataclass(cls):
+                names = {f.name for f in dataclasses.fields(cls)}
+                for rule in rules_of(cls):
+                    assert set(rule.fields) <= names, (cls, rule)
+
+
+def test_the_pages_list_what_help_lists():
+    """stylize.md's option table has every `mmfs stylize` option; video.md and `--help` list the code's video types."""
+    from mmfs.config.stylize import VIDEO_EXTENSIONS
+    from mmfs_cli.app import app
+
+    docs = Path(__file__).parents[1] / "docs"
+    command = typer.main.get_command(app).commands["stylize"]
+    table = (docs / "stylize.md").read_text().split("## All options", 1)[1].split("\n## ", 1)[0]
+    for param in command.params:
+        if param.param_type_name == "option":
+            assert any(f"`{flag}" in table for flag in param.opts), param.opts
+    assert f"`{' '.join(VIDEO_EXTENSIONS)}`" in (docs / "video.md").read_text()
+    assert all(ext in " ".join(command.help.split()) for ext in VIDEO_EXTENSIONS)
