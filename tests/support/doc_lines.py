@@ -57,19 +57,28 @@ class DocLine:
     inline: bool
     fails: str | None = None  # the documented message of a line meant to fail
     when_run: bool = False  # it fails only on a file's contents (see the module doc)
-    group: str = ""  # the block or paragraph it is in: files flow between the lines of one doc
 
 
 def documented_lines(docs: list[Path] = DOCS) -> list[DocLine]:
-    """Every `mmfs` line of the docs, in order."""
+    """Every `mmfs` line of the docs, in order, then the examples of every command's `--help`."""
     lines = []
     for path in docs:
         lines += lines_of(path.read_text(), str(path.relative_to(REPO)))
-    return lines
+    return lines + help_examples()
+
+
+def help_examples() -> list[DocLine]:
+    """The `Example: mmfs ...` lines of each command's `--help` (its docstring)."""
+    _, callbacks = _cli()
+    return [
+        DocLine(f"mmfs {name} --help", " ".join(example.split()), inline=False)
+        for name, callback in callbacks.items()
+        for example in re.findall(r"Example: (mmfs .*)", callback.__doc__ or "")
+    ]
 
 
 def lines_of(text: str, name: str) -> list[DocLine]:
-    """The `mmfs` lines of one markdown text (`name` for the reports)."""
+    """The `mmfs` lines of one markdown text (`name` for the reports), in the order they appear."""
     found: list[tuple[int, DocLine]] = []
     fence = re.compile(r"(?:" + _MARKER + r"\s*)?^[ \t]*```(\w*)\n(.*?)^[ \t]*```", flags=re.S | re.M)
     prose_parts, last = [], 0
@@ -80,55 +89,33 @@ def lines_of(text: str, name: str) -> list[DocLine]:
         if lang in SKIPPED_BLOCKS:
             continue
         first = text[: block.start(4)].count("\n") + 1
+        fails, when_run = block.group("message"), bool(block.group("when_run"))
         for offset, line in block_lines(textwrap.dedent(body)):
             for command in shell_commands(line):
-                where = f"{name}:{first + offset}"
-                found.append(
-                    (
-                        block.start(),
-                        DocLine(
-                            where,
-                            command,
-                            False,
-                            block.group("message"),
-                            bool(block.group("when_run")),
-                            f"{name}#{block.start()}",
-                        ),
-                    )
-                )
+                found.append((block.start(), DocLine(f"{name}:{first + offset}", command, False, fails, when_run)))
     prose_parts.append((last, text[last:]))
     for start, prose in prose_parts:
-        prose = re.sub(r"<!--(?!\s*fails).*?-->", "", prose, flags=re.S)
+        prose = re.sub(r"<!--(?!\s*fails).*?-->", "", prose, flags=re.S)  # other comments hide nothing
         for span in re.finditer(r"`(mmfs\s[^`]*)`(?:\s*" + _MARKER + ")?", prose):
             where = f"{name}:{text[: start + span.start()].count(chr(10)) + 1}"
-            paragraph = prose.rfind("\n\n", 0, span.start())
-            found.append(
-                (
-                    start + span.start(),
-                    DocLine(
-                        where,
-                        " ".join(span.group(1).split()),
-                        True,
-                        span.group("message"),
-                        bool(span.group("when_run")),
-                        f"{name}#{start + paragraph}",
-                    ),
-                )
-            )
+            command = " ".join(span.group(1).split())
+            fails, when_run = span.group("message"), bool(span.group("when_run"))
+            found.append((start + span.start(), DocLine(where, command, True, fails, when_run)))
     return [line for _, line in sorted(found, key=lambda item: item[0])]
 
 
 def shell_commands(line: str) -> list[str]:
     """The `mmfs` commands of a shell line (pipes, `&&`, `;`, `for ... do`), `torchrun -m mmfs_cli.app X` as `mmfs X`."""
+    protected, substitutions = _protect(line)
     commands = []
-    for part in re.split(r"\s(?:\|\|?|&&|;)\s|;\s", _protect(line)[0]):
+    for part in re.split(r"\s(?:\|\|?|&&|;)\s|;\s", protected):
         words = part.split()
         while words and words[0] in ("do", "then", "time", "nice", "!"):
             words = words[1:]
         if "mmfs_cli.app" in words and words[0] in ("torchrun", "python", "python3"):
             words = ["mmfs", *words[words.index("mmfs_cli.app") + 1 :]]
         if words and words[0] == "mmfs":
-            commands.append(_restore(" ".join(words), _protect(line)[1]))
+            commands.append(_restore(" ".join(words), substitutions))
     return commands
 
 
@@ -177,7 +164,7 @@ def check_line(line: DocLine) -> str | None:
         if error:
             return error
     try:
-        words = shlex.split(text)
+        words = _without_redirections(shlex.split(text))
     except ValueError as exc:
         return f"not a shell line: {exc}"
     if line.inline and len(words) <= 2 and not words[-1].startswith("-"):
@@ -187,6 +174,19 @@ def check_line(line: DocLine) -> str | None:
     else:
         kind = "full"
     return check_words([SUBSTITUTED if "__SUBST" in w else w for w in words[1:]], kind)
+
+
+def _without_redirections(words: list[str]) -> list[str]:
+    """`> run.json`, `2> log`, `< list.txt` are the shell's, not the command's."""
+    out, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif re.fullmatch(r"\d?(>>?|<)(&\d)?", word):
+            skip = not word.endswith(("&1", "&2"))
+        else:
+            out.append(word)
+    return out
 
 
 SUBSTITUTED = "1"  # what a `$(...)` in a full line stands for when it is parsed (its code is checked apart)
