@@ -16,7 +16,7 @@ class Runtime:
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
     dtype: str = option("fp32", "Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs).")
     as_json: bool = option(False, "Print one JSON summary on stdout; messages go to stderr.", flags="--json")
-    quiet: bool = option(False, "No progress bars and no summary lines on stderr (errors are still printed).",
+    quiet: bool = option(False, "No progress bars and no closing summary line (errors are still printed).",
                          flags=("--quiet", "-q"))  # fmt: skip
 
     def __post_init__(self) -> None:
