@@ -152,18 +152,22 @@ def check_one_of(instance: Any) -> None:
             raise OptionError("", f"choose exactly one {rule.what}: {', '.join(flags)} ({what})")
 
 
-def missing_required(instance: Any, given_words: tuple[str, ...] = ()) -> str | None:
+def missing_required(instance: Any, given_words: tuple[str, ...] = (), provided: tuple[str, ...] = ()) -> str | None:
     """The one-line "needs ..." of the `required` rules left unmet, or None.
 
     `given_words` are the command-line words given besides the instance's fields (e.g. `--resume`); a rule
     whose `unless` starts with one of them is met. A command that has already taken such a path (a resumed
-    run) does not ask.
+    run) does not ask. `provided` names fields the caller supplies another way (Python: injected networks).
     """
     missing, alternatives = [], []
     for rule in rules_of(instance):
         if rule.kind != "required" or any(word.split()[0] in given_words for word in rule.unless):
             continue
-        names = [flag_of(instance, name) for name in rule.fields if not is_given(getattr(instance, name))]
+        names = [
+            flag_of(instance, name)
+            for name in rule.fields
+            if name not in provided and not is_given(getattr(instance, name))
+        ]
         if names:
             missing += names
             alternatives += [word for word in rule.unless if word not in alternatives]

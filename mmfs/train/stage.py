@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmfs.config.options import missing_required
+from mmfs.errors import MMFSError
+
 if TYPE_CHECKING:
     from mmfs.config.train import TrainConfig
     from mmfs.data.datasets import UnpairedFolders
@@ -76,7 +79,13 @@ class Stage:
     Options: ClassVar[type]  # the stage's options dataclass in `mmfs.config.train` (its `loop_defaults` too)
     final_kind: ClassVar[str] = "stylizer"  # checkpoint kind of `final.safetensors` ("prior" for train-prior)
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, **externals: Any) -> None:
+    def __init__(
+        self, cfg: TrainConfig, device: torch.device, *, provided: tuple[str, ...] = (), **externals: Any
+    ) -> None:
+        """`provided`: required options the caller supplies another way (Stage I's prior as injected networks)."""
+        needs = missing_required(cfg.options, provided=provided)  # the rules the options class declares
+        if needs:
+            raise MMFSError(f"`mmfs {cfg.command}` {needs}")
         self.cfg = cfg
         self.device = device
         self.nets: dict[str, nn.Module] = {}
