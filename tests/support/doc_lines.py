@@ -16,7 +16,8 @@ What counts as a line:
 A line meant to fail is marked in the docs: `<!-- fails: MESSAGE -->` right after an inline span or right
 before a code block. The check must then fail with MESSAGE. `<!-- fails when run: MESSAGE -->` marks a line
 that only fails on a file's contents: it must pass every check here (so that the user gets as far as the
-documented error) and MESSAGE must be an error the package raises (tests that run it: test_foreign.py).
+documented error) and MESSAGE must be a piece of an error the package raises, as its source spells it (a
+piece without `{...}` placeholders; tests that run it: test_foreign.py).
 
 Files made by one line and used by a later one: a file `mmfs adapt --out` writes is stylized with the same
 `--text`/`--ref` (`mmfs adapt --help`: "stylize it with the same --text/--ref").
@@ -244,8 +245,8 @@ def _parse(command, name: str, args: list[str], kind: str):
 
     A template keeps only the options it gives values for: a placeholder value, a flag without its value
     and `[`/`]`/`|` are dropped, and the options the template leaves out are not asked for."""
-    if "--help" in args:
-        args = [a for a in args if a == "--help" or not a.startswith("-") or _option(command, a)]
+    if any(a == "--help" or getattr(_option(command, a), "is_eager", False) for a in args):
+        # `--help`, `--version`: they act while parsing (print, exit), so only the options' names are checked
         unknown = [a for a in args if a.startswith("-") and a != "--help" and not _option(command, a)]
         return None, (f"No such option: {unknown[0]}" if unknown else None)
     if kind == "template":
