@@ -145,7 +145,7 @@ MODELS: dict[str, Model] = {
             licence="Nvidia Source Code License-NC (non-commercial), as NVIDIA's StyleGAN2 release it is converted from",
             origin="NVIDIA's stylegan2-ffhq-config-f.pkl converted by rosinality's convert_weight.py; Google Drive id"
             " from the pixel2style2pixel README (github.com/eladrich/pixel2style2pixel, 'FFHQ StyleGAN')",
-            size_mb=1110,
+            size_mb=380,
         ),
         Model(
             "clip-vit-b-32", "clip",

@@ -28,7 +28,7 @@ Inputs = inputs_argument("Photos to stylize right after adapting (files, folders
 
 
 @command(
-    options=Group(AdaptOptions, defaults={"checkpoint": dataclasses.MISSING}),  # required here: no run to resume
+    options=Group(AdaptOptions),
     pretrained=Group(Pretrained),
     loop=Group(LoopConfig, only=LOOP_OPTIONS, overrides=True, defaults=AdaptOptions.loop_defaults),
     run=Group(AdaptRun),
@@ -62,7 +62,8 @@ def adapt(
         from mmfs.train.adapt import adapted_request
 
         options = apply_pretrained(options, pretrained)
-        adapted = run_adapt(options, loop, run, inputs=inputs, aligned=output.aligned, progress=not runtime.quiet)
+        adapted = run_adapt(options, loop, run, inputs=inputs, aligned=output.aligned, detection=faces,
+                            progress=not runtime.quiet)  # fmt: skip
         if adapted.run_dir is not None:
             echo_err(f"run directory: {adapted.run_dir}")
         echo_err(f"wrote {adapted.path} (adapted decoder, base {options.checkpoint})")

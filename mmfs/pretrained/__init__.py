@@ -9,6 +9,6 @@ original without unpickling it; `store` ties them together (`model_file`, `add`,
 Importing this package is cheap; torch is imported when a file is converted.
 """
 
-from mmfs.pretrained.store import add, model_file, remove, resolve_file, status
+from mmfs.pretrained.store import add, clip_weights, model_file, remove, resolve_file, status
 
-__all__ = ["add", "model_file", "remove", "resolve_file", "status"]
+__all__ = ["add", "clip_weights", "model_file", "remove", "resolve_file", "status"]

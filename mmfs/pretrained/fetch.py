@@ -60,10 +60,11 @@ def obtain(entry: Model, *, progress: bool = True, on_message: Message | None = 
     else:
         urls += list(entry.sources)
     for url in urls:
-        if on_message is not None:
-            size = f", about {entry.size_mb} MB" if entry.size_mb else ""
-            on_message(f"downloading {entry.name} ({entry.filename}{size}) from {url}")
         try:
+            _resolvable(url)  # offline: fail at once, without gdown's retries
+            if on_message is not None:
+                size = f", about {entry.size_mb} MB" if entry.size_mb else ""
+                on_message(f"downloading {entry.name} ({entry.filename}{size}) from {url}")
             return Original(download(url, entry.filename, progress=progress), url, downloaded=True)
         except _Unavailable as exc:
             tried.append(f"{url} ({exc})")
@@ -112,6 +113,18 @@ def download(url: str, filename: str, *, progress: bool = True) -> Path:
     return out
 
 
+def _resolvable(url: str) -> None:
+    """_Unavailable unless the URL's host name resolves (no network, or no DNS: nothing to try)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        raise _Unavailable(f"no network: {host} cannot be resolved") from None
+
+
 def _gdown_source(url: str) -> dict[str, str]:
     """gdown's arguments for `url`: a Google Drive page becomes its file id (gdown then confirms large files)."""
     marker = "drive.google.com/file/d/"
@@ -124,6 +137,10 @@ def _reason(exc: BaseException) -> str:
     """A short why for the one-line error: the first line of gdown's / requests' message, without noise."""
     import requests
 
+    if not isinstance(exc, requests.exceptions.RequestException) and isinstance(
+        exc.__cause__, requests.exceptions.RequestException
+    ):
+        exc = exc.__cause__  # gdown's "failed after N retries" around the network's own error
     if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, requests.exceptions.ConnectionError):

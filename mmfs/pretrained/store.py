@@ -166,3 +166,32 @@ def _convert(model: Model, source: Path, target: Path) -> None:
     from mmfs.nn.convert import convert_file
 
     convert_file(source, target, ConvertOptions(overwrite=True))
+
+
+def clip_weights(
+    weights: str | os.PathLike[str] | None, model_name: str, tag: str | None
+) -> str | os.PathLike[str] | None:
+    """The CLIP weights file to use: `weights` when given; for a catalogue CLIP (ViT-B-32 / openai) the file
+    open_clip already cached from the Hugging Face hub, else the catalogue's (fetched on first use).
+
+    None for any other CLIP: open_clip then loads it by its tag, as before.
+    """
+    if weights is not None:
+        return weights
+    name = catalogue.CLIP_FOR.get((model_name, tag or ""))
+    if name is None:
+        return None
+    return _hub_cached(model_name, tag or "") or model_file(name)
+
+
+def _hub_cached(model_name: str, tag: str) -> str | None:
+    """open_clip's file for (model, tag) when its Hugging Face cache already holds it (no download)."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = (open_clip.get_pretrained_cfg(model_name, tag) or {}).get("hf_hub", "").strip("/")
+    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename) if repo else None
+        if isinstance(found, str):
+            return found
+    return None
