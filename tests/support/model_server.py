@@ -70,31 +70,34 @@ class ModelServer:
         if not path.is_file():
             self._send(handler, 404, b"not found", {"Content-Type": "text/plain"})
             return
-        data = path.read_bytes()
+        size = path.stat().st_size
         start = int(rng.removeprefix("bytes=").split("-")[0]) if rng.startswith("bytes=") else 0
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         status = 200
         if start:
             status = 206
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = data[start:]
+            headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
         handler.send_response(status)
-        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+        for key, value in {**headers, "Content-Length": str(size - start)}.items():
             handler.send_header(key, value)
         handler.end_headers()
-        stop = len(body)
+        left = size - start
         if self.fault == "drop" and self.drops != 0:
-            stop = len(body) // 2
+            left //= 2
             self.drops -= 1 if self.drops > 0 else 0
             handler.close_connection = True
+        chunk = CHUNK if self.delay else 1 << 20  # full-size files stream in 1 MB pieces
         try:
-            for i in range(0, stop, CHUNK):
-                piece = body[i : min(i + CHUNK, stop)]
-                handler.wfile.write(piece)
-                handler.wfile.flush()
-                self.bytes_sent += len(piece)
-                if self.delay:
-                    time.sleep(self.delay)
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                while left > 0:
+                    piece = fh.read(min(chunk, left))
+                    handler.wfile.write(piece)
+                    handler.wfile.flush()
+                    left -= len(piece)
+                    self.bytes_sent += len(piece)
+                    if self.delay:
+                        time.sleep(self.delay)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
