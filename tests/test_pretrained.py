@@ -279,3 +279,45 @@ def test_names_go_where_files_go_and_a_wrong_kind_is_a_usage_error(served, tmp_p
     result = CliRunner().invoke(app, ["pretrain-encoder", "--prior", NAME, "--dry-run", "-o", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert served.gets(FILE) == [""] and json.loads(result.stdout)["options"]["prior"] == str(cache.model_path(NAME))
+
+
+def test_a_published_zero_shot_model_by_name_stylizes_with_its_own_prompt(tmp_path, monkeypatch):
+    """The official MMFS layout (G_model, G_ema_model, D_model, optimizer) at a small size, named like `pop-art`:
+    fetched, checked against the Stylizer-with-mapper shapes, converted, loaded by name, its prompt the style."""
+    from mmfs.config import PRESETS, ModelConfig
+    from mmfs.inference.models import from_pretrained
+    from mmfs.inference.pipeline import StylizePipeline
+    from mmfs.nn import Discriminator, Stylizer
+
+    small = ModelConfig(resolution=64, feature_resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
+                        channel_max=32, encoder_channels=8, clip_dim=32, mapper_layers=2, mapper_ffn_dim=64)  # fmt: skip
+    monkeypatch.setitem(PRESETS, "small-official", small)
+    monkeypatch.setenv("MMFS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+
+    def upstream(module: torch.nn.Module) -> dict:
+        state = dict(module.state_dict())
+        state.update({k: b.clone() for k, b in module.named_buffers() if k.endswith("kernel")})
+        return state
+
+    g = upstream(Stylizer(small, with_mapper=True))
+    torch.save({"G_model": {k: v.clone() for k, v in g.items()}, "G_ema_model": g, "D_model": upstream(Discriminator(small)),
+                "optimizer_0": {"state": {}, "param_groups": []}, "total_iters": 200}, folder / "small_pop_art.pth")  # fmt: skip
+    entry = catalogue.Model("small-pop", "zero-shot", "tests", "small_pop_art.pth", "mmfs", "small-official",
+                            text="pop art", licence="test data", origin="tests")  # fmt: skip
+    monkeypatch.setitem(catalogue.MODELS, "small-pop", entry)
+    monkeypatch.setenv("MMFS_MODEL_MIRROR", str(folder))
+
+    assert from_pretrained("small-pop").cfg == small
+    assert StylizePipeline.from_pretrained("small-pop", device="cpu").resolution == 64
+    crop = tmp_path / "crop.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (120, 90, 80)).save(crop)
+    result = CliRunner().invoke(app, ["stylize", str(crop), "-c", "small-pop", "--aligned", "--clip-model", "tiny",
+                                      "-o", str(tmp_path / "out"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoint"] == str(cache.model_path("small-pop")) and report["styles"][0]["label"] == "pop-art"
+    assert (tmp_path / "out" / "crop_pop-art.png").is_file()

@@ -27,6 +27,7 @@ from support.doc_commands import (
     folder_for,
     runnable,
     tier_commands,
+    tier_env,
     user_files,
 )
 
@@ -109,17 +110,7 @@ def test_the_readme_first_line_fetches_the_published_models_through_a_mirror_onc
 
 @pytest.mark.realsize
 def test_every_documented_command_runs_on_real_size_files(workdir, standins, mmfs_home):
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-        "TORCH_HOME": str(workdir / "torch"),
-        "MMFS_CACHE": str(workdir / "cache"),
-        # published models by name (`-c pop-art`, `mmfs models ...`): converted from the stand-ins, read in place
-        "MMFS_HOME": str(mmfs_home),
-        "MMFS_MODEL_MIRROR": str(standins),
-        "MMFS_OFFLINE": "1",
-    }
+    env = tier_env(workdir, standins, mmfs_home)
     done: set[tuple[str, ...]] = set()
     for doc, command in tier_commands():
         args = runnable(command, standins)

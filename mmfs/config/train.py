@@ -204,8 +204,9 @@ class AdaptOptions:
 
     checkpoint: str = option("mmfs", "Stylizer with a CLIP mapper: a model name (mmfs, fetched on first use) or a"
                              " file from `mmfs train-mapper`.", flags=("--checkpoint", "-c"), path=True)  # fmt: skip
-    photos: str = option("", "Folder of FFHQ-aligned face photos to adapt on; default with --aligned: the INPUTS"
-                         " folder.", path=True, show_default=False)  # fmt: skip
+    photos: str = option("", "Folder of FFHQ-aligned face photos to adapt on; default: the INPUTS, detected and"
+                         " aligned (with --aligned: the INPUTS folder as is).", path=True,
+                         show_default=False)  # fmt: skip
     text: str | None = option(None, "Zero-shot: the target style as text, e.g. 'pop art'.")
     ref: str | None = option(None, "One-shot: a style reference image.", path=True)
     source_text: str = option("photo", "Zero-shot source anchor prompt (reference: photo).")

@@ -130,6 +130,8 @@ def _install(model: Model, original: Original, previous: cache.Record | None, *,
     try:
         pin = model.sha256 or (previous.source_sha256 if previous is not None else None)
         source_sha = check_original(model, original.path, sha256=pin)
+        if previous is not None and target.is_file() and _intact(target, previous):
+            return target  # `mmfs models add` of the very file already converted: nothing to do
         _convert(model, original.path, target)
     except MMFSError:
         if original.downloaded:  # the wrong file, or one that cannot be used: never kept

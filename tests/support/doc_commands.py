@@ -116,6 +116,23 @@ def runnable(command: str, standins: Path) -> list[str]:
     return [str(Path(sys.executable).with_name("mmfs")), *out[1:]]
 
 
+def tier_env(root: Path, standins: Path, mmfs_home: Path) -> dict[str, str]:
+    """The environment the tier runs the doc lines in: offline, caches under `root`, and the published models
+    (`-c pop-art`, `mmfs models ...`) converted from the stand-ins, read in place as a mirror folder."""
+    import os
+
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "TORCH_HOME": str(root / "torch"),
+        "MMFS_CACHE": str(root / "cache"),
+        "MMFS_HOME": str(mmfs_home),
+        "MMFS_MODEL_MIRROR": str(standins),
+        "MMFS_OFFLINE": "1",
+    }
+
+
 # What `user_files` writes: every page's commands see these (and the quick start's `runs/`).
 USER_FILES = ("ffhq", "ffhq-test", "aligned", "data", "aahq", "me.jpg", "face.jpg", "photos", "style.png")
 
