@@ -71,7 +71,11 @@ def no_file_under_final_names() -> bool:
 def test_first_use_downloads_checks_converts_then_reuses_without_downloading(served):
     from mmfs.checkpoint import load_checkpoint
 
+    stale = cache.models_dir() / f".{NAME}.x1y2.partial.safetensors"  # what a conversion killed midway leaves
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
     path = model_file(NAME, progress=False)
+    assert not stale.exists()
     assert path == cache.model_path(NAME) and load_checkpoint(path, kind="prior").config.resolution == 64
     record = json.loads(cache.record_path(NAME).read_text())
     assert record["source"] == served.url + FILE and len(record["source_sha256"]) == 64

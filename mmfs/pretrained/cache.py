@@ -38,7 +38,7 @@ def mirror() -> str | None:
 
 
 def offline() -> bool:
-    """`MMFS_OFFLINE=1`: use only the cache and a mirror folder, never the network."""
+    """`MMFS_OFFLINE=1`: never contact the publishers; only the cache and `MMFS_MODEL_MIRROR` are used."""
     return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
 
 

@@ -41,6 +41,8 @@ def model_file(
     model = entry(name)
     with cache.locked(name, on_wait=on_message):
         target = cache.model_path(name)
+        for stale in target.parent.glob(f".{name}.*.partial*"):  # a conversion killed midway (SIGKILL, power)
+            stale.unlink(missing_ok=True)
         record = cache.read_record(name)
         if target.is_file():
             if record is not None and _intact(target, record):
