@@ -207,33 +207,58 @@ def _fetch_in_a_process(served: ModelServer) -> subprocess.Popen:
 
 
 def test_two_processes_fetching_at_once_download_once(served):
-    served.delay = 0.004  # a transfer of about 3 s: the second process starts while the first downloads
+    served.pause_after = 1 << 20  # the first transfer holds after 1 MB until the second process waits for it
     first = _fetch_in_a_process(served)
+    _wait_for(lambda: served.bytes_sent > 0)  # the first process holds the model's lock now
     second = _fetch_in_a_process(served)
+    waiting = second.stderr.readline()
+    assert waiting == "waiting for another mmfs process that is fetching tiny-prior ...\n"
+    served.go.set()
     outs = [p.communicate(timeout=120) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     assert outs[0][0] == outs[1][0] == f"{cache.model_path(NAME)}\n"
     assert served.gets(FILE) == [""]  # one download: the other process waited for it, then used it
-    assert sum("waiting for another mmfs process that is fetching tiny-prior" in err for _, err in outs) == 1
 
 
 def test_a_download_killed_midway_leaves_no_file_under_its_name_and_is_resumed(served, monkeypatch):
-    served.delay = 0.004
+    served.pause_after = 1_500_000  # more than gdown's two 512 kB chunks, then the transfer holds
     child = _fetch_in_a_process(served)
-    deadline = time.monotonic() + 60
-    while served.bytes_sent < 1_300_000 and time.monotonic() < deadline:  # gdown has written two 512 kB chunks
-        time.sleep(0.02)
+    _wait_for(lambda: any(p.stat().st_size > 0 for p in cache.downloads_dir().glob(f"{FILE}*.part")))
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL and served.bytes_sent < (served.folder / FILE).stat().st_size
+    served.pause_after = None
+    served.go.set()
+    assert child.returncode == -signal.SIGKILL
     monkeypatch.setitem(catalogue.MODELS, NAME, tiny_prior_entry(FILE))
     assert no_file_under_final_names()
     (part,) = cache.downloads_dir().glob(f"{FILE}*.part")
     kept = part.stat().st_size
-    assert kept > 0
-    served.delay = 0.0
+    assert 0 < kept < (served.folder / FILE).stat().st_size
     model_file(NAME, progress=False)  # the next run (the lock died with the process) resumes the partial file
     assert served.gets(FILE)[-1] == f"bytes={kept}-" and not part.exists()
+
+
+def test_ctrl_c_midway_keeps_the_partial_download_for_the_next_run(served, monkeypatch):
+    def interrupt(self, done, total):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fetch._progress_bar, "__call__", interrupt)  # Ctrl-C after the first chunk is written
+        with pytest.raises(KeyboardInterrupt):
+            model_file(NAME, progress=False)
+    assert no_file_under_final_names()
+    (part,) = cache.downloads_dir().glob(f"{FILE}*.part")
+    kept = part.stat().st_size
+    assert kept > 0
+    model_file(NAME, progress=False)
+    assert served.gets(FILE)[-1] == f"bytes={kept}-"  # gdown asks for the rest after its first look at the file
+
+
+def _wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_offline_with_an_empty_cache_is_one_line_naming_the_model_and_the_add_command(tmp_path):

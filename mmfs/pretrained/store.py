@@ -95,7 +95,8 @@ def remove(name: str) -> list[Path]:
 
 
 def status() -> list[dict]:
-    """One row per catalogue model: name, kind, size, licence, whether (and where) it is cached."""
+    """One row per catalogue model (`mmfs models list --json`): name, kind, summary, size, licence, origin, sources,
+    the default prompt or reference, and whether (and where) it is cached."""
     rows = []
     for name, model in catalogue.MODELS.items():
         target, record = cache.model_path(name), cache.read_record(name)
@@ -113,6 +114,9 @@ def status() -> list[dict]:
             "source_sha256": record.source_sha256 if record is not None else None,
             "sources": list(model.sources),
             "manual": list(model.manual),
+            "origin": model.origin,
+            "text": model.text,
+            "ref": model.ref,
         })  # fmt: skip
     return rows
 

@@ -4,7 +4,8 @@
         server.fault = "drop"                 # the next responses stop half-way ("html": an HTML page instead)
 
 It honours `Range: bytes=N-` (as Google Drive and most mirrors do), so a download can resume; `delay`
-slows every chunk down so that a test can act while a transfer runs. Every request is recorded.
+slows every chunk down, and `pause_after` holds a transfer after that many bytes until `go` is set, so that
+a test can act while a transfer runs. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class ModelServer:
         self.fault: str | None = None
         self.drops = -1
         self.delay = 0.0
+        self.pause_after: int | None = None  # bytes of a response, then wait for `go`
+        self.go = threading.Event()
         self.requests: list[tuple[str, str]] = []
         self.bytes_sent = 0
         server = self
@@ -87,6 +90,7 @@ class ModelServer:
             self.drops -= 1 if self.drops > 0 else 0
             handler.close_connection = True
         chunk = CHUNK if self.delay else 1 << 20  # full-size files stream in 1 MB pieces
+        sent = 0
         try:
             with open(path, "rb") as fh:
                 fh.seek(start)
@@ -95,7 +99,10 @@ class ModelServer:
                     handler.wfile.write(piece)
                     handler.wfile.flush()
                     left -= len(piece)
+                    sent += len(piece)
                     self.bytes_sent += len(piece)
+                    if self.pause_after is not None and sent >= self.pause_after:
+                        self.go.wait(timeout=120)
                     if self.delay:
                         time.sleep(self.delay)
         except (BrokenPipeError, ConnectionResetError):
