@@ -350,3 +350,21 @@ def test_a_published_zero_shot_model_by_name_stylizes_with_its_own_prompt(tmp_pa
     report = json.loads(result.stdout)
     assert report["checkpoint"] == str(cache.model_path("small-pop")) and report["styles"][0]["label"] == "pop-art"
     assert (tmp_path / "out" / "crop_pop-art.png").is_file()
+
+
+def test_the_catalogue_is_consistent_and_its_names_cannot_be_paths():
+    from mmfs.config import PRESETS
+
+    files = [m.filename for m in catalogue.MODELS.values()]
+    assert len(set(files)) == len(files) and catalogue.DEFAULT_STYLIZER in catalogue.MODELS
+    for name, model in catalogue.MODELS.items():
+        assert model.name == name and "/" not in name and "." not in name, name  # a path never looks like a name
+        assert model.kind in catalogue.KINDS and model.layout in catalogue.LAYOUTS
+        assert model.layout == "open_clip" or model.network in PRESETS
+        assert model.sources and model.licence and model.origin
+        assert (model.text is not None) == (model.kind == "zero-shot") and (model.ref is not None) == (
+            model.kind == "one-shot"
+        )
+    assert set(catalogue.CLIP_FOR.values()) <= set(catalogue.names("clip"))
+    assert fetch._gdown_source(catalogue.gdrive_url("1abc_D-e")) == {"id": "1abc_D-e"}  # gdown confirms large files
+    assert fetch._gdown_source("http://127.0.0.1:9/x.pth") == {"url": "http://127.0.0.1:9/x.pth"}
