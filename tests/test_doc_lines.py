@@ -20,16 +20,23 @@ FLOW = check_flow(LINES)
 PACKAGE_SOURCE = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "mmfs").rglob("*.py"))
 
 
+def problem(line, flow: dict[str, str]) -> str | None:
+    """What is wrong with a documented line: it does not run as written, or it does not fail as documented."""
+    error = check_line(line) or flow.get(line.where)
+    if line.fails is None:
+        return error and f"{line.text}\n    {error}"
+    if line.when_run:  # fails on a file's contents: nothing may stop it earlier, and the package says it
+        if error:
+            return f"{line.text}\n    {error} (before the documented error)"
+        return None if line.fails in PACKAGE_SOURCE else f"{line.fails!r} is not an error mmfs raises"
+    if error is None or line.fails not in error:
+        return f"{line.text}\n    documented to fail with: {line.fails}\n    got: {error}"
+    return None
+
+
 @pytest.mark.parametrize("line", LINES, ids=[line.where for line in LINES])
 def test_documented_line_runs_as_written(line):
-    error = check_line(line) or FLOW.get(line.where)
-    if line.fails is None:
-        assert error is None, f"{line.text}\n    {error}"
-    elif line.when_run:  # fails on a file's contents: nothing may stop it earlier, and the package says it
-        assert error is None, f"{line.text}\n    {error} (before the documented error)"
-        assert line.fails in PACKAGE_SOURCE, f"{line.fails!r} is not an error mmfs raises"
-    else:
-        assert error is not None and line.fails in error, f"{line.text}\n    documented: {line.fails}\n    got: {error}"
+    assert problem(line, FLOW) is None, problem(line, FLOW)
 
 
 def test_the_docs_are_read_whole():
@@ -45,7 +52,8 @@ def test_the_docs_are_read_whole():
 ISSUE_30 = {
     "evaluate.md:235": 'Output i: `mmfs stylize PHOTO --aligned --seed $(python -c "from mmfs.inference.evaluate'
     ' import style_seed; print(style_seed(0, i))")` gives the same image.',
-    "adapt.md:39": "`mmfs adapt --ref style.png photos/ -o out` is therefore refused with one line that says so.",
+    # Since issue 25 the line itself runs (adapt on the INPUTS' faces): what was wrong is the claim that it fails.
+    "adapt.md:39": "`mmfs adapt --ref style.png photos/ -o out` <!-- fails: needs --photos --> is therefore refused.",
     "checkpoints.md:74": "A downloaded `.pt`/`.pth` passed where an mmfs checkpoint is expected (`mmfs stylize -c\n"
     "  phase2_pretrain_90000.pth`) is named as an upstream PyTorch file.",
     "README.md:42": "```bash\n"
@@ -60,7 +68,7 @@ ISSUE_30 = {
 def test_the_lines_issue_30_found_are_refused(where):
     lines = lines_of(ISSUE_30[where], where)
     flow = check_flow(lines)
-    assert any(check_line(line) or flow.get(line.where) for line in lines)
+    assert any(problem(line, flow) for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +78,7 @@ def test_the_lines_issue_30_found_are_refused(where):
         ("stylize me.jpg -c m.safetensors --seed 1 --noise loud", "Invalid value for '--noise'"),
         ("stylize me.jpg -c m.safetensors --seed 1 --quality 500", "Invalid value for '--quality'"),
         ("stylize me.jpg -c m.safetensors --seed", "requires an argument"),
-        ("stylize me.jpg --seed 1", "Missing option '--checkpoint'"),
+        ("stylize me.jpg -c ref01", "ref01 was adapted to"),
         ("stylize me.jpg -c m.safetensors", "choose exactly one style source"),
         ("stylize me.jpg -c m.safetensors --seed 1 --text a", "got --seed and --text"),
         ("stylize me.jpg -c m.safetensors --seed 1 --paste-back --aligned", "cannot be used with --aligned"),
@@ -79,7 +87,8 @@ def test_the_lines_issue_30_found_are_refused(where):
         ("finetune --photos ffhq/ --art aahq/", "`mmfs finetune` needs --init (or --resume RUN_DIR)"),
         ("train-mapper --init runs/1", "needs --photos"),
         ("adapt -c m.safetensors --text a --ref b.png --photos p/", "choose exactly one style: --text, --ref"),
-        ("adapt -c m.safetensors --text a photos/", "needs --photos (or --aligned)"),
+        ("adapt -c m.safetensors --text a", "`mmfs adapt` needs --photos (or INPUTS)"),
+        ("evaluate --n 10", "`mmfs evaluate` needs --photos"),
         ("convert a.pt", "Missing argument"),
         ("demo --threads 0", "Invalid value for '--threads'"),
     ],
@@ -94,6 +103,8 @@ def test_the_checks_refuse_what_a_run_would(args, error):
         "finetune --resume runs/00001-finetune --steps 10",
         "adapt -c m.safetensors --text a --aligned crops/",
         "stylize -c m.safetensors --seed 5 --save-w pop.safetensors",
+        "stylize me.jpg -c pop-art",
+        "adapt --ref style.png photos/ -o out",
         "align photos/ --outdir aligned --no-rotate",
     ],
 )

@@ -104,7 +104,7 @@ class Rule:
     kind: str
     fields: tuple[str, ...]
     what: str = ""  # one_of: what each of the fields is, e.g. "style source"
-    unless: tuple[str, ...] = ()  # required: command-line words that stand in for the fields, e.g. "--resume RUN_DIR"
+    unless: tuple[str, ...] = ()  # what stands in for the fields, e.g. "--resume RUN_DIR" (one_of: for none of them)
 
 
 def required(*fields: str, unless: tuple[str, ...] | str = ()) -> Rule:
@@ -112,9 +112,10 @@ def required(*fields: str, unless: tuple[str, ...] | str = ()) -> Rule:
     return Rule("required", fields, unless=(unless,) if isinstance(unless, str) else tuple(unless))
 
 
-def one_of(*fields: str, what: str) -> Rule:
-    """Exactly one of the fields must be given."""
-    return Rule("one_of", fields, what=what)
+def one_of(*fields: str, what: str, unless: tuple[str, ...] | str = ()) -> Rule:
+    """Exactly one of the fields must be given; with `unless`, none is also fine when that holds (checked by the
+    code that knows it: `check_fields` then refuses only two or more)."""
+    return Rule("one_of", fields, what=what, unless=(unless,) if isinstance(unless, str) else tuple(unless))
 
 
 def rules_of(cls: Any) -> tuple[Rule, ...]:
@@ -143,21 +144,27 @@ def rule_help(cls: Any, name: str) -> str:
         if rule.kind == "required":
             notes.append("Required" + (f" (or {' or '.join(rule.unless)})" if rule.unless else "") + ".")
         else:
-            notes.append(f"Exactly one {rule.what}: {', '.join(flag_of(cls, f) for f in rule.fields)}.")
+            alternative = f" (or none, with {' or '.join(rule.unless)})" if rule.unless else ""
+            notes.append(f"Exactly one {rule.what}{alternative}: {', '.join(flag_of(cls, f) for f in rule.fields)}.")
     return " ".join(notes)
 
 
 def check_one_of(instance: Any) -> None:
-    """OptionError when a `one_of` rule does not hold (the class's checks call it: no exception to it)."""
+    """OptionError when a `one_of` rule does not hold (`check_fields` calls it, so every options class does)."""
     for rule in rules_of(instance):
-        if rule.kind != "one_of":
-            continue
-        given = [name for name in rule.fields if is_given(getattr(instance, name))]
-        if len(given) != 1:
-            what = "none was given" if not given else f"got {' and '.join(flag_of(instance, n) for n in given)}"
-            field = given[1] if given else rule.fields[0]  # the second one given, or the first one could give
-            flags = ", ".join(flag_of(instance, name) for name in rule.fields)
-            raise OptionError(field, f"choose exactly one {rule.what}: {flags} ({what})")
+        if rule.kind == "one_of":
+            given = [name for name in rule.fields if is_given(getattr(instance, name))]
+            if len(given) > 1 or (not given and not rule.unless):
+                raise one_of_error(instance, rule)
+
+
+def one_of_error(instance: Any, rule: Rule, hint: str = "") -> OptionError:
+    """The usage error of a `one_of` rule that does not hold, naming the second option given (or the first one
+    that could be); `hint` ends the line."""
+    given = [name for name in rule.fields if is_given(getattr(instance, name))]
+    what = "none was given" if not given else f"got {' and '.join(flag_of(instance, name) for name in given)}"
+    flags = ", ".join(flag_of(instance, name) for name in rule.fields)
+    return OptionError(given[1] if given else rule.fields[0], f"choose exactly one {rule.what}: {flags} ({what}){hint}")
 
 
 def missing_required(instance: Any, given_words: tuple[str, ...] = (), provided: tuple[str, ...] = ()) -> str | None:

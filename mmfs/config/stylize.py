@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from mmfs.catalogue import DEFAULT_STYLIZER, MODELS, default_text
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.options import Options, Rule, one_of, option
+from mmfs.config.options import Options, Rule, one_of, one_of_error, option
 from mmfs.config.seeds import check_seed, parse_seeds
 from mmfs.config.train import CLIP_MODEL_HELP, CLIP_TAG_HELP, CLIP_WEIGHTS_HELP
 from mmfs.errors import OptionError
@@ -34,8 +35,13 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
     ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
 )  # fmt: skip
-STYLE_SOURCES = one_of("seed", "seeds", "w", "text", "ref", what="style source")  # exactly one per call
+# The style sources: exactly one per call, or none with a model that has its own style (`StylizeRequest`).
+STYLE_SOURCES = one_of("seed", "seeds", "w", "text", "ref", what="style source", unless="-c of a zero-shot model")
 STYLE_FLAGS = tuple(f"--{name}" for name in STYLE_SOURCES.fields)
+MODEL_HELP = (
+    "Stylizer: a model name (mmfs: the published multi-modal model, fetched on first use; all: `mmfs models list`)"
+    " or a .safetensors file."
+)
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
@@ -47,7 +53,7 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
 class StylizerModel(Options):
     """The Stylizer and how it runs: its checkpoint, faces per generator call, noise."""
 
-    checkpoint: Path = option(help="Stylizer checkpoint (.safetensors).", flags=("--checkpoint", "-c"), path=True)
+    checkpoint: Path = option(Path(DEFAULT_STYLIZER), MODEL_HELP, flags=("--checkpoint", "-c"), path=True)
     batch_size: int | None = option(None, "Faces per generator call (default: 1 on CPU, 8 on CUDA).", min=1,
                                     max=1024)  # fmt: skip
     noise: str = option(
@@ -85,7 +91,7 @@ class StyleSource(Options):
         for name in ("text", "ref"):  # an empty list is "not given"
             value = getattr(self, name)
             object.__setattr__(self, name, list(value) if value else None)
-        super().__post_init__()  # with the rule: exactly one style source
+        super().__post_init__()  # the rule: at most one style source here (none: `StylizeRequest` decides)
         if self.seed is not None:
             check_seed(self.seed)
         if self.seeds is not None:
@@ -95,9 +101,9 @@ class StyleSource(Options):
         return tuple(getattr(self, name) for name in STYLE_SOURCES.fields)
 
     @property
-    def source(self) -> str:
-        """The style option that was given: one of STYLE_FLAGS."""
-        return next(flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None)
+    def source(self) -> str | None:
+        """The style option that was given: one of STYLE_FLAGS (None: none yet)."""
+        return next((flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None), None)
 
     def seed_list(self) -> list[int]:
         """The seeds of `--seed` / `--seeds` (empty for the other sources)."""
@@ -139,8 +145,9 @@ class VideoOptions(Options):
 
     out: Path | None = option(None, "Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
                               path=True, show_default=False)  # fmt: skip
-    hold_frames: int = option(0, "Video input only: keep a face stylized for up to N frames the detector misses (0:"
-                              " such frames pass through).", min=0, max=100)  # fmt: skip
+    hold_frames: int | None = option(None, "Video input only: a face the detector misses for up to N frames between "
+                                     "two detections is filled in from them (default 12; 0: such frames pass "
+                                     "through unstylized).", min=0, max=100, show_default=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,13 +164,20 @@ class StylizeRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.style.source is None:  # a zero-shot model's own prompt (`-c pop-art`), else a style is needed
+            text = default_text(str(self.model.checkpoint))
+            if text is None:
+                model = MODELS.get(str(self.model.checkpoint))
+                hint = f"; {model.name} was adapted to {model.ref}: pass it with --ref" if model and model.ref else ""
+                raise one_of_error(self.style, STYLE_SOURCES, hint=hint)
+            object.__setattr__(self, "style", dataclasses.replace(self.style, text=[text]))
         if not self.inputs and self.style.save_w is None:
             raise OptionError("", "give INPUTS (files, folders, globs or -), or --save-w to only save the styles")
         if self.video_input is not None:
             self._check_video()
         elif self.video.out is not None:
             raise OptionError("out", "names the output of a video input; photos go to --outdir")
-        elif self.video.hold_frames:
+        elif self.video.hold_frames is not None:
             raise OptionError("hold_frames", "is for video inputs")
 
     @property

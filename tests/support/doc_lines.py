@@ -154,7 +154,15 @@ def _cli():
 
     from mmfs_cli.app import app
 
-    return typer.main.get_command(app), {info.name: info.callback for info in app.registered_commands}
+    return typer.main.get_command(app), _callbacks(app)
+
+
+def _callbacks(app, prefix: str = "") -> dict[str, object]:
+    """ "stylize" -> its function, "models add" -> that of `mmfs models add`, ...: every command of a Typer app."""
+    found = {f"{prefix}{info.name}": info.callback for info in app.registered_commands}
+    for group in app.registered_groups:
+        found.update(_callbacks(group.typer_instance, f"{prefix}{group.name} "))
+    return found
 
 
 def check_line(line: DocLine) -> str | None:
@@ -168,8 +176,8 @@ def check_line(line: DocLine) -> str | None:
         words = _without_redirections(shlex.split(text))
     except ValueError as exc:
         return f"not a shell line: {exc}"
-    if line.inline and len(words) <= 2 and not words[-1].startswith("-"):
-        kind = "name"  # `mmfs stylize`: the command's name
+    if line.inline and len(words) <= 3 and all(re.fullmatch(r"[a-z][a-z-]*", w) for w in words):
+        kind = "name"  # `mmfs stylize`, `mmfs models add`: a command's name
     elif "..." in words or any(w.startswith("[") for w in words) or any(_PLACEHOLDER.fullmatch(w) for w in words):
         kind = "template"
     else:
@@ -202,17 +210,24 @@ def check_words(args: list[str], kind: str = "full") -> str | None:
         return _parse(root, "mmfs", args, "template")[1]
     if not args or (kind != "full" and (args[0] == "..." or _PLACEHOLDER.fullmatch(args[0]))):
         return None  # `mmfs COMMAND --help`, `mmfs ...`
-    if args[0] not in root.commands:
-        return f"No such command '{args[0]}'."
-    if kind == "name":
-        return None
-    ctx, error = _parse(root.commands[args[0]], args[0], args[1:], kind)
-    build = getattr(callbacks[args[0]], "build", None)  # a command without option groups (`mmfs info`): parsed is all
+    command, path = root, []
+    while hasattr(command, "commands") and args and not args[0].startswith("-"):  # `mmfs models add ...`
+        if kind != "full" and (args[0] == "..." or _PLACEHOLDER.fullmatch(args[0])):
+            return None  # `mmfs models ...`
+        if args[0] not in command.commands:
+            return f"No such command '{args[0]}'."
+        command, path, args = command.commands[args[0]], [*path, args[0]], args[1:]
+    name = " ".join(path)
+    if not args or hasattr(command, "commands"):
+        return None  # a command's (or a group's) name
+    kind = "template" if kind == "name" else kind  # `mmfs info FILE`: the words after the name are checked
+    ctx, error = _parse(command, name, args, kind)
+    build = getattr(callbacks.get(name), "build", None)  # a command without option groups (`mmfs info`): parsed is all
     if error or ctx is None or kind != "full" or build is None:
         return error
     try:
         own, built = build(**ctx.params)
-        request_error = _request(args[0], own, built)
+        request_error = _request(name, own, built)
         if request_error:
             return request_error
     except typer.BadParameter as exc:
@@ -222,7 +237,7 @@ def check_words(args: list[str], kind: str = "full") -> str | None:
         if not isinstance(group, dict):  # a dict: the loop's overrides, no rules
             needs = missing_required(group, given)
             if needs:
-                return f"`mmfs {args[0]}` {needs}"
+                return f"`mmfs {name}` {needs}"
     return None
 
 
