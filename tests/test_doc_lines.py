@@ -7,6 +7,7 @@ from which the checks read them, and the checks refuse the lines issue 30 found 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,8 @@ def test_rules_name_real_fields():
 
 
 def test_the_pages_list_what_help_lists():
-    """stylize.md's option table has every `mmfs stylize` option; video.md and `--help` list the code's video types."""
+    """stylize.md's option table has every `mmfs stylize` option with its default; video.md and `--help` list the
+    code's video types."""
     from mmfs.config.stylize import VIDEO_EXTENSIONS
     from mmfs_cli.app import app
 
@@ -151,5 +153,12 @@ def test_the_pages_list_what_help_lists():
     for param in command.params:
         if param.param_type_name == "option":
             assert any(f"`{flag}" in table for flag in param.opts), param.opts
+    for row in re.findall(r"^\| `(-[^`|]*)` \| ([^|]*) \|", table, flags=re.M):  # one option, one default
+        param = next((p for p in command.params if row[0].split()[0] in p.opts), None)
+        documented = row[1].strip().strip("`")
+        if param is None or not re.fullmatch(r"[\w.+-]+", documented) or documented in ("on", "off"):
+            continue  # several options in a row, or a default in words
+        said = str(param.default) == documented or re.search(rf"default:? {re.escape(documented)}\b", param.help)
+        assert said, (row[0], documented, param.default, param.help)
     assert f"`{' '.join(VIDEO_EXTENSIONS)}`" in (docs / "video.md").read_text()
     assert all(ext in " ".join(command.help.split()) for ext in VIDEO_EXTENSIONS)
