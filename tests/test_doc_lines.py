@@ -153,6 +153,7 @@ def test_the_pages_list_what_help_lists():
     for param in command.params:
         if param.param_type_name == "option":
             assert any(f"`{flag}" in table for flag in param.opts), param.opts
+    checked = 0
     for row in re.findall(r"^\| `(-[^`|]*)` \| ([^|]*) \|", table, flags=re.M):  # one option, one default
         param = next((p for p in command.params if row[0].split()[0] in p.opts), None)
         documented = row[1].strip().strip("`")
@@ -160,5 +161,7 @@ def test_the_pages_list_what_help_lists():
             continue  # several options in a row, or a default in words
         said = str(param.default) == documented or re.search(rf"default:? {re.escape(documented)}\b", param.help)
         assert said, (row[0], documented, param.default, param.help)
+        checked += 1
+    assert checked >= 8  # -c, --outdir, --feather, --workers, --noise, --hold-frames, --device, --dtype, ...
     assert f"`{' '.join(VIDEO_EXTENSIONS)}`" in (docs / "video.md").read_text()
     assert all(ext in " ".join(command.help.split()) for ext in VIDEO_EXTENSIONS)
