@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # Order is the order of `mmfs --help`: the user's journey from weights to results.
-COMMAND_MODULES = ("convert", "train", "align", "stylize", "adapt", "evaluate", "demo", "info")
+COMMAND_MODULES = ("convert", "train", "align", "stylize", "adapt", "evaluate", "demo", "web", "info")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"mmfs_cli.{_name}").register(app)

@@ -144,6 +144,8 @@ class VideoOptions:
                               path=True, show_default=False)  # fmt: skip
     hold_frames: int = option(0, "Video input only: keep a face stylized for up to N frames the detector misses (0:"
                               " such frames pass through).", min=0, max=100)  # fmt: skip
+    max_frames: int | None = option(None, "Video input only: stylize at most the first N frames (default: all).",
+                                    min=1, show_default=False)  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -171,6 +173,8 @@ class StylizeRequest:
             raise OptionError("", "--out names the output of a video input; photos go to --outdir")
         elif self.video.hold_frames:
             raise OptionError("", "--hold-frames is for video inputs")
+        elif self.video.max_frames is not None:
+            raise OptionError("", "--max-frames is for video inputs")
 
     @property
     def video_input(self) -> Path | None:

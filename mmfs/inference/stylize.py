@@ -222,7 +222,7 @@ def _stylize_video(request: StylizeRequest, report: StylizeReport) -> StylizeRep
         src, dst, model=pipeline.model, ws=style.ws[None], detector=detector, batch_size=pipeline.batch_size,
         device=pipeline.device, dtype=pipeline.dtype, feather=request.photos.feather,
         progress=not request.runtime.quiet, noise=pipeline.noise, noise_seed=style.noise_seed,
-        smoothing=SmoothingConfig(hold_frames=request.video.hold_frames),
+        smoothing=SmoothingConfig(hold_frames=request.video.hold_frames), max_frames=request.video.max_frames,
     )  # fmt: skip
     report.kind, report.seconds = "video", time.perf_counter() - report.started
     return report
