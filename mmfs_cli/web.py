@@ -42,10 +42,8 @@ def web(models: Models = None, *, options: WebOptions) -> None:
 
         running = serve(options, list(models or ()))
         echo_err(f"serving {running.url} (Ctrl-C stops)")
-    try:
-        running.page.block_thread()
-    finally:
-        running.close()
+    running.wait()
+    echo_err("stopped")
 
 
 def register(app: typer.Typer) -> None:

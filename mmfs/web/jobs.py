@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,22 +139,37 @@ def stylize_video(
 
 @dataclass(frozen=True)
 class AdaptRecipe:
-    """How the Adapt tab adapts: the loop settings and stage options besides the style (the demo's with --demo)."""
+    """How the Adapt tab adapts: the loop settings and stage options besides the style (the demo's with --demo).
+
+    `make_photos`, given, writes the photos folder on the first adapt (the demo's synthetic faces), so
+    a page that never adapts never pays for them.
+    """
 
     photos: Path | None
     dino: str = "dino_vitb8"
     steps: int = 200
     loop: tuple[tuple[str, Any], ...] = ()  # further loop settings (lr, batch_size, ...)
     options: tuple[tuple[str, Any], ...] = ()  # further AdaptOptions fields (structure, ...)
+    make_photos: Callable[[Path], None] | None = None
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False, repr=False)
 
     @classmethod
-    def demo(cls, photos: Path) -> AdaptRecipe:
+    def demo(cls, photos: Path, make_photos: Callable[[Path], None] | None = None) -> AdaptRecipe:
         """The demo's adapt recipe (`mmfs.demo.run.FULL`): its steps, learning rate, batch, EMA, structure weight."""
         from mmfs.demo.run import FULL
 
         steps = FULL.adapt_steps
         loop = {"lr": FULL.adapt_lr, "batch_size": FULL.batch_size, "ema_decay": 0.5 ** (10 / steps), "workers": 0}
-        return cls(photos, "tiny", steps, tuple(loop.items()), (("structure", FULL.adapt_structure),))
+        return cls(photos, "tiny", steps, tuple(loop.items()), (("structure", FULL.adapt_structure),), make_photos)
+
+    def photo_folder(self) -> Path:
+        """The folder of aligned photos to adapt on (written first if it is made on demand)."""
+        if self.photos is None:
+            raise InputError("adapting needs FFHQ-aligned face photos: start the page with --adapt-photos FOLDER")
+        with self._lock:
+            if self.make_photos is not None and not self.photos.is_dir():
+                self.make_photos(self.photos)
+        return self.photos
 
 
 def adapt_style(
@@ -173,14 +189,12 @@ def adapt_style(
     from mmfs.config.train import AdaptOptions
     from mmfs.train.adapt import adapt, style_label
 
-    if recipe.photos is None:
-        raise InputError("adapting needs FFHQ-aligned face photos: start the page with --adapt-photos FOLDER")
     if style.kind not in ("text", "reference"):
         raise InputError("adapt to a text prompt or a reference image (a seed is already one of the model's styles)")
     given = style.options(model)  # the same checks as for stylizing (a prompt typed, a reference uploaded)
     try:
         options = AdaptOptions(
-            checkpoint=model.checkpoint, photos=str(recipe.photos), text=given.text[0] if given.text else None,
+            checkpoint=model.checkpoint, photos=str(recipe.photo_folder()), text=given.text[0] if given.text else None,
             ref=str(given.ref[0]) if given.ref else None, clip_model=model.clip_model,
             clip_weights=str(model.clip_weights) if model.clip_weights else None, dino=recipe.dino,
             **dict(recipe.options),

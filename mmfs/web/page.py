@@ -121,6 +121,12 @@ def build_page(server: Server) -> gr.Blocks:
     return page
 
 
+def _model_dropdown(names: list[str], label: str, elem_id: str) -> gr.Dropdown:
+    # Adapted styles join the list while the server runs, so the name is checked against the live list
+    # (`ModelList.get`), not the one Gradio saw when the page was built.
+    return gr.Dropdown(names, value=names[0] if names else None, label=label, elem_id=elem_id, allow_custom_value=True)
+
+
 def _style_inputs(prefix: str, with_reference: bool = True) -> dict[str, Any]:
     """Seed (slider + random), text prompt, reference image: the three ways to give a style."""
     kinds = list(STYLE_KINDS) if with_reference else [k for k in STYLE_KINDS if k != "reference"]
@@ -161,7 +167,7 @@ def _stylize_tab(server: Server, names: list[str]) -> dict[str, Any]:
             info = gr.Markdown(elem_id="stylize-info")
     with gr.Row():
         with gr.Column():
-            model = gr.Dropdown(names, value=names[0] if names else None, label="Model", elem_id="model")
+            model = _model_dropdown(names, label="Model", elem_id="model")
             style = _style_inputs("stylize")
             paste = gr.Checkbox(True, label="Paste the stylized faces back into the photo (off: one crop per face)",
                                 elem_id="paste-back")  # fmt: skip
@@ -210,7 +216,7 @@ def _adapt_tab(server: Server, names: list[str]) -> dict[str, Any]:
         " appears in the model lists of every tab."
         + ("" if server.recipe.photos else "\n\n**This server was started without --adapt-photos: adapting is off.**")
     )
-    model = gr.Dropdown(names, value=names[0] if names else None, label="Base model (with a CLIP mapper)",
+    model = _model_dropdown(names, label="Base model (with a CLIP mapper)",
                         elem_id="adapt-model")  # fmt: skip
     kind = gr.Radio(["text", "reference"], value="text", label="Adapt to", elem_id="adapt-kind")
     text = gr.Textbox(label="Text prompt", placeholder="pop art", elem_id="adapt-text")
@@ -257,7 +263,7 @@ def _video_tab(server: Server, names: list[str]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column():
             video = gr.Video(sources=["upload"], label="Video", elem_id="video-in", height=320)
-            model = gr.Dropdown(names, value=names[0] if names else None, label="Model", elem_id="video-model")
+            model = _model_dropdown(names, label="Model", elem_id="video-model")
             style = _style_inputs("video")
             frames = gr.Slider(1, server.max_frames, value=min(60, server.max_frames), step=1,
                                label="Stylize at most this many frames (from the start)", elem_id="video-frames")  # fmt: skip
@@ -268,8 +274,6 @@ def _video_tab(server: Server, names: list[str]) -> dict[str, Any]:
 
     @shown
     def run(video_path, model_name, kind, seed, text, ref, max_frames, progress=gr.Progress(track_tqdm=True)):
-        if int(max_frames) > server.max_frames:
-            raise gr.Error(f"at most {server.max_frames} frames on this server")
         path, summary = stylize_video(server.settings, server.models.get(model_name),
                                       Path(video_path) if video_path else None, _choice(kind, seed, text, ref),
                                       int(max_frames))  # fmt: skip

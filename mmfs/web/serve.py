@@ -30,6 +30,24 @@ class Running:
     workdir: Path
     temporary: bool
 
+    def wait(self) -> None:
+        """Serve until Ctrl-C (or SIGTERM); then stop and clean up."""
+        import signal
+        import time
+
+        def interrupt(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            while self.page.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.close()
+
     def close(self) -> None:
         self.page.close()
         if self.temporary:
@@ -44,7 +62,7 @@ def offline_gradio(workdir: Path) -> None:
 
 
 def serve(options: WebOptions, files: list[Path] = ()) -> Running:
-    """Start the page in a background thread; returns at once (`Running.page.block_thread()` waits)."""
+    """Start the page in a background thread; returns at once (`Running.wait()` serves until Ctrl-C)."""
     workdir, temporary = _workdir(options.workdir)
     try:
         models = model_list(list(files), demo=options.demo, demo_dir=options.demo_dir)
@@ -104,17 +122,20 @@ def _recipe(options: WebOptions, models: ModelList, workdir: Path):
 
     if not options.demo:
         return AdaptRecipe(options.adapt_photos, options.dino)
-    photos = options.adapt_photos
-    if photos is None and (options.demo_dir / "data" / "photos").is_dir():
-        photos = options.demo_dir / "data" / "photos"
-    if photos is None:
+    if options.adapt_photos is not None:
+        return AdaptRecipe.demo(options.adapt_photos)
+    if (options.demo_dir / "data" / "photos").is_dir():
+        return AdaptRecipe.demo(options.demo_dir / "data" / "photos")
+    size = _resolution(models)
+
+    def make_photos(folder: Path) -> None:
         from mmfs.demo.synthetic import make_dataset
 
-        # The first of the demo's own training photos (the same seed), so the page adapts on what the demo did.
-        made = make_dataset(workdir / "adapt", n_photos=ADAPT_FACES, n_art_per_style=0, size=_resolution(models),
-                            seed=0)  # fmt: skip
-        photos = made["photos"]
-    return AdaptRecipe.demo(photos)
+        # The first of the demo's own training photos (its seed), so the page adapts on what the demo did.
+        made = make_dataset(folder.parent / ".making", n_photos=ADAPT_FACES, n_art_per_style=0, size=size, seed=0)
+        made["photos"].rename(folder)  # whole or not at all
+
+    return AdaptRecipe.demo(workdir / "adapt-photos", make_photos)
 
 
 def _examples(options: WebOptions, models: ModelList, workdir: Path):
