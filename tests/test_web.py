@@ -208,3 +208,32 @@ def test_video_is_capped_stylized_and_keeps_its_sound(client, photos, tmp_path):
     styled = np.abs(facts["frames"][0].astype(int) - source["frames"][0].astype(int)).max(axis=2) > 30
     assert styled.any()
     assert str(clip.parent) not in info
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["missing.safetensors"], 1, "missing.safetensors: no such model file"),
+        ([], 1, "no model to serve: give .safetensors files, or --demo"),
+        (["--demo", "--port", "0"], 2, "--port"),
+        (["--demo", "--noise", "loud"], 2, "--noise"),
+    ],
+)
+def test_command_line_mistakes_are_one_line(tmp_path, monkeypatch, args, code, message):
+    from typer.testing import CliRunner
+
+    from mmfs_cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["web", *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_taken_port_is_one_line(server, tmp_path):
+    from mmfs.errors import MMFSError
+    from mmfs.web.serve import serve
+
+    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+    with pytest.raises(MMFSError, match=f"cannot listen on 127.0.0.1:{port}"):
+        serve(WebOptions(port=port, demo=True, demo_dir=tmp_path, workdir=tmp_path / "w"))

@@ -35,35 +35,58 @@ def page_command(tmp_path):
     command.stop()
 
 
+def shown_result(page, previous: str | None = None) -> np.ndarray:
+    """The image in the result box once it is there (and is not `previous`), as the browser fetched it."""
+    page.wait_for_function(
+        "prev => { const img = document.querySelector('#result img'); return img && img.src && img.src !== prev; }",
+        arg=previous, timeout=120_000,
+    )  # fmt: skip
+    response = page.request.get(page.get_attribute("#result img", "src"))
+    assert response.ok
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
 def test_upload_a_photo_click_stylize_see_the_result(page_command, tmp_path):
     from playwright.sync_api import sync_playwright
     from skimage import data as skdata
 
-    photo = tmp_path / "astronaut.png"
+    from mmfs.demo.synthetic import FaceParams, render_face
+
+    photo, face = tmp_path / "astronaut.png", tmp_path / "face.png"
     Image.fromarray(skdata.astronaut()).save(photo)
+    # The first of the demo's held-out faces (its seed, 1000): what docs/web.md shows, with seed 3.
+    Image.fromarray(render_face(FaceParams.sample(np.random.default_rng(1000)), 64)[0]).save(face)
     with sync_playwright() as playwright:
-        browser = chromium_context(playwright, viewport={"width": 1280, "height": 900})
+        browser = chromium_context(playwright, viewport={"width": 1280, "height": 800})
         try:
             page = browser.new_page()
             page.goto(page_command.url, wait_until="domcontentloaded")
             page.wait_for_selector("#stylize", timeout=60_000)
+            # A real photo: detected, aligned, stylized, pasted back.
             page.set_input_files("#photo input[type=file]", str(photo))
             page.wait_for_selector("#photo img", timeout=30_000)
             page.click("#stylize")
-            shown = page.wait_for_selector("#result img", timeout=120_000)
-            page.wait_for_function("document.querySelector('#stylize-info').innerText.includes('face(s)')")
-            response = page.request.get(shown.get_attribute("src"))
-            assert response.ok
-            result = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+            pasted = shown_result(page)
             info = page.inner_text("#stylize-info")
+            first_src = page.get_attribute("#result img", "src")
+            # A synthetic face crop, as the demo's: aligned, seed 3.
+            page.set_input_files("#photo input[type=file]", str(face))
+            page.check("#aligned input")
+            page.fill("#stylize-seed input[type=number]", "3")
+            page.keyboard.press("Enter")
+            page.click("#stylize")
+            styled = shown_result(page, first_src)
+            page.wait_for_timeout(500)  # the image box finishes its layout
             page.screenshot(path=str(tmp_path / "web.png"))
         finally:
             browser.close()
     source = np.asarray(Image.open(photo).convert("RGB"))
-    assert result.shape == source.shape  # the face pasted back into the whole photo
-    changed = np.abs(result.astype(int) - source.astype(int)).max(axis=2) > 30
+    assert pasted.shape == source.shape  # the face pasted back into the whole photo
+    changed = np.abs(pasted.astype(int) - source.astype(int)).max(axis=2) > 30
     assert 0.005 < changed.mean() < 0.3  # the face is stylized, the rest of the photo kept
     assert "1 face(s)" in info
+    crop = np.asarray(Image.open(face).convert("RGB"))
+    assert styled.shape == crop.shape and np.abs(styled.astype(int) - crop.astype(int)).mean() > 20
     assert (tmp_path / "web.png").stat().st_size > 10_000
     log = page_command.output()
     assert "127.0.0.1" in log and "gradio.live" not in log and "public" not in log.lower()

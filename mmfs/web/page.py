@@ -175,7 +175,7 @@ def _stylize_tab(server: Server, names: list[str]) -> dict[str, Any]:
             with gr.Row():
                 go = gr.Button("Stylize", variant="primary", elem_id="stylize")
                 grid_go = gr.Button(f"Grid of {GRID_SEEDS} seeds", elem_id="grid")
-            gallery = gr.Gallery(label="All outputs (every face; the seed grid)", columns=4, height=360,
+            gallery = gr.Gallery(label="All outputs (every face; the seed grid)", columns=4, height=300, preview=False,
                                  elem_id="gallery", format="png")  # fmt: skip
             files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="downloads")
     if server.examples.photos:

@@ -18,6 +18,11 @@ from mmfs.errors import MMFSError
 from mmfs.web.models import ModelList, model_list, resolution
 
 EXAMPLE_FACES = 6  # the demo's held-out faces offered as examples (the contact sheet's columns)
+# Small models' outputs (64 px for the demo's) are shown filling their boxes, pixel for pixel, not as stamps.
+PAGE_CSS = """
+#photo img, #result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#gallery img { image-rendering: pixelated; }
+"""
 ADAPT_FACES = 64  # synthetic photos the demo's Adapt tab adapts on when no demo output is there
 
 
@@ -90,7 +95,7 @@ def _launch(page: Any, options: WebOptions, workdir: Path) -> tuple:
             server_name=options.host, server_port=options.port, share=options.share, prevent_thread_lock=True,
             max_file_size=int(options.max_upload_mb * 1024 * 1024), allowed_paths=[str(workdir)], ssr_mode=False,
             mcp_server=False, pwa=False, enable_monitoring=False, quiet=True,
-            theme=gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"]),
+            theme=gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"]), css=PAGE_CSS,
         )  # fmt: skip
     except OSError as exc:  # the port is taken, or the address is not this machine's
         raise MMFSError(f"cannot listen on {options.host}:{options.port} ({exc}); choose another --port") from None
