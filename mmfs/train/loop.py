@@ -369,7 +369,12 @@ def train(
             st.write_json(run_dir / st.CONFIG, json.loads(cfg.to_json()))
     with keeping_tf32_state():  # the run's TF32 choice ends with it (`mmfs adapt INPUTS` stylizes afterwards)
         trainer = Trainer(
-            cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device),
+            cfg,
+            run_dir,
+            resume=resume is not None,
+            externals=externals,
+            progress=progress,
+            dist_info=(d, device),
             on_step=on_step,
         )
         trainer.run()

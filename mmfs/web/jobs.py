@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from mmfs.config.common import Runtime
-from mmfs.config.stylize import StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions, VideoOptions, is_video_path
+from mmfs.config.stylize import (
+    StyleOptions,
+    StylizeOptions,
+    StylizeRequest,
+    StylizerOptions,
+    VideoOptions,
+    is_video_path,
+)
 from mmfs.errors import InputError, MMFSError
 from mmfs.web.models import ModelEntry, resolution
 

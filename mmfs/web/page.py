@@ -66,20 +66,23 @@ class Server:
         return self._cancels.setdefault(session, threading.Event())
 
 
-class PhotoInput(gr.Image):
+def photo_input(**kwargs: Any) -> gr.Image:
     """An image upload handed to mmfs's own reader as the uploaded file, unread.
 
     gr.Image opens every upload with PIL before the handler runs, so a file that is not an image, or a
-    decompression bomb, would fail inside Gradio with a bare "error". mmfs's reader names both in one line.
+    decompression bomb, would fail inside Gradio with a bare "error"; mmfs's reader names both in one line.
+    (Set on the instance: a subclass of a Gradio component makes Gradio write a stub file next to this one.)
     """
+    image = gr.Image(type="filepath", **kwargs)
+    decode = image.preprocess
 
-    def preprocess(self, payload: Any) -> Any:
-        if payload is None or getattr(payload, "url", None) and str(payload.url).startswith("data:"):
-            return super().preprocess(payload)  # a webcam frame sent inline: Gradio decodes it
+    def preprocess(payload: Any) -> Any:
+        if payload is None or str(getattr(payload, "url", None) or "").startswith("data:"):
+            return decode(payload)  # a webcam frame sent inline: Gradio decodes it
         return str(payload.path)
 
-    def get_block_name(self) -> str:
-        return "image"  # the page draws it as Gradio's own image component
+    image.preprocess = preprocess
+    return image
 
 
 def shown(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,6 +115,7 @@ def build_page(server: Server) -> gr.Blocks:
         with gr.Tab("Video"):
             video_tab = _video_tab(server, names)
         dropdowns = [stylize_tab["model"], adapt_tab["model"], video_tab["model"]]
+
         def refresh() -> list[Any]:
             return [gr.Dropdown(choices=server.models.names())] * len(dropdowns)
 
@@ -136,7 +140,7 @@ def _style_inputs(prefix: str, with_reference: bool = True) -> dict[str, Any]:
         lucky = gr.Button("Random seed", elem_id=f"{prefix}-random", scale=1)
     text = gr.Textbox(label="Text prompt (needs a model with a CLIP mapper)", placeholder="pop art", visible=False,
                       elem_id=f"{prefix}-text")  # fmt: skip
-    ref = PhotoInput(type="filepath", sources=["upload"], label="Style reference image", visible=False,
+    ref = photo_input(sources=["upload"], label="Style reference image", visible=False,
                      elem_id=f"{prefix}-ref", height=200)  # fmt: skip
     lucky.click(lambda: random.randint(0, SEED_SLIDER_MAX), None, seed, queue=False, api_visibility="private")
     kind.change(
@@ -157,7 +161,7 @@ def _choice(kind: str, seed: float, text: str, ref: str | None) -> StyleChoice:
 def _stylize_tab(server: Server, names: list[str]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column():
-            photo = PhotoInput(type="filepath", sources=["upload", "webcam"], label="Photo", elem_id="photo",
+            photo = photo_input(sources=["upload", "webcam"], label="Photo", elem_id="photo",
                                height=320)  # fmt: skip
             aligned = gr.Checkbox(False, label="The photo is an FFHQ-aligned face crop (skip face detection)",
                                   elem_id="aligned")  # fmt: skip
@@ -220,7 +224,7 @@ def _adapt_tab(server: Server, names: list[str]) -> dict[str, Any]:
                         elem_id="adapt-model")  # fmt: skip
     kind = gr.Radio(["text", "reference"], value="text", label="Adapt to", elem_id="adapt-kind")
     text = gr.Textbox(label="Text prompt", placeholder="pop art", elem_id="adapt-text")
-    ref = PhotoInput(type="filepath", sources=["upload"], label="Style reference image", visible=False,
+    ref = photo_input(sources=["upload"], label="Style reference image", visible=False,
                      elem_id="adapt-ref", height=200)  # fmt: skip
     kind.change(lambda k: [gr.Textbox(visible=k == "text"), gr.Image(visible=k == "reference")], kind, [text, ref],
                 queue=False, api_visibility="private")  # fmt: skip
