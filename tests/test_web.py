@@ -175,6 +175,7 @@ def test_eight_clients_at_once_one_job_at_a_time_with_queue_places(client, serve
 
 def test_adapt_adds_a_model_and_cancel_stops_it(client, server, photos):
     models = server.workdir / "models"
+    assert client.predict(api_name="/cancel_adapt").startswith("nothing to cancel")  # and nothing left armed
     job = client.submit("demo", "text", "pop art", None, 500, api_name="/adapt")
     deadline = time.monotonic() + 120
     while not (job.status().progress_data or job.done()) and time.monotonic() < deadline:

@@ -9,12 +9,13 @@ in the page; the server keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,34 @@ class Examples:
     references: list[Path] = field(default_factory=list)
 
 
+class RunningAdapts:
+    """The adapt each visitor (browser session) has running, and whether they asked to cancel it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Event] = {}
+
+    @contextlib.contextmanager
+    def running(self, session: str) -> Iterator[threading.Event]:
+        """While an adapt of `session` runs: its cancel flag."""
+        flag = threading.Event()
+        with self._lock:
+            self._running[session] = flag
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                self._running.pop(session, None)
+
+    def cancel(self, session: str) -> bool:
+        """Ask the running adapt of `session` to stop; False when it has none running."""
+        with self._lock:
+            flag = self._running.get(session)
+        if flag is not None:
+            flag.set()
+        return flag is not None
+
+
 @dataclass
 class Server:
     """What the page serves: the model list, the job settings, the adapt recipe and the examples."""
@@ -59,11 +88,7 @@ class Server:
     examples: Examples = field(default_factory=Examples)
     max_frames: int = 300
     title: str = "mmfs: artistic face stylization"
-    _cancels: dict[str, threading.Event] = field(default_factory=dict)
-
-    def cancel_event(self, session: str) -> threading.Event:
-        """The cancel flag of a visitor's running adapt (one per browser session)."""
-        return self._cancels.setdefault(session, threading.Event())
+    adapts: RunningAdapts = field(default_factory=RunningAdapts)
 
 
 def photo_input(**kwargs: Any) -> gr.Image:
@@ -237,23 +262,23 @@ def _adapt_tab(server: Server, names: list[str]) -> dict[str, Any]:
 
     @shown
     def run(model_name, style_kind, prompt, ref_path, n_steps, request: gr.Request, progress=gr.Progress()):
-        cancel = server.cancel_event(request.session_hash or "")
-        cancel.clear()
-
-        def on_step(step: int, total: int) -> None:
-            if cancel.is_set():
-                raise MMFSError(f"adapting cancelled at step {step} of {total}; no model was written")
-            progress((step, total), desc="adapting", unit="steps")
-
         choice = StyleChoice(style_kind, text=prompt or "", ref=Path(ref_path) if ref_path else None)
-        entry = adapt_style(server.settings, server.models.get(model_name), choice, server.recipe,
-                            steps=int(n_steps), on_step=on_step)  # fmt: skip
+        with server.adapts.running(request.session_hash or "") as cancelled:
+
+            def on_step(step: int, total: int) -> None:
+                if cancelled.is_set():
+                    raise MMFSError(f"adapting cancelled at step {step} of {total}; no model was written")
+                progress((step, total), desc="adapting", unit="steps")
+
+            entry = adapt_style(server.settings, server.models.get(model_name), choice, server.recipe,
+                                steps=int(n_steps), on_step=on_step)  # fmt: skip
         server.models.add(entry)
         return f"adapted in {int(n_steps)} steps: **{entry.name}** is now in the model lists", entry.name
 
     def cancel(request: gr.Request) -> str:
-        server.cancel_event(request.session_hash or "").set()
-        return "cancelling..."
+        if server.adapts.cancel(request.session_hash or ""):
+            return "cancelling..."
+        return "nothing to cancel: no adapt of yours is running (one still waiting in the queue can be cancelled once it starts)"
 
     adapted = go.click(run, [model, kind, text, ref, steps], [status, new_model], api_name="adapt",
                     concurrency_id=GENERATOR, concurrency_limit=1)  # fmt: skip
