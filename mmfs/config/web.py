@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 from mmfs.config.stylize import NOISE_MODES
 from mmfs.config.train import DINO_HELP
 
 
 @dataclass(frozen=True)
-class WebOptions:
+class WebOptions(Options):
     """Where the page listens, which models it serves, and the limits on what a visitor may send."""
 
     host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
@@ -36,6 +36,3 @@ class WebOptions:
     workdir: Path | None = option(None, "Folder for adapted models and results (default: a temporary folder, deleted"
                                   " on exit).", path=True, show_default=False)  # fmt: skip
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
-
-    def __post_init__(self) -> None:
-        check_fields(self)

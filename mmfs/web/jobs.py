@@ -19,10 +19,10 @@ from typing import Any
 
 from mmfs.config.common import Runtime
 from mmfs.config.stylize import (
-    StyleOptions,
-    StylizeOptions,
+    PhotoOutput,
+    StyleSource,
     StylizeRequest,
-    StylizerOptions,
+    StylizerModel,
     VideoOptions,
     is_video_path,
 )
@@ -42,20 +42,20 @@ class StyleChoice:
     text: str = ""
     ref: Path | None = None
 
-    def options(self, model: ModelEntry, *, count: int = 1) -> StyleOptions:
-        """The `StyleOptions` of this choice (`count` seeds from `seed` on for a seed grid)."""
+    def options(self, model: ModelEntry, *, count: int = 1) -> StyleSource:
+        """The `StyleSource` of this choice (`count` seeds from `seed` on for a seed grid)."""
         if self.kind == "seed":
             seeds = f"{self.seed}-{self.seed + count - 1}" if count > 1 else None
-            return StyleOptions(seed=None if seeds else int(self.seed), seeds=seeds)
+            return StyleSource(seed=None if seeds else int(self.seed), seeds=seeds)
         clip = {"clip_model": model.clip_model, "clip_weights": model.clip_weights}
         if self.kind == "text":
             if not self.text.strip():
                 raise InputError("type a style prompt, e.g. pop art")
-            return StyleOptions(text=[self.text.strip()], **clip)
+            return StyleSource(text=[self.text.strip()], **clip)
         if self.kind == "reference":
             if self.ref is None:
                 raise InputError("upload a style reference image")
-            return StyleOptions(ref=[Path(self.ref)], **clip)
+            return StyleSource(ref=[Path(self.ref)], **clip)
         raise InputError(f"unknown style kind {self.kind!r}; choose one of {', '.join(STYLE_KINDS)}")
 
 
@@ -105,9 +105,9 @@ def stylize_photo(
         raise InputError(f"{photo.name}: a video; use the Video tab")
     request = _checked(lambda: StylizeRequest(
         (str(photo),),
-        StylizerOptions(Path(model.checkpoint), noise=settings.noise),
+        StylizerModel(Path(model.checkpoint), noise=settings.noise),
         style.options(model, count=GRID_SEEDS if grid else 1),
-        StylizeOptions(outdir=settings.job_dir(), paste_back=paste_back and not aligned, aligned=aligned,
+        PhotoOutput(outdir=settings.job_dir(), paste_back=paste_back and not aligned, aligned=aligned,
                        overwrite=True, workers=1),
         runtime=Runtime(device=settings.device, quiet=True),
     ))  # fmt: skip
@@ -129,9 +129,9 @@ def stylize_video(
     outdir = settings.job_dir()
     request = _checked(lambda: StylizeRequest(
         (str(video),),
-        StylizerOptions(Path(model.checkpoint), noise="zero" if settings.noise == "fresh" else settings.noise),
+        StylizerModel(Path(model.checkpoint), noise="zero" if settings.noise == "fresh" else settings.noise),
         style.options(model),
-        StylizeOptions(outdir=outdir, overwrite=True),
+        PhotoOutput(outdir=outdir, overwrite=True),
         video=VideoOptions(max_frames=int(max_frames)),
         runtime=Runtime(device=settings.device),  # its progress bar is what the page follows
     ))  # fmt: skip
