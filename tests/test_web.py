@@ -78,6 +78,13 @@ def test_stylizes_a_photo_and_pastes_the_face_back(client, photos):
     assert len(gallery) == 1 and len(files) == 1
 
 
+def test_one_crop_per_face_without_paste_back_with_its_identity_distance(client, photos):
+    result, info, gallery, _ = stylize(client, photos / "astronaut.png", paste=False)
+    assert load_image(result).shape == (64, 64, 3)  # the model's aligned crop
+    assert info.startswith("1 face(s); 1 output(s)") and "identity distance (dlib_id_dist" in info
+    assert gallery[0]["caption"] == "face 0, seed3"
+
+
 def test_seed_grid_gives_eight_different_styles(client, photos):
     _, info, gallery, _ = stylize(client, photos / "face.png", aligned=True, api="seed_grid")
     assert info.startswith("1 face(s); 8 output(s)")
