@@ -32,12 +32,12 @@ def web(models: Models = None, *, options: WebOptions) -> None:
     Example: mmfs web model.safetensors pop-art.safetensors --port 8080
     """
     with guarded():
+        import importlib.util
+
         from mmfs.errors import MissingWeightsError
 
-        try:
-            import gradio  # noqa: F401
-        except ImportError:
-            raise MissingWeightsError("`mmfs web` needs Gradio: pip install 'mmfs[web]'") from None
+        if importlib.util.find_spec("gradio") is None:
+            raise MissingWeightsError("`mmfs web` needs Gradio: pip install 'mmfs[web]'")
         from mmfs.web.serve import serve
 
         running = serve(options, list(models or ()))
