@@ -141,7 +141,7 @@ def stylize_video(
         report = stylize(request)
     except MMFSError as exc:
         raise InputError(_clean(str(exc), video.parent)) from None
-    return Path(report.video.output), _clean(report.video.describe(), video.parent)
+    return Path(report.video.output), _clean(report.video.describe(), video.parent, outdir)
 
 
 @dataclass(frozen=True)
@@ -277,9 +277,11 @@ def _checked(build: Callable[[], StylizeRequest]) -> StylizeRequest:
         raise InputError(str(exc)) from None
 
 
-def _clean(message: str, folder: Path) -> str:
-    """A message without the server's upload folder: the visitor knows the file by its own name."""
-    return message.replace(f"{folder}/", "")
+def _clean(message: str, *folders: Path) -> str:
+    """A message without the server's folders: the visitor knows the files by their own names."""
+    for folder in folders:
+        message = message.replace(f"{folder}/", "")
+    return message
 
 
 def _caption(output: dict[str, Any]) -> str:
