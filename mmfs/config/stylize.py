@@ -140,8 +140,9 @@ class VideoOptions(Options):
 
     out: Path | None = option(None, "Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
                               path=True, show_default=False)  # fmt: skip
-    hold_frames: int = option(0, "Video input only: keep a face stylized for up to N frames the detector misses (0:"
-                              " such frames pass through).", min=0, max=100)  # fmt: skip
+    hold_frames: int | None = option(None, "Video input only: a face the detector misses for up to N frames between "
+                                     "two detections is filled in from them (default 12; 0: such frames pass "
+                                     "through unstylized).", min=0, max=100, show_default=False)  # fmt: skip
     max_frames: int | None = option(None, "Video input only: stylize at most the first N frames (default: all).",
                                     min=1, show_default=False)  # fmt: skip
 
@@ -166,7 +167,7 @@ class StylizeRequest:
             self._check_video()
         elif self.video.out is not None:
             raise OptionError("out", "names the output of a video input; photos go to --outdir")
-        elif self.video.hold_frames:
+        elif self.video.hold_frames is not None:
             raise OptionError("hold_frames", "is for video inputs")
         elif self.video.max_frames is not None:
             raise OptionError("max_frames", "is for video inputs")

@@ -104,7 +104,7 @@ def stylize(
         raise InputError(f"{save_w}: already exists; pass --overwrite to replace it")
     detector = None
     if files and not request.photos.aligned:  # fail on missing detector weights before loading the model
-        detector = _detector(request, rotate=request.faces.rotate)
+        detector = _detector(request)
     pipeline = _pipeline(request, report)
     if save_w is not None:
         _save_styles(save_w, report.styles, pipeline, request)
@@ -137,10 +137,10 @@ def style_source(style: StyleSource, checkpoint: Path, pipeline: StylizePipeline
     return text_styles(encoder, style.text) if style.text else reference_styles(encoder, style.ref)
 
 
-def _detector(request: StylizeRequest, *, rotate: bool) -> Any:
-    from mmfs.faces import build_detector
+def _detector(request: StylizeRequest, *, video: bool = False) -> Any:
+    from mmfs.faces.search import detector_for
 
-    return build_detector(request.faces.detector, request.faces.detector_model, rotate=rotate)
+    return detector_for(request.faces, video=video)
 
 
 def _pipeline(request: StylizeRequest, report: StylizeReport) -> StylizePipeline:
@@ -208,7 +208,7 @@ def _stylize_video(request: StylizeRequest, report: StylizeReport) -> StylizeRep
     if not src.is_file():
         raise InputError(f"{src}: no such video file")
     # Frames come upright from the stream's rotation tag; turned retries on every face-less frame would cost 6x.
-    detector = _detector(request, rotate=False)
+    detector = _detector(request, video=True)
     pipeline = _pipeline(request, report)
     if len(report.styles) != 1:
         raise InputError(f"a video takes one style; the style source gave {len(report.styles)} (pick one with --seed)")
@@ -218,11 +218,13 @@ def _stylize_video(request: StylizeRequest, report: StylizeReport) -> StylizeRep
     if dst.exists() and not request.photos.overwrite:
         raise InputError(f"{dst}: already exists; pass --overwrite to replace it")
     dst.parent.mkdir(parents=True, exist_ok=True)
+    hold = request.video.hold_frames  # None: the default, a gap of up to 12 missed frames filled in
     report.video = stylize_video(
         src, dst, model=pipeline.model, ws=style.ws[None], detector=detector, batch_size=pipeline.batch_size,
         device=pipeline.device, dtype=pipeline.dtype, feather=request.photos.feather,
         progress=not request.runtime.quiet, noise=pipeline.noise, noise_seed=style.noise_seed,
-        smoothing=SmoothingConfig(hold_frames=request.video.hold_frames), max_frames=request.video.max_frames,
+        smoothing=SmoothingConfig() if hold is None else SmoothingConfig(hold_frames=hold),
+        max_frames=request.video.max_frames,
     )  # fmt: skip
     report.kind, report.seconds = "video", time.perf_counter() - report.started
     return report
