@@ -27,10 +27,11 @@ from mmfs.config.stylize import (
     is_video_path,
 )
 from mmfs.errors import InputError, MMFSError
-from mmfs.web.models import ModelEntry, resolution
+from mmfs.web.models import ModelEntry
 
 STYLE_KINDS = ("seed", "text", "reference")
 GRID_SEEDS = 8  # the seed grid: this many seeds from the chosen one on
+IDENTITY_CROP = 256  # side of the aligned crops a pasted-back photo is measured on (the metric resizes to its own)
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ class Identity:
             detector = build_detector(request.faces.detector, request.faces.detector_model, rotate=request.faces.rotate)
             faces = detector.detect(image)
             if request.photos.paste_back:
-                stylized, side = stylized[0], resolution(request.model.checkpoint)
+                stylized, side = stylized[0], IDENTITY_CROP
         return face_distances(self.encoder, image, stylized, faces, side)
 
 

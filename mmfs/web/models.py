@@ -12,6 +12,8 @@ from pathlib import Path
 
 from mmfs.errors import InputError
 
+DEMO_MODEL = "demo"  # the demo's Stylizer (its adapted models: demo-<style>)
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -88,10 +90,10 @@ def demo_models(demo_dir: Path | None) -> list[ModelEntry]:
 
     found = _demo_output(demo_dir) if demo_dir is not None else None
     if found is None:
-        return [ModelEntry("demo", str(shipped_stylizer()), "tiny", shipped_clip())]
+        return [ModelEntry(DEMO_MODEL, str(shipped_stylizer()), "tiny", shipped_clip())]
     mapper, adapted, clip = found
-    entries = [ModelEntry("demo", str(mapper), "tiny", clip)]
-    entries += [ModelEntry(f"demo-{p.stem.removeprefix('adapted-')}", str(p), "tiny", clip) for p in adapted]
+    entries = [ModelEntry(DEMO_MODEL, str(mapper), "tiny", clip)]
+    entries += [ModelEntry(f"{DEMO_MODEL}-{p.stem.removeprefix('adapted-')}", str(p), "tiny", clip) for p in adapted]
     return entries
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mmfs.config.web import WebOptions
 from mmfs.errors import MMFSError
-from mmfs.web.models import ModelList, model_list, resolution
+from mmfs.web.models import DEMO_MODEL, ModelList, model_list, resolution
 
 EXAMPLE_FACES = 6  # the demo's held-out faces offered as examples (the contact sheet's columns)
 # Small models' outputs (64 px for the demo's) are shown filling their boxes, pixel for pixel, not as stamps.
@@ -170,4 +170,5 @@ def _examples(options: WebOptions, models: ModelList, workdir: Path):
 
 
 def _resolution(models: ModelList) -> int:
-    return resolution(models.get(models.names()[0]).checkpoint)
+    """The side of the demo's faces: its Stylizer's resolution (with --demo, the list has a "demo")."""
+    return resolution(models.get(DEMO_MODEL).checkpoint)
