@@ -59,10 +59,11 @@ class ModelList:
 
 
 def model_list(files: list[Path], *, demo: bool = False, demo_dir: Path | None = None) -> ModelList:
-    """The published names, the demo's models (with `demo`), then `files`; a one-line error for a missing file."""
-    entries = [ModelEntry(name, name) for name in published_names()]
-    if demo:
-        entries += demo_models(demo_dir)
+    """The demo's models (with `demo`), `files`, then the published names; a one-line error for a missing file.
+
+    The local models come first: the page opens on one that needs no download.
+    """
+    entries = demo_models(demo_dir) if demo else []
     for path in files:
         path = Path(path)
         if not path.is_file():
@@ -70,6 +71,7 @@ def model_list(files: list[Path], *, demo: bool = False, demo_dir: Path | None =
         if path.suffix != ".safetensors":
             raise InputError(f"{path}: not a .safetensors file (import other weights with `mmfs convert`)")
         entries.append(ModelEntry(path.stem, str(path.resolve()), clip_model=_recorded_clip(path) or "ViT-B-32"))
+    entries += [ModelEntry(name, name) for name in published_names()]
     if not entries:
         raise InputError("no model to serve: give .safetensors files, or --demo for the demo's models")
     names = [e.name for e in entries]
