@@ -54,10 +54,10 @@ def test_upload_a_photo_click_stylize_see_the_result(page_command, tmp_path):
 
     photo, face = tmp_path / "astronaut.png", tmp_path / "face.png"
     Image.fromarray(skdata.astronaut()).save(photo)
-    # The first of the demo's held-out faces (its seed, 1000): what docs/web.md shows, with seed 3.
+    # The first of the demo's held-out faces (its seed, 1000): what docs/web.md shows, with seeds 3-10.
     Image.fromarray(render_face(FaceParams.sample(np.random.default_rng(1000)), 64)[0]).save(face)
     with sync_playwright() as playwright:
-        browser = chromium_context(playwright, viewport={"width": 1280, "height": 800})
+        browser = chromium_context(playwright, viewport={"width": 1280, "height": 900})
         try:
             page = browser.new_page()
             page.goto(page_command.url, wait_until="domcontentloaded")
@@ -69,14 +69,16 @@ def test_upload_a_photo_click_stylize_see_the_result(page_command, tmp_path):
             pasted = shown_result(page)
             info = page.inner_text("#stylize-info")
             first_src = page.get_attribute("#result img", "src")
-            # A synthetic face crop, as the demo's: aligned, seed 3.
+            # A synthetic face crop, as the demo's: aligned, the grid of seeds 3 to 10.
             page.set_input_files("#photo input[type=file]", str(face))
             page.check("#aligned input")
             page.fill("#stylize-seed input[type=number]", "3")
             page.keyboard.press("Enter")
-            page.click("#stylize")
+            page.click("#grid")
             styled = shown_result(page, first_src)
-            page.wait_for_timeout(500)  # the image box finishes its layout
+            page.wait_for_function("document.querySelector('#stylize-info').innerText.includes('8 output(s)')")
+            page.wait_for_function("document.querySelectorAll('#gallery img').length == 8")
+            page.wait_for_timeout(500)  # the image boxes finish their layout
             page.screenshot(path=str(tmp_path / "web.png"))
         finally:
             browser.close()
