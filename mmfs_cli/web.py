@@ -16,7 +16,11 @@ from mmfs_cli.options import Group, command
 
 Models = Annotated[
     list[Path] | None,
-    typer.Argument(help="Stylizer .safetensors files to offer in the page.", metavar="MODELS", show_default=False),
+    typer.Argument(
+        help="Stylizer .safetensors files to offer in the page (besides the published models, by name).",
+        metavar="MODELS",
+        show_default=False,
+    ),
 ]
 
 
@@ -29,7 +33,7 @@ def web(models: Models = None, *, options: WebOptions) -> None:
     Needs the `web` extra: pip install 'mmfs[web]'.
 
     Example: mmfs web --demo
-    Example: mmfs web model.safetensors pop-art.safetensors --port 8080
+    Example: mmfs web model.safetensors my-style.safetensors --port 8080
     """
     with guarded():
         import importlib.util

@@ -118,6 +118,14 @@ def test_bad_upload_is_a_message_and_the_server_keeps_serving(client, photos, na
     assert load_image(result).shape == (64, 64, 3)
 
 
+def test_a_published_model_not_fetched_yet_is_a_message_offline(client, photos):
+    # The page offers the catalogue's names; with an empty cache and no network (MMFS_OFFLINE, as in every
+    # test) choosing one says in one line how to get it, as `mmfs stylize -c mmfs` does.
+    with pytest.raises(AppError, match="mmfs models add mmfs"):
+        client.predict(handle_file(str(photos / "face.png")), True, "mmfs", "seed", 0, "", None, True,
+                       api_name="/stylize")  # fmt: skip
+
+
 def test_bad_choices_are_messages(client, photos):
     with pytest.raises(AppError, match="choose a model from the list"):
         client.predict(handle_file(str(photos / "face.png")), True, "/etc/passwd", "seed", 0, "", None, True,
@@ -222,7 +230,6 @@ def test_video_is_capped_stylized_and_keeps_its_sound(client, photos, tmp_path):
     ("args", "code", "message"),
     [
         (["missing.safetensors"], 1, "missing.safetensors: no such model file"),
-        ([], 1, "no model to serve: give .safetensors files, or --demo"),
         (["--demo", "--port", "0"], 2, "--port"),
         (["--demo", "--noise", "loud"], 2, "--noise"),
     ],

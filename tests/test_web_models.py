@@ -10,7 +10,7 @@ import torch
 
 from mmfs.config import PRESETS
 from mmfs.errors import InputError
-from mmfs.web.models import ModelEntry, ModelList, model_list
+from mmfs.web.models import ModelEntry, ModelList, model_list, published_names
 
 
 def test_the_shipped_stylizer_is_the_fp16_demo_mapper_model():
@@ -33,7 +33,7 @@ def test_demo_models_fall_back_to_the_shipped_stylizer_with_the_shipped_clip(tmp
     from mmfs.demo.stylizer import SHIPPED_STYLIZER
 
     models = model_list([], demo=True, demo_dir=tmp_path / "absent")
-    assert models.names() == ["demo"]
+    assert models.names() == ["demo", *published_names()]  # the local model first: it needs no download
     entry = models.get("demo")
     assert entry == ModelEntry("demo", str(SHIPPED_STYLIZER), "tiny", SHIPPED_CLIP)
 
@@ -52,7 +52,7 @@ def test_demo_models_reuse_a_finished_demo_output(tmp_path):
                "clip": {"path": str(SHIPPED_CLIP)}}  # fmt: skip
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     models = model_list([], demo=True, demo_dir=tmp_path)
-    assert models.names() == ["demo", "demo-popart"]  # the sketch file is gone: not offered
+    assert models.names()[:3] == ["demo", "demo-popart", "mmfs"]  # the sketch file is gone: not offered
     assert models.get("demo").checkpoint == str(tmp_path / "runs" / "m" / "final.safetensors")
     # an unfinished demo (no summary yet) is not reused
     (tmp_path / "summary.json").unlink()
@@ -64,7 +64,8 @@ def test_files_given_are_offered_by_name_and_bad_ones_refused(tmp_path):
 
     mine = shutil.copy(SHIPPED_STYLIZER, tmp_path / "mine.safetensors")
     models = model_list([mine])
-    assert models.names() == ["mine"] and models.get("mine").clip_model == "tiny"  # as recorded with its mapper
+    assert models.names() == ["mine", *published_names()]
+    assert models.get("mine").clip_model == "tiny"  # as recorded with its mapper
     with pytest.raises(InputError, match="no such model file"):
         model_list([tmp_path / "missing.safetensors"])
     (tmp_path / "old.pt").write_bytes(b"x")
@@ -74,8 +75,19 @@ def test_files_given_are_offered_by_name_and_bad_ones_refused(tmp_path):
     other = shutil.copy(SHIPPED_STYLIZER, tmp_path / "b" / "mine.safetensors")
     with pytest.raises(InputError, match="two models are called 'mine'"):
         model_list([mine, other])
-    with pytest.raises(InputError, match="no model to serve"):
-        model_list([])
+    mmfs = shutil.copy(SHIPPED_STYLIZER, tmp_path / "b" / "mmfs.safetensors")
+    with pytest.raises(InputError, match="two models are called 'mmfs'"):  # a published model's name
+        model_list([mmfs])
+
+
+def test_the_published_stylizers_are_offered_by_name():
+    from mmfs.catalogue import MODELS
+
+    names = published_names()
+    assert names[0] == "mmfs" and {"pop-art", "watercolor", "ref01", "mmfs-phase2"} <= set(names)
+    assert all(MODELS[n].kind in ("stylizer", "base", "one-shot", "zero-shot") for n in names)
+    assert "stylegan2-ffhq" not in names  # a prior is not a Stylizer
+    assert model_list([]).get("pop-art") == ModelEntry("pop-art", "pop-art")  # `--checkpoint pop-art`, as typed
 
 
 def test_a_name_not_in_the_list_is_refused_and_added_models_join_it():

@@ -20,14 +20,17 @@ class ModelEntry:
     """One model of the list: its name in the page, what `--checkpoint` gets, and the CLIP its mapper reads."""
 
     name: str
-    checkpoint: str  # a path (or, once published models have names, such a name)
+    checkpoint: str  # a path, or a published model's name
     clip_model: str = "ViT-B-32"
     clip_weights: Path | None = None  # None: what the checkpoint records (`mmfs.external.build`)
 
 
 def published_names() -> list[str]:
-    """The names of the published models a loader can fetch (none until mmfs has such a catalogue)."""
-    return []
+    """The catalogue's Stylizers (`mmfs`, `pop-art`, ...): fetched, checked and converted when first used."""
+    from mmfs.catalogue import names
+    from mmfs.inference.models import STYLIZER_MODELS  # the catalogue kinds a Stylizer is loaded from
+
+    return [name for kind in STYLIZER_MODELS for name in names(kind)]
 
 
 class ModelList:
@@ -72,12 +75,10 @@ def model_list(files: list[Path], *, demo: bool = False, demo_dir: Path | None =
             raise InputError(f"{path}: not a .safetensors file (import other weights with `mmfs convert`)")
         entries.append(ModelEntry(path.stem, str(path.resolve()), clip_model=_recorded_clip(path) or "ViT-B-32"))
     entries += [ModelEntry(name, name) for name in published_names()]
-    if not entries:
-        raise InputError("no model to serve: give .safetensors files, or --demo for the demo's models")
     names = [e.name for e in entries]
     clash = next((n for n in names if names.count(n) > 1), None)
     if clash is not None:
-        raise InputError(f"two models are called {clash!r}; rename one of the files")
+        raise InputError(f"two models are called {clash!r}; rename the file")
     return ModelList(entries)
 
 
