@@ -283,9 +283,9 @@ class PrecisionStage(ToyStage):
 
 @pytest.fixture
 def restore_tf32():
-    from mmfs.utils.device import keeping_tf32_state
+    from mmfs.utils.device import keeping_backend_settings
 
-    with keeping_tf32_state():
+    with keeping_backend_settings():
         yield
 
 

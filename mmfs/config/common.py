@@ -15,6 +15,11 @@ class Runtime:
 
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
     dtype: str = option("fp32", "Compute precision: fp32, or bf16 (autocast; fast on AVX-512 BF16 CPUs and GPUs).")
+    deterministic: bool = option(
+        False,
+        "Only deterministic kernels: the same bytes on every run on CUDA too (slower there; the CPU repeats anyway).",
+        flags="--deterministic",
+    )
     as_json: bool = option(False, "Print one JSON summary on stdout; messages go to stderr.", flags="--json")
     quiet: bool = option(False, "No progress bar.", flags=("--quiet", "-q"))
 

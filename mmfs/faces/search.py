@@ -127,18 +127,21 @@ class FaceSearch:
         return face
 
 
-def build_detector(name: str = "dlib", model_path: Path | None = None, *, rotate: bool = True) -> FaceSearch:
+def build_detector(
+    name: str = "dlib", model_path: Path | None = None, *, rotate: bool = True, device: str = "auto"
+) -> FaceSearch:
     """A face detector by name, with retries on turned copies (and rolled faces levelled) unless `rotate=False`.
 
     "dlib" (HOG), "dlib-cnn" (dlib's CNN), "insightface" (SCRFD, `model_path` to its .onnx), or
     "dlib+cnn": HOG at every angle first, then the CNN on the upright photo only (its time is bounded).
-    For the dlib detectors `model_path` is an optional 68-point landmark .dat.
+    For the dlib detectors `model_path` is an optional 68-point landmark .dat. `device` is where the
+    insightface detector runs (a torch device name; dlib runs on the CPU).
     """
     angles = (0.0, *ROTATIONS) if rotate else (0.0,)
     if name == "dlib+cnn":
         hog, cnn = build_single_detector("dlib", model_path), build_single_detector("dlib-cnn", model_path)
         return FaceSearch([(hog, a) for a in angles] + [(cnn, 0.0)], level=rotate)
-    detector = build_single_detector(name, model_path)
+    detector = build_single_detector(name, model_path, device)
     return FaceSearch([(detector, a) for a in angles], level=rotate)
 
 

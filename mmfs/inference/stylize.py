@@ -140,15 +140,18 @@ def style_source(style: StyleOptions, checkpoint: Path, pipeline: StylizePipelin
 def _detector(request: StylizeRequest, *, rotate: bool) -> Any:
     from mmfs.faces import build_detector
 
-    return build_detector(request.faces.detector, request.faces.detector_model, rotate=rotate)
+    return build_detector(request.faces.detector, request.faces.detector_model, rotate=rotate,
+                          device=request.runtime.device)  # fmt: skip
 
 
 def _pipeline(request: StylizeRequest, report: StylizeReport) -> StylizePipeline:
     """The loaded pipeline, with the request's styles resolved into `report.styles`."""
-    from mmfs.utils.device import pick_device
+    from mmfs.utils.device import pick_device, set_deterministic
 
     model, runtime = request.model, request.runtime
     device = pick_device(runtime.device)
+    if runtime.deterministic:  # before the model is built (cuBLAS reads its workspace setting once)
+        set_deterministic(True)
     batch = model.batch_size or (8 if device.type == "cuda" else 1)
     pipeline = StylizePipeline.from_checkpoint(
         model.checkpoint, device=device, dtype=runtime.dtype, batch_size=batch, noise=model.noise
