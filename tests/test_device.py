@@ -223,7 +223,12 @@ def restore_backends():
 def test_training_kernels_deterministic_or_autotuned_and_restored(monkeypatch, deterministic):
     cudnn, cuda = torch.backends.cudnn, torch.backends.cuda
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), cuda.flash_sdp_enabled())
+    before = (
+        cudnn.benchmark,
+        cudnn.deterministic,
+        torch.are_deterministic_algorithms_enabled(),
+        cuda.flash_sdp_enabled(),
+    )
     with device_mod.keeping_backend_settings():
         device_mod.set_training_kernels(deterministic=deterministic)
         assert torch.are_deterministic_algorithms_enabled() is deterministic

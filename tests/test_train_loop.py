@@ -310,6 +310,42 @@ def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp
         make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")
 
 
+@register_stage
+class KernelStage(ToyStage):
+    """The toy stage, recording the kernel policy its G loss runs under."""
+
+    command = "toy-kernels"
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def g_loss(self, ctx):
+        cudnn = torch.backends.cudnn
+        KernelStage.seen.append((torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark))
+        return super().g_loss(ctx)
+
+
+def test_deterministic_training_and_otherwise_cudnn_autotuning_for_the_runs_fixed_shapes(
+    photos, tmp_path, restore_tf32
+):
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    runs = {}
+    for deterministic in (False, True):
+        KernelStage.seen.clear()
+        cfg = make_config("toy-kernels", PRESETS["tiny"], options={"photos": str(photos)}, steps=2,
+                          checkpoint_every=1, deterministic=deterministic)  # fmt: skip
+        runs[deterministic] = train(cfg, outdir=tmp_path / str(deterministic), progress=False)
+        assert set(KernelStage.seen) == {(deterministic, deterministic, not deterministic)}
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                torch.backends.cudnn.benchmark) == before  # fmt: skip
+    assert json.loads((runs[True] / "config.json").read_text())["loop"]["deterministic"] is True
+    # on the CPU the kernels were deterministic already: the same weights either way
+    a, b = (load_checkpoint(runs[d] / "final.safetensors").tensors for d in (False, True))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):
     from mmfs.train import TrainConfig
 

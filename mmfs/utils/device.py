@@ -50,11 +50,11 @@ def cuda_index(device: torch.device) -> int:
 def onnx_providers(device: torch.device | str) -> list:
     """ONNX Runtime providers for a torch device: CUDA on the same GPU first when asked for and installed, CPU always.
 
-    `cpu` gets the CPU alone, even where onnxruntime-gpu is installed; `auto` is `pick_device("auto")`.
+    `cpu` gets the CPU alone, even where onnxruntime-gpu is installed; a name is checked by `pick_device`.
     """
     import onnxruntime
 
-    device = pick_device(device) if device == "auto" else torch.device(device)
+    device = pick_device(device) if isinstance(device, str) else device
     if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return [("CUDAExecutionProvider", {"device_id": cuda_index(device)}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -75,8 +75,8 @@ def set_tf32(enabled: bool) -> None:
     GAN training. CPU maths never uses TF32, so on a CPU this only records the choice.
 
     On torch >= 2.9 only the `fp32_precision` settings are used (cuBLAS, the cuDNN parent that Inductor's
-    convolution templates read, and cuDNN convolutions): there, a process that also wrote the older
-    `allow_tf32` flags raises when one of them is read later. Older torch has only those flags.
+    convolution templates read, and cuDNN convolutions). There the older `allow_tf32` flags are neither
+    written nor read: mixed with the new settings they raise when read. Older torch has only those flags.
     """
     precision = "tf32" if enabled else "ieee"
     if _new_precision_api():
