@@ -20,8 +20,8 @@ from mmfs_cli.common import echo_err, guarded, inputs_argument
 from mmfs_cli.options import Group, command
 from mmfs_cli.stylize import run_request
 
-LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32", "deterministic")  # the rest: the stage's defaults
-INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are stylized (--overwrite: AdaptRun's)
+# the rest: the stage's defaults
+LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32", "deterministic")
 
 
 Inputs = inputs_argument("Photos to stylize right after adapting (files, folders, globs); optional.")
@@ -72,7 +72,9 @@ def adapt(
             typer.echo(str(adapted.path))
             return
         # INPUTS: the same device and precision as the adapting, and --overwrite for their outputs too
-        runtime = dataclasses.replace(runtime, **{k: loop[k] for k in ("device", "dtype", "deterministic") if k in loop})
+        runtime = dataclasses.replace(
+            runtime, **{k: loop[k] for k in ("device", "dtype", "deterministic") if k in loop}
+        )
         output = dataclasses.replace(output, overwrite=run.overwrite)
         request = adapted_request(adapted, inputs, output, faces, runtime)
     run_request(request)

@@ -179,9 +179,9 @@ def test_under_bf16_autocast_the_rgb_skip_and_the_demodulation_stay_fp32():
     m = ToRGB(8, 12)
     _randomise(m)
     x, style, skip = torch.randn(2, 8, 16, 16), torch.randn(2, 12), torch.randn(2, 3, 8, 8)
+    seen = []
     for rgb in (m, _fast_copy(m)):
         want = rgb.upsample(skip)  # fp32, no autocast
-        seen = []
         rgb.upsample.register_forward_hook(lambda mod, args, out: seen.append(out))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             rgb(x, style, skip)

@@ -210,7 +210,9 @@ class DlibCnnDetector(DlibDetector):
 class InsightFaceDetector:
     """insightface's SCRFD detector from a local ONNX file; its five points include the mouth corners."""
 
-    def __init__(self, model_path: Path | None, det_size: int = 640, threshold: float = 0.5, device: str = "auto") -> None:
+    def __init__(
+        self, model_path: Path | None, det_size: int = 640, threshold: float = 0.5, device: str = "auto"
+    ) -> None:
         if model_path is None or not Path(model_path).is_file():
             where = f": {model_path}" if model_path is not None else " (no --detector-model given)"
             raise MissingWeightsError(

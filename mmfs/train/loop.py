@@ -374,7 +374,8 @@ def train(
         run_dir = d.broadcast_object(st.new_run_dir(outdir, cfg.command) if d.is_main else None)
         if d.is_main:
             st.write_json(run_dir / st.CONFIG, json.loads(cfg.to_json()))
-    with keeping_backend_settings():  # the run's TF32 and kernel choices end with it (`mmfs adapt INPUTS` stylizes after)
+    # the run's TF32 and kernel choices end with it (`mmfs adapt INPUTS` stylizes afterwards)
+    with keeping_backend_settings():
         trainer = Trainer(
             cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
         )

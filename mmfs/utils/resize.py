@@ -36,5 +36,7 @@ def _axis_weights(n_in: int, n_out: int, antialias: bool, device: torch.device) 
     # image i: row i is 1; a few columns wide, as the antialiased kernel mishandles a 1-wide axis
     eye = torch.eye(n_in, dtype=torch.float64, device=device).view(n_in, 1, n_in, 1).expand(-1, -1, -1, 4)
     with torch.no_grad():
-        out = F.interpolate(eye.contiguous(), size=(n_out, 4), mode="bilinear", align_corners=False, antialias=antialias)
+        out = F.interpolate(
+            eye.contiguous(), size=(n_out, 4), mode="bilinear", align_corners=False, antialias=antialias
+        )
     return out[:, 0, :, 0].t().contiguous()
