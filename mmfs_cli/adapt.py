@@ -22,6 +22,7 @@ from mmfs_cli.stylize import run_request
 
 # the rest: the stage's defaults
 LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32", "deterministic")
+INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are stylized (--overwrite: AdaptRun's)
 
 
 Inputs = inputs_argument("Photos to stylize right after adapting (files, folders, globs); optional.")
