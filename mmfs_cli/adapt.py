@@ -20,7 +20,7 @@ from mmfs_cli.common import echo_err, guarded, inputs_argument
 from mmfs_cli.options import Group, command
 from mmfs_cli.stylize import run_request
 
-# the rest: the stage's defaults
+# the loop options adapt offers (the rest: the stage's defaults)
 LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32", "deterministic")
 INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are stylized (--overwrite: AdaptRun's)
 
