@@ -104,23 +104,19 @@ def numerics_description(device: torch.device) -> str:
 
 
 def set_deterministic(enabled: bool) -> None:
-    """`--deterministic`: only deterministic kernels (an op without one raises), or PyTorch's defaults.
+    """`--deterministic`: only deterministic kernels (an op without one raises); off: torch's own choice again.
 
     On: torch's deterministic algorithms, deterministic cuDNN convolutions, the math attention kernel
     (the flash and memory-efficient backward passes accumulate in a varying order), and cuBLAS's fixed
     workspace (`CUBLAS_WORKSPACE_CONFIG`, read when the first cuBLAS handle is made: this runs before any
     model is built; a value the user set is kept). It costs speed on CUDA and little on the CPU.
     """
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
-    for enable_fused_attention in (
-        torch.backends.cuda.enable_flash_sdp,
-        torch.backends.cuda.enable_mem_efficient_sdp,
-        torch.backends.cuda.enable_cudnn_sdp,
-    ):
-        enable_fused_attention(not enabled)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        for setter in _FUSED_ATTENTION_SETTERS:
+            getattr(torch.backends.cuda, setter)(False)
 
 
 def set_training_kernels(*, deterministic: bool) -> None:
