@@ -310,6 +310,6 @@ def test_under_torchrun_rank_zero_alone_writes_and_the_temporary_run_outlives_ev
     assert saves == ["0"]  # rank 0 alone wrote --out
     assert (tmp_path / "style.safetensors").read_bytes() == b"adapted"
     assert results["0"] == results["1"] == (tmp_path / "style.safetensors", None)
-    # Every rank reached every barrier while the temporary run still held final.safetensors; then it was removed.
-    assert sorted(at_barrier) == [(r, ["final.safetensors"]) for r in (0, 0, 1, 1)]
+    # Each rank reached its last barrier while the temporary run still held final.safetensors; then it was removed.
+    assert len(at_barrier) == 4 and dict(at_barrier) == {0: ["final.safetensors"], 1: ["final.safetensors"]}
     assert not list(tmp_path.glob(".mmfs-adapt-*"))
