@@ -58,13 +58,13 @@ def run_engine(
 ) -> tuple[float, float, dict]:
     """Wall and CPU seconds per photo (warm-up excluded) and per-stage seconds per photo."""
     from mmfs.faces import build_detector
-    from mmfs.inference.files import StylizeOptions, stylize_files
+    from mmfs.inference.files import PhotoOutput, stylize_files
     from mmfs.inference.pipeline import SeedStyles, StylizePipeline
 
     pipe = StylizePipeline(model, dtype=dtype, batch_size=batch)
     styles = pipe.styles(SeedStyles([0]))
     detector = None if aligned else build_detector("dlib")
-    opts = StylizeOptions(outdir=out, paste_back=not aligned, aligned=aligned, overwrite=True)
+    opts = PhotoOutput(outdir=out, paste_back=not aligned, aligned=aligned, overwrite=True)
     warm, rest = files[:1], files[1:]
     list(stylize_files(pipe, warm, styles, opts, detector=detector))
     stats: dict[str, float] = {}

@@ -131,9 +131,10 @@ def convert_hint(path: str | os.PathLike[str]) -> str | None:
             "mmfs convert reads rosinality StyleGAN2 and official MMFS .pt/.pth files"
         )
     if kind in ("torch", "pickle"):
-        target = path.with_suffix(".safetensors")
+        named = " named .safetensors" if path.suffix == ".safetensors" else ""
+        target = path.with_name(f"{path.stem}{'-converted' if named else ''}.safetensors")  # never the input's name
         return (
-            f"{path}: is an upstream PyTorch file, not an mmfs checkpoint; convert it first: "
+            f"{path}: is an upstream PyTorch file{named}, not an mmfs checkpoint; convert it first: "
             f"mmfs convert {shlex.quote(str(path))} {shlex.quote(str(target))}"
         )
     return None

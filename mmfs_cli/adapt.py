@@ -14,7 +14,8 @@ import typer
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.stylize import AdaptRun, StylizeOptions
+from mmfs.config.options import Overrides
+from mmfs.config.stylize import AdaptRun, PhotoOutput
 from mmfs.config.train import AdaptOptions, LoopConfig, Pretrained, apply_pretrained
 from mmfs_cli.common import echo_err, guarded, inputs_argument
 from mmfs_cli.options import Group, command
@@ -29,11 +30,11 @@ Inputs = inputs_argument("Photos to stylize right after adapting (files, folders
 
 
 @command(
-    options=Group(AdaptOptions, defaults={"checkpoint": dataclasses.MISSING}),  # required here: no run to resume
+    options=Group(AdaptOptions, required=("checkpoint",)),  # no run to resume: nothing to adapt without it
     pretrained=Group(Pretrained),
     loop=Group(LoopConfig, only=LOOP_OPTIONS, overrides=True, defaults=AdaptOptions.loop_defaults),
     run=Group(AdaptRun),
-    output=Group(StylizeOptions, only=INPUTS_OUTPUT, panel="Stylizing INPUTS"),
+    output=Group(PhotoOutput, only=INPUTS_OUTPUT, panel="Stylizing INPUTS"),
     faces=Group(FaceDetection, only=("detector",), panel="Stylizing INPUTS"),
     runtime=Group(Runtime, only=("as_json", "quiet")),
 )
@@ -42,9 +43,9 @@ def adapt(
     *,
     options: AdaptOptions,
     pretrained: Pretrained,
-    loop: dict,
+    loop: Overrides,
     run: AdaptRun,
-    output: StylizeOptions,
+    output: PhotoOutput,
     faces: FaceDetection,
     runtime: Runtime,
 ) -> None:
@@ -82,4 +83,4 @@ def adapt(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("adapt")(adapt)
+    app.command(AdaptOptions.command)(adapt)

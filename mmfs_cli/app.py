@@ -7,6 +7,7 @@ command bodies, so building this app (and `mmfs --help`) does not import torch.
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 
@@ -17,6 +18,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from mmfs.utils.environment import describe_environment
+
+        typer.echo("\n".join(describe_environment()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print mmfs's and torch's versions and the device commands would use (CPU capability or GPU), then exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Artistic face stylization with a StyleGAN2 generative prior (MMFS): train, stylize, adapt, evaluate."""
+
 
 # Order is the order of `mmfs --help`: the user's journey from weights to results.
 COMMAND_MODULES = ("convert", "train", "align", "stylize", "adapt", "evaluate", "demo", "info")

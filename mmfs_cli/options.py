@@ -3,12 +3,13 @@
 A command names the dataclasses whose fields are its options:
 
     @command(options=Group(FinetuneOptions), loop=Group(LoopConfig, overrides=True))
-    def finetune(options: FinetuneOptions, loop: dict) -> None: ...
+    def finetune(options: FinetuneOptions, loop: Overrides) -> None: ...
 
 Typer sees one option per field (type, default and help from `mmfs.config.options.option`); the function
-receives one built dataclass per group, or with `overrides=True` a dict of the values the user gave (None
-for "not given", so that a stage's own defaults apply). A group's bounds and checks run in the dataclass's
-`__post_init__`; a failure there is a usage error (exit 2), as Typer's own are.
+receives one built dataclass per group, or with `overrides=True` the `Overrides` the user gave (an option
+left out is "not given", so that a stage's own defaults apply; a bool is offered as --x/--no-x then). A
+group's bounds and checks run when its dataclass is built (`mmfs.config.options.Options`); a failure
+there is a usage error (exit 2), as Typer's own are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mmfs.config.options import Cli, cli_spec
+from mmfs.config.options import Cli, Overrides, cli_spec
 from mmfs.errors import MMFSError, OptionError
 
 
@@ -35,8 +36,9 @@ class Group:
     cls: type
     only: tuple[str, ...] = ()  # offer just these fields (default: every field declared for the CLI)
     exclude: tuple[str, ...] = ()
-    overrides: bool = False  # pass a dict of the given values instead of a built `cls`
+    overrides: bool = False  # pass the `Overrides` given instead of a built `cls`
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # this command's defaults, shown in help
+    required: tuple[str, ...] = ()  # fields this command cannot run without (their declared default aside)
     panel: str | None = None  # the --help panel that lists these options
 
     def fields(self) -> list[dataclasses.Field]:
@@ -75,8 +77,8 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
             for name, value in kwargs.items():
                 if name in routes:
                     group_name, field, annotation = routes[name]
-                    if value is None and field.default is not None:
-                        continue  # an option left out: the field's own default applies
+                    if value is None and (field.default is not None or groups[group_name].overrides):
+                        continue  # an option left out: the field's own (or the stage's) default applies
                     values[group_name][name] = _to_core(value, field, annotation)
                 else:
                     own_values[name] = value
@@ -95,17 +97,17 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
 
 def _parameter(field: dataclasses.Field, annotation: Any, group: Group) -> inspect.Parameter:
     spec: Cli = cli_spec(field)
-    default = group.defaults.get(field.name, field.default)
+    default = dataclasses.MISSING if field.name in group.required else group.defaults.get(field.name, field.default)
     cli_type = _cli_type(annotation, spec)
     help_text = spec.help
+    flags = spec.flags
     show_default: bool | str = spec.show_default
-    if group.overrides:
+    if group.overrides:  # None: "not given", so that the default the command applies later shows through
         if default is not None and default is not False and spec.show_default:
             help_text = f"{help_text} (default: {default})"  # round brackets: Rich reads square ones as markup
-        show_default = False
-        default = False if _base(annotation) is bool else None
-        if _base(annotation) is not bool:
-            cli_type = cli_type | None
+        show_default, default, cli_type = False, None, cli_type | None
+        if _base(annotation) is bool and flags:  # `--tf32` -> `--tf32/--no-tf32`: False can be given too
+            flags = (f"{flags[0]}/--no-{flags[0].removeprefix('--')}", *flags[1:])
     extra: dict[str, Any] = {}
     if spec.min is not None:
         extra["min"] = spec.min
@@ -113,7 +115,7 @@ def _parameter(field: dataclasses.Field, annotation: Any, group: Group) -> inspe
         extra["max"] = spec.max
     if spec.metavar:
         extra["metavar"] = spec.metavar
-    info = typer.Option(*spec.flags, help=help_text, show_default=show_default, rich_help_panel=group.panel, **extra)
+    info = typer.Option(*flags, help=help_text, show_default=show_default, rich_help_panel=group.panel, **extra)
     if default is dataclasses.MISSING:
         default = ...
     elif spec.path and default == "":  # "no path yet": Typer would turn "" into Path(".")
@@ -155,7 +157,7 @@ def _to_core(value: Any, field: dataclasses.Field, annotation: Any) -> Any:
 
 def _build(group: Group, values: dict[str, Any]) -> Any:
     if group.overrides:
-        return {k: v for k, v in values.items() if v is not None and v is not False}
+        return Overrides(group.cls, values)
     try:
         return group.cls(**values)
     except OptionError as exc:

@@ -15,7 +15,7 @@ import typer
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.stylize import StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions, VideoOptions
+from mmfs.config.stylize import PhotoOutput, StyleSource, StylizeRequest, StylizerModel, VideoOptions
 from mmfs_cli.common import EXIT_FAILED, echo_err, guarded, inputs_argument, report_failures, stdin_lines
 from mmfs_cli.options import Group, command
 
@@ -23,9 +23,9 @@ Inputs = inputs_argument("Photos: files, folders (recursive), globs, or - to rea
 
 
 @command(
-    model=Group(StylizerOptions),
-    style=Group(StyleOptions),
-    photos=Group(StylizeOptions),
+    model=Group(StylizerModel),
+    style=Group(StyleSource),
+    photos=Group(PhotoOutput),
     video=Group(VideoOptions),
     faces=Group(FaceDetection),
     runtime=Group(Runtime),
@@ -33,9 +33,9 @@ Inputs = inputs_argument("Photos: files, folders (recursive), globs, or - to rea
 def stylize(
     inputs: Inputs = None,
     *,
-    model: StylizerOptions,
-    style: StyleOptions,
-    photos: StylizeOptions,
+    model: StylizerModel,
+    style: StyleSource,
+    photos: PhotoOutput,
     video: VideoOptions,
     faces: FaceDetection,
     runtime: Runtime,

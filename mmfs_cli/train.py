@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from mmfs.config.options import Overrides
 from mmfs.config.train import (
     EncoderOptions,
     FinetuneOptions,
@@ -23,6 +24,7 @@ from mmfs.config.train import (
     PriorOptions,
     TrainRun,
     apply_pretrained,
+    check_run,
 )
 from mmfs_cli.common import echo_err, guarded
 from mmfs_cli.options import Group, command
@@ -43,7 +45,7 @@ def loop_group(options: type) -> Group:
 @command(
     options=stage_group(PriorOptions), model=Group(PriorModel, panel="Run"), loop=loop_group(PriorOptions), run=RUN
 )
-def train_prior(options: PriorOptions, model: PriorModel, loop: dict, run: TrainRun) -> None:
+def train_prior(options: PriorOptions, model: PriorModel, loop: Overrides, run: TrainRun) -> None:
     """Train a StyleGAN2 generator and discriminator on face photos (rosinality's recipe).
 
     final.safetensors is a "prior" file (EMA generator g.*, discriminator d.*) for `mmfs pretrain-encoder --prior`.
@@ -51,13 +53,11 @@ def train_prior(options: PriorOptions, model: PriorModel, loop: dict, run: Train
     Example: mmfs train-prior --photos ffhq/ --preset ffhq256 --batch-size 16 --steps 200000
     Example: mmfs train-prior --photos faces128/ --preset ffhq256 --resolution 128
     """
-    if run.resume is not None and model.resolution is not None:
-        raise typer.BadParameter("a resumed run keeps its own resolution; drop --resolution", param_hint="--resolution")
     _train(options, model, loop, run)
 
 
 @command(options=stage_group(EncoderOptions), model=MODEL, loop=loop_group(EncoderOptions), run=RUN)
-def pretrain_encoder(options: EncoderOptions, model: ModelChoice, loop: dict, run: TrainRun) -> None:
+def pretrain_encoder(options: EncoderOptions, model: ModelChoice, loop: Overrides, run: TrainRun) -> None:
     """Stage I: train the encoder (+ the new first decoder layer) to reproduce a frozen StyleGAN2's samples.
 
     Writes runs/NNNNN-pretrain-encoder/ with checkpoints, previews, log.jsonl and final.safetensors.
@@ -74,7 +74,9 @@ def pretrain_encoder(options: EncoderOptions, model: ModelChoice, loop: dict, ru
     loop=loop_group(FinetuneOptions),
     run=RUN,
 )
-def finetune(options: FinetuneOptions, pretrained: Pretrained, model: ModelChoice, loop: dict, run: TrainRun) -> None:
+def finetune(
+    options: FinetuneOptions, pretrained: Pretrained, model: ModelChoice, loop: Overrides, run: TrainRun
+) -> None:
     """Stage II: adversarial + DINO-structure fine-tuning of the whole Stylizer on an art domain.
 
     Example: mmfs finetune --photos ffhq/ --art aahq/ --init runs/00000-pretrain-encoder/final.safetensors
@@ -89,7 +91,9 @@ def finetune(options: FinetuneOptions, pretrained: Pretrained, model: ModelChoic
     loop=loop_group(MapperOptions),
     run=RUN,
 )
-def train_mapper(options: MapperOptions, pretrained: Pretrained, model: ModelChoice, loop: dict, run: TrainRun) -> None:
+def train_mapper(
+    options: MapperOptions, pretrained: Pretrained, model: ModelChoice, loop: Overrides, run: TrainRun
+) -> None:
     """Train the CLIP-to-w+ mapper by reconstructing random styles from their CLIP image embeddings.
 
     Only the mapper trains: 1.0 x L1 + 4.0 x discriminator-feature L1, Stage II model and discriminator frozen.
@@ -100,9 +104,10 @@ def train_mapper(options: MapperOptions, pretrained: Pretrained, model: ModelCho
     _train(apply_pretrained(options, pretrained), model, loop, run)
 
 
-def _train(options: Any, model: ModelChoice | PriorModel, loop: dict[str, Any], run: TrainRun) -> None:
+def _train(options: Any, model: ModelChoice | PriorModel, loop: Overrides, run: TrainRun) -> None:
     """Resume a run, or check and start a new one (or print its config with --dry-run)."""
     with guarded():
+        check_run(run, model)
         from mmfs.train import train
         from mmfs.train.start import new_run_config
 
@@ -125,7 +130,7 @@ def _report(run_dir: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train-prior")(train_prior)
-    app.command("pretrain-encoder")(pretrain_encoder)
-    app.command("finetune")(finetune)
-    app.command("train-mapper")(train_mapper)
+    app.command(PriorOptions.command)(train_prior)
+    app.command(EncoderOptions.command)(pretrain_encoder)
+    app.command(FinetuneOptions.command)(finetune)
+    app.command(MapperOptions.command)(train_mapper)

@@ -71,3 +71,23 @@ def test_detector_choices_are_the_core_detectors():
     for command in ("stylize", "align", "adapt"):  # what the generated --detector lists in --help
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"})
         assert "|".join(DETECTORS) in result.output, command
+
+
+def test_version_names_mmfs_torch_and_the_device_a_command_would_use():
+    import platform
+
+    import torch
+
+    import mmfs
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"mmfs {mmfs.__version__}" and lines[1].startswith(f"torch {torch.__version__}")
+    assert lines[2] == f"python {platform.python_version()}"
+    if torch.cuda.is_available():
+        assert lines[3].startswith(f"device: cuda ({torch.cuda.get_device_name(0)}, ")
+    else:
+        capability = torch.backends.cpu.get_cpu_capability()
+        assert lines[3].startswith(f"device: cpu ({platform.machine()}, capability {capability}, ")
+    assert len(lines) == 4

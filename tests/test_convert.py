@@ -304,3 +304,36 @@ def test_first_layers_from_prior_take_the_prior_layers_at_feature_resolution(tmp
         for mine, theirs in ((stylizer.decoder0.conv.weight, g.convs[1].conv.weight),
                              (stylizer.to_rgb0.conv.weight, g.to_rgbs[0].conv.weight)):  # fmt: skip
             assert torch.equal(mine, theirs) == on
+
+
+def test_an_upstream_file_named_safetensors_is_converted_or_named_in_one_line(tmp_path):
+    """A .pth renamed .safetensors: convert reads it by its bytes, not its name; info and stylize -c say what it is
+    and suggest a convert whose output is not the input."""
+    mislabelled = tmp_path / "prior.safetensors"
+    with open(mislabelled, "wb") as fh:  # torch.save to a path would choose the format by its name too
+        torch.save({"g_ema": Generator(PRESETS["tiny"]).state_dict()}, fh)
+    target = tmp_path / "prior-converted.safetensors"
+    out = tmp_path / "out"
+    for args in (
+        ("info", str(mislabelled)),
+        ("stylize", "x.png", "-c", str(mislabelled), "--seed", "1", "-o", str(out)),
+    ):
+        result = _invoke(*args)
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: {mislabelled}: is an upstream PyTorch file named .safetensors")
+        assert result.output.split("convert it first: ")[1].split() == [
+            "mmfs",
+            "convert",
+            str(mislabelled),
+            str(target),
+        ]
+    result = _invoke("convert", str(mislabelled), str(target), "--feature-resolution", "8")
+    assert result.exit_code == 0 and result.output.count("\n") == 1, result.output
+    assert load_checkpoint(target, kind="prior").config.resolution == 32
+    unknown = tmp_path / "other.safetensors"
+    with open(unknown, "wb") as fh:
+        torch.save({"model": {"w": torch.zeros(1)}}, fh)
+    result = _invoke("convert", str(unknown), str(tmp_path / "o.safetensors"))
+    assert (
+        result.exit_code == 1 and result.output.count("\n") == 1 and "unrecognised checkpoint layout" in result.output
+    )

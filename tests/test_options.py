@@ -5,29 +5,38 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from mmfs.config.options import check_fields, option
-from mmfs.config.train import OPTIONS, FinetuneOptions, LoopConfig
+from mmfs.config import PRESETS
+from mmfs.config.common import DTYPES, Runtime
+from mmfs.config.options import Options, cli_spec, option
+from mmfs.config.stylize import PhotoOutput, StyleSource
+from mmfs.config.train import (
+    OPTIONS,
+    TRAIN_DTYPES,
+    AdaptOptions,
+    FinetuneOptions,
+    LoopConfig,
+    StageOptions,
+    make_config,
+)
 from mmfs.errors import OptionError
 from mmfs_cli.app import app as mmfs_app
 from mmfs_cli.options import Group, command
 
 
 @dataclass(frozen=True)
-class Demo:
+class Demo(Options):
     folder: str = option("", "A folder.", path=True)
     weight: float = option(0.5, "A loss weight.", min=0.0)
     kind: str = option("a", "A kind.", choices=("a", "b+c"))
     mirror: bool = option(True, "Flip.")
     tiny: bool = option(False, "Tiny stand-ins.", flags="--tiny")
     hidden: int = option(3, cli=False)
-
-    def __post_init__(self) -> None:
-        check_fields(self)
 
 
 def _app(**groups: Group) -> tuple[typer.Typer, list]:
@@ -64,7 +73,7 @@ def test_fields_become_options_with_their_defaults_flags_and_bounds(tmp_path, mo
 def test_an_override_group_passes_only_what_was_given_and_shows_the_command_defaults():
     app, seen = _app(loop=Group(LoopConfig, overrides=True, defaults={"lr": 0.125}))
     assert _invoke(app, "--steps", "7", "--workers", "0").exit_code == 0
-    assert seen[-1]["loop"] == {"steps": 7, "workers": 0}
+    assert dict(seen[-1]["loop"]) == {"steps": 7, "workers": 0} and seen[-1]["loop"].lr is None
     assert "(default: 0.125)" in " ".join(_invoke(app, "--help").output.split())
 
 
@@ -123,3 +132,53 @@ def test_paths_stay_relative_in_a_path_field(tmp_path):
 
     app, seen = _app(o=Group(Out))
     assert _invoke(app, "--out", "x.png").exit_code == 0 and seen[-1]["o"].out == Path("x.png")
+
+
+@dataclass(frozen=True)
+class Tf32ByDefault(StageOptions):
+    """A stage whose reference loop turns TF32 and compile on: the user must be able to turn them off."""
+
+    command: ClassVar[str] = "test-tf32-by-default"
+    loop_defaults: ClassVar[dict[str, Any]] = {"tf32": True, "compile": True}
+
+
+def test_a_boolean_loop_option_can_be_overridden_to_false_and_reaches_the_loop_config():
+    app, seen = _app(loop=Group(LoopConfig, overrides=True, defaults=Tf32ByDefault.loop_defaults))
+    assert _invoke(app, "--no-tf32", "--steps", "3").exit_code == 0
+    given = seen[-1]["loop"]
+    assert given.tf32 is False and given.steps == 3 and given.compile is None  # None: not given
+    assert dict(given) == {"tf32": False, "steps": 3}
+    loop = make_config(Tf32ByDefault.command, PRESETS["tiny"], **given).loop
+    assert (loop.tf32, loop.compile, loop.steps) == (False, True, 3)  # the user's False, the stage's True
+    assert (
+        _invoke(app).exit_code == 0
+        and make_config(Tf32ByDefault.command, PRESETS["tiny"], **seen[-1]["loop"]).loop.tf32
+    )
+    assert "--no-compile" in " ".join(_invoke(app, "--help").output.split())
+
+
+@pytest.mark.parametrize(
+    ("build", "flag"),
+    [
+        (lambda: LoopConfig(batch_size=6, accum=4), "--accum"),
+        (lambda: LoopConfig(dtype="fp16"), "--dtype"),
+        (lambda: AdaptOptions(checkpoint="m", photos="p"), "--text"),
+        (lambda: AdaptOptions(checkpoint="m", photos="p", text="a", ref="r.png"), "--ref"),
+        (lambda: AdaptOptions(checkpoint="m", photos="p", text=" "), "--text"),
+        (lambda: StyleSource(), "--seed"),
+        (lambda: StyleSource(seed=1, text=["a"]), "--text"),
+        (lambda: PhotoOutput(paste_back=True, size=64), "--size"),
+        (lambda: Runtime(dtype="fp64"), "--dtype"),
+    ],
+)
+def test_every_option_error_names_the_flag_to_change(build, flag):
+    with pytest.raises(OptionError) as caught:
+        build()
+    assert caught.value.flag == flag
+
+
+def test_the_dtype_names_are_the_ones_the_device_layer_implements():
+    from mmfs.utils.device import DTYPES as TORCH_DTYPES
+
+    assert set(DTYPES) == set(TORCH_DTYPES) and set(TRAIN_DTYPES) < set(DTYPES)
+    assert cli_spec(next(f for f in dataclasses.fields(Runtime) if f.name == "dtype")).choices == DTYPES

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from safetensors.torch import save_file
 
 from mmfs.config import PRESETS, ModelConfig
 from mmfs.errors import CheckpointError, InputError
-from mmfs.inference.files import InputFile, StylizeOptions, collect_inputs, output_path
+from mmfs.inference.files import InputFile, PhotoOutput, collect_inputs, output_path
 from mmfs.inference.latents import config_hash, load_latents, save_latents
 from mmfs.inference.pipeline import (
     DEFAULT_NOISE_SEED,
@@ -228,11 +230,67 @@ def test_inputs_keep_folder_trees_and_names_are_safe(tmp_path):
         (tmp_path / p).write_bytes(b"")
     files = collect_inputs([str(tmp_path / "in"), str(tmp_path / "in" / "top.jpg")])
     assert [(f.path.name, str(f.subdir)) for f in files] == [("x.png", "a"), ("x.png", "b"), ("top.jpg", ".")]
-    opts = StylizeOptions(outdir=tmp_path / "out", ext="webp")
+    opts = PhotoOutput(outdir=tmp_path / "out", ext="webp")
     style = Style("pop art/2", torch.zeros(CFG.num_ws, CFG.w_dim))
     assert output_path(opts, files[1], style, 0) == tmp_path / "out" / "b" / "x_face0_pop-art-2.webp"
     assert output_path(opts, InputFile(files[2].path), style, None).name == "top_pop-art-2.webp"
     assert safe_label("../..") == "style"
     with pytest.raises(ValueError, match="needs face detection; it cannot be used with --aligned"):
-        StylizeOptions(outdir=tmp_path, paste_back=True, aligned=True)
+        PhotoOutput(outdir=tmp_path, paste_back=True, aligned=True)
     assert json.dumps(style.describe())  # JSON-able
+
+
+# ---- the batch scheduler's parts, each on its own ----------------------------------------------------
+
+
+def _in_flight(path: Path) -> Any:
+    from mmfs.inference.files import InFlight, InputResult
+
+    return InFlight(InputFile(path), InputResult(str(path)))
+
+
+def test_planned_outputs_skip_existing_files_and_refuse_a_name_two_inputs_share(tmp_path):
+    from mmfs.inference.files import planned_outputs
+
+    styles = [Style("a", torch.zeros(CFG.num_ws, CFG.w_dim)), Style("b", torch.zeros(CFG.num_ws, CFG.w_dim))]
+    opts = PhotoOutput(outdir=tmp_path)
+    (tmp_path / "x_face1_a.png").write_bytes(b"")  # done by an earlier run
+    item, claimed = _in_flight(tmp_path / "in" / "x.png"), {}
+    planned_outputs(item, 2, styles, opts, claimed)
+    assert [(s, f, p.name) for s, f, p in item.targets] == [(0, 0, "x_face0_a.png"), (1, 0, "x_face0_b.png"),
+                                                             (1, 1, "x_face1_b.png")]  # fmt: skip
+    assert item.jobs == [(0, 0), (0, 1), (1, 1)] and item.result.skipped == [str(tmp_path / "x_face1_a.png")]
+    with pytest.raises(InputError, match="would overwrite the result of"):  # another folder's x.png, same outdir
+        planned_outputs(_in_flight(tmp_path / "other" / "x.png"), 1, styles, opts, claimed)
+    pasted = _in_flight(tmp_path / "in" / "y.png")
+    planned_outputs(pasted, 2, styles[:1], PhotoOutput(outdir=tmp_path, paste_back=True), {})
+    assert [p.name for _, _, p in pasted.targets] == ["y_a.png"] and pasted.jobs == [(0, 0), (1, 0)]  # every face
+
+
+def test_finished_before_knows_only_whole_photo_outputs(tmp_path):
+    from mmfs.inference.files import finished_before
+
+    styles = [Style("a", torch.zeros(CFG.num_ws, CFG.w_dim))]
+    file = InputFile(tmp_path / "x.png")
+    pasted = PhotoOutput(outdir=tmp_path, paste_back=True)
+    assert finished_before(file, styles, pasted) is None
+    (tmp_path / "x_a.png").write_bytes(b"")
+    assert finished_before(file, styles, pasted) == [tmp_path / "x_a.png"]
+    assert finished_before(file, styles, PhotoOutput(outdir=tmp_path, paste_back=True, overwrite=True)) is None
+    assert finished_before(file, styles, PhotoOutput(outdir=tmp_path)) is None  # crops: faces unknown yet
+
+
+def test_the_job_queue_gives_full_batches_then_the_rest_at_the_end(tmp_path):
+    from mmfs.inference.files import JobQueue
+
+    queue = JobQueue(batch_size=3)
+    first, second = _in_flight(tmp_path / "a.png"), _in_flight(tmp_path / "b.png")
+    first.jobs, second.jobs = [(0, 0), (1, 0)], [(0, 0), (0, 1), (0, 2)]
+    queue.add(first)
+    assert list(queue.batches(last=False)) == [] and len(queue) == 2  # waits for more input
+    queue.add(second)
+    batches = list(queue.batches(last=False))
+    assert [[(it.file.path.name, f, s) for it, f, s in b] for b in batches] == [
+        [("a.png", 0, 0), ("a.png", 1, 0), ("b.png", 0, 0)]
+    ]  # one batch across two inputs
+    assert [len(b) for b in queue.batches(last=True)] == [2] and len(queue) == 0

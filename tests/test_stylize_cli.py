@@ -349,3 +349,16 @@ def test_gif_sideways_and_broken_link_inputs_and_every_skipped_name_counted(tmp_
     (empty / "clip.mov.txt").write_text("x")
     result = _stylize(empty, "-c", ckpt, "--seed", 4, "-o", out)
     assert result.exit_code == 1 and "1 not an image extension" in result.stderr
+
+
+def test_a_bad_dtype_is_a_usage_error_before_anything_loads(tmp_path, monkeypatch):
+    import mmfs.inference.models as models
+
+    loaded = []
+    monkeypatch.setattr(models, "load_stylizer", lambda *a, **k: loaded.append(a))
+    missing = tmp_path / "m.safetensors"  # were it read, the error would be "no such checkpoint file"
+    result = _stylize(tmp_path / "x.jpg", "-c", missing, "--seed", "1", "--dtype", "fp64")
+    assert result.exit_code == 2 and loaded == []
+    error = re.sub(r"[\s│╭╮╰╯─]+", " ", result.stderr)
+    assert "'--dtype'" in error and "'fp64' is not one of 'fp32', 'bf16', 'fp16'" in error
+    assert "<fp32|bf16|fp16>" in runner.invoke(app, ["stylize", "--help"], env={"COLUMNS": "300"}).output

@@ -16,10 +16,10 @@ from mmfs.config.options import cli_spec
 from mmfs.config.seeds import MAX_SEEDS, parse_seeds
 from mmfs.config.stylize import (
     AdaptRun,
-    StyleOptions,
-    StylizeOptions,
+    PhotoOutput,
+    StyleSource,
     StylizeRequest,
-    StylizerOptions,
+    StylizerModel,
     VideoOptions,
     is_video_path,
 )
@@ -27,12 +27,12 @@ from mmfs.config.train import AdaptOptions, LoopConfig, Pretrained
 from mmfs.errors import OptionError
 from mmfs_cli.app import app
 
-MODEL = StylizerOptions(Path("model.safetensors"))
+MODEL = StylizerModel(Path("model.safetensors"))
 
 
 def request(*inputs: str, style: dict | None = None, **groups) -> StylizeRequest:
     model = groups.pop("model", MODEL)
-    return StylizeRequest(inputs, model, StyleOptions(**(style or {"seed": 1})), **groups)
+    return StylizeRequest(inputs, model, StyleSource(**(style or {"seed": 1})), **groups)
 
 
 def refused(build, field: str, message: str) -> None:
@@ -55,44 +55,44 @@ def test_seeds_parse_in_order_without_repeats_and_refuse_the_rest():
 
 def test_exactly_one_style_source():
     refused(
-        StyleOptions, "", "choose exactly one style source: --seed, --seeds, --w, --text, --ref \\(none was given\\)"
+        StyleSource, "seed", "choose exactly one style source: --seed, --seeds, --w, --text, --ref \\(none was given\\)"
     )
-    refused(lambda: StyleOptions(seed=1, w=Path("x.safetensors")), "", "got --seed and --w")
-    refused(lambda: StyleOptions(text=["a"], ref=[Path("r.png")]), "", "got --text and --ref")
-    assert StyleOptions(seed=1, text=[]).source == "--seed"  # an empty repeatable option is "not given"
-    refused(lambda: StyleOptions(seed=-1), "seed", "must be in")
-    refused(lambda: StyleOptions(seed=MAX_SEED + 1), "seed", "must be in")
-    refused(lambda: StyleOptions(seeds="1,x"), "seeds", "'x' is not a seed")
-    seeds = StyleOptions(seeds="4,2-3")
+    refused(lambda: StyleSource(seed=1, w=Path("x.safetensors")), "w", "got --seed and --w")
+    refused(lambda: StyleSource(text=["a"], ref=[Path("r.png")]), "ref", "got --text and --ref")
+    assert StyleSource(seed=1, text=[]).source == "--seed"  # an empty repeatable option is "not given"
+    refused(lambda: StyleSource(seed=-1), "seed", "must be in")
+    refused(lambda: StyleSource(seed=MAX_SEED + 1), "seed", "must be in")
+    refused(lambda: StyleSource(seeds="1,x"), "seeds", "'x' is not a seed")
+    seeds = StyleSource(seeds="4,2-3")
     assert (seeds.source, seeds.seed_list(), seeds.count()) == ("--seeds", [4, 2, 3], 3)
-    assert StyleOptions(text=["a", "b"]).count() == 2 and StyleOptions(w=Path("w.safetensors")).count() is None
+    assert StyleSource(text=["a", "b"]).count() == 2 and StyleSource(w=Path("w.safetensors")).count() is None
 
 
 def test_photo_output_checks():
-    refused(lambda: StylizeOptions(paste_back=True, aligned=True), "paste_back", "cannot be used with --aligned")
-    refused(lambda: StylizeOptions(paste_back=True, size=64), "size", "--paste-back keeps the photo's own size")
-    refused(lambda: StylizeOptions(ext="gif"), "ext", "must be one of png, jpg, webp")
-    refused(lambda: StylizeOptions(quality=0), "quality", "must be >= 1")
-    refused(lambda: StylizeOptions(feather=0.6), "feather", "must be <= 0.5")
-    refused(lambda: StylizerOptions(Path("m"), noise="random"), "noise", "must be one of seeded, fresh, zero")
-    assert StylizeOptions(outdir="out").outdir == Path("out")
+    refused(lambda: PhotoOutput(paste_back=True, aligned=True), "paste_back", "cannot be used with --aligned")
+    refused(lambda: PhotoOutput(paste_back=True, size=64), "size", "--paste-back keeps the photo's own size")
+    refused(lambda: PhotoOutput(ext="gif"), "ext", "must be one of png, jpg, webp")
+    refused(lambda: PhotoOutput(quality=0), "quality", "must be >= 1")
+    refused(lambda: PhotoOutput(feather=0.6), "feather", "must be <= 0.5")
+    refused(lambda: StylizerModel(Path("m"), noise="random"), "noise", "must be one of seeded, fresh, zero")
+    assert PhotoOutput(outdir="out").outdir == Path("out")
 
 
 def test_request_checks_between_groups():
     refused(lambda: request(), "", "give INPUTS \\(files, folders, globs or -\\), or --save-w")
     assert request(style={"seed": 1, "save_w": Path("w.safetensors")}).inputs == ()  # only saving the styles
-    refused(lambda: request("a.png", video=VideoOptions(out=Path("o.mp4"))), "", "--out names the output of a video")
-    refused(lambda: request("a.png", video=VideoOptions(hold_frames=2)), "", "--hold-frames is for video inputs")
+    refused(lambda: request("a.png", video=VideoOptions(out=Path("o.mp4"))), "out", "names the output of a video")
+    refused(lambda: request("a.png", video=VideoOptions(hold_frames=2)), "hold_frames", "is for video inputs")
     video = "clip.MOV"
     assert is_video_path(video) and not is_video_path("-") and request(video).video_input == Path(video)
     cases = [
         (dict(inputs=(video, "a.png")), "", "give one video per call"),
-        (dict(style={"seeds": "1,2"}), "", "a video takes one style"),
-        (dict(style={"text": ["a", "b"]}), "", "a video takes one style"),
-        (dict(photos=StylizeOptions(aligned=True)), "", "--aligned and --size are for photos"),
-        (dict(photos=StylizeOptions(size=64)), "", "--aligned and --size are for photos"),
-        (dict(style={"seed": 1, "save_w": Path("w.safetensors")}), "", "--save-w is for photo runs"),
-        (dict(model=StylizerOptions(Path("m"), noise="fresh")), "noise", "a video keeps one set of noise maps"),
+        (dict(style={"seeds": "1,2"}), "seeds", "a video takes one style"),
+        (dict(style={"text": ["a", "b"]}), "text", "a video takes one style"),
+        (dict(photos=PhotoOutput(aligned=True)), "aligned", "is for photos"),
+        (dict(photos=PhotoOutput(size=64)), "size", "is for photos"),
+        (dict(style={"seed": 1, "save_w": Path("w.safetensors")}), "save_w", "is for photo runs"),
+        (dict(model=StylizerModel(Path("m"), noise="fresh")), "noise", "a video keeps one set of noise maps"),
     ]
     for kwargs, field, message in cases:
         inputs = kwargs.pop("inputs", (video,))
@@ -111,7 +111,7 @@ def _cli_fields(cls: type, only: tuple[str, ...] = ()) -> dict[str, dataclasses.
 
 
 def test_stylize_options_are_the_request_fields():
-    groups = (StylizerOptions, StyleOptions, StylizeOptions, VideoOptions, FaceDetection, Runtime)
+    groups = (StylizerModel, StyleSource, PhotoOutput, VideoOptions, FaceDetection, Runtime)
     fields = {name: f for cls in groups for name, f in _cli_fields(cls).items()}
     params = _options("stylize")
     assert set(params) == {"inputs", *fields}
@@ -137,7 +137,7 @@ def test_adapt_options_are_the_stage_run_and_stylize_fields():
 
     groups = [
         _cli_fields(AdaptOptions), _cli_fields(Pretrained), _cli_fields(LoopConfig, LOOP_OPTIONS), _cli_fields(AdaptRun),
-        _cli_fields(StylizeOptions, INPUTS_OUTPUT), _cli_fields(FaceDetection, ("detector",)),
+        _cli_fields(PhotoOutput, INPUTS_OUTPUT), _cli_fields(FaceDetection, ("detector",)),
         _cli_fields(Runtime, ("as_json", "quiet")),
     ]  # fmt: skip
     params = _options("adapt")
@@ -154,7 +154,7 @@ def test_adapted_inputs_are_stylized_with_the_adapted_file_and_its_style(tmp_pat
 
     options = AdaptOptions(checkpoint="base.safetensors", photos="p", ref=str(tmp_path / "r.png"), clip_tag="t")
     adapted = Adapted(tmp_path / "a.safetensors", None, options)
-    made = adapted_request(adapted, ["x.png"], StylizeOptions(aligned=True, overwrite=True))
+    made = adapted_request(adapted, ["x.png"], PhotoOutput(aligned=True, overwrite=True))
     assert made.model.checkpoint == tmp_path / "a.safetensors" and made.inputs == ("x.png",)
     assert (made.style.source, made.style.ref, made.style.clip_tag) == ("--ref", [tmp_path / "r.png"], "t")
     assert made.photos.overwrite and made.runtime == Runtime()

@@ -41,24 +41,24 @@ from dataclasses import dataclass
 from typing import ClassVar
 from torch import nn
 from mmfs.config import PRESETS
+from mmfs.config.train import StageOptions
 from mmfs.train import train
 from mmfs.data.datasets import UnpairedFolders
 from mmfs.train import EmaSpec, Phase, Stage, adam, make_config, register_stage, train
 
 
 @dataclass(frozen=True)
-class Opts:
+class Opts(StageOptions):
+    command: ClassVar[str] = "det"
     loop_defaults: ClassVar[dict] = {"lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.5, "workers": 0}
 
     photos: str = ""
 
 
 @register_stage
-class Det(Stage):
+class Det(Stage[Opts]):
     \"\"\"Deterministic (no random draws): 2 ranks x 2 images must compute the update of 1 rank x 4 images.\"\"\"
 
-    command = "det"
-    Options = Opts
 
     def __init__(self, cfg, device, **kw):
         super().__init__(cfg, device)

@@ -16,6 +16,7 @@ from torch import nn
 
 from mmfs.checkpoint import load_checkpoint
 from mmfs.config import PRESETS
+from mmfs.config.train import StageOptions
 from mmfs.data.datasets import UnpairedFolders
 from mmfs.train import EmaSpec, Phase, Stage, adam, lazy_regularization, make_config, register_stage, train
 from mmfs.train.ema import Ema
@@ -25,7 +26,8 @@ from support.tiny import write_images
 
 
 @dataclass(frozen=True)
-class ToyOptions:
+class ToyOptions(StageOptions):
+    command: ClassVar[str] = "toy"
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-2, "betas": (0.5, 0.99), "ema_decay": 0.9, "batch_size": 4, "workers": 0
     }  # fmt: skip
@@ -35,11 +37,8 @@ class ToyOptions:
 
 
 @register_stage
-class ToyStage(Stage):
+class ToyStage(Stage[ToyOptions]):
     """A conv 'generator', a linear 'discriminator', a lazy regulariser; uses torch, Python and NumPy RNGs."""
-
-    command = "toy"
-    Options = ToyOptions
 
     def __init__(self, cfg, device, **externals):
         super().__init__(cfg, device)
@@ -247,13 +246,15 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
 
 
 def test_bf16_autocast_runs_on_cpu_and_fp16_is_refused(photos, tmp_path):
-    from mmfs.errors import MMFSError
+    from mmfs.errors import OptionError
+    from mmfs.train import LoopConfig
     from mmfs.train.loop import resolve_dtype
 
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with pytest.raises(MMFSError, match="fp16 training is not supported"):
-        resolve_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(OptionError, match="must be one of fp32, bf16, got 'fp16'") as refused:
+        LoopConfig(dtype="fp16")  # fp16 would need loss scaling: not a training dtype
+    assert refused.value.flag == "--dtype"
     run = train(toy_config(photos, steps=2, dtype="bf16", checkpoint_every=0), outdir=tmp_path, progress=False)
     lines = read_log(run / "log.jsonl")
     assert all(math.isfinite(x["G/total"]) for x in lines) and len(lines) == 2
@@ -268,11 +269,15 @@ def _tf32_allowed() -> tuple[bool, bool]:
     return matmul.allow_tf32, cudnn.allow_tf32
 
 
+class PrecisionOptions(ToyOptions):
+    command = "toy-precision"
+
+
 @register_stage
 class PrecisionStage(ToyStage):
     """The toy stage, recording the autocast dtype (None: off) and the TF32 state its G loss runs under."""
 
-    command = "toy-precision"
+    Options = PrecisionOptions
     seen: list[tuple[torch.dtype | None, tuple[bool, bool]]] = []
 
     def g_loss(self, ctx):
@@ -290,6 +295,7 @@ def restore_tf32():
 
 
 def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp_path, restore_tf32):
+    from mmfs.errors import OptionError
     from mmfs.utils.device import set_tf32
 
     def run(name, **loop):
@@ -306,8 +312,8 @@ def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp
     set_tf32(False)
     loop, seen = run("opt-in", dtype="bf16", tf32=True)
     assert seen == [(torch.bfloat16, (True, True))] and _tf32_allowed() == (False, False)
-    with pytest.raises(ValueError, match="training dtype must be one of fp32, bf16"):
-        make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")
+    with pytest.raises(OptionError, match="dtype: must be one of fp32, bf16, got 'auto'"):
+        make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")  # only old runs resume it
 
 
 @register_stage
@@ -357,11 +363,15 @@ def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):
     assert TrainConfig.from_json(toy_config(photos).to_json()).loop.tf32 is False
 
 
+class NanOptions(ToyOptions):
+    command = "toy-nan"
+
+
 @register_stage
 class NanStage(ToyStage):
     """The toy stage whose generator loss turns NaN from step 3 on (as a too-high learning rate would)."""
 
-    command = "toy-nan"
+    Options = NanOptions
 
     def g_loss(self, ctx):
         losses = super().g_loss(ctx)

@@ -14,8 +14,8 @@ from mmfs.errors import CheckpointError
 from mmfs.train import make_config, train
 from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
-from mmfs.train.stages.base import discriminator_losses, generator_losses
 from mmfs.train.stages.common import r1_losses, reconstruction_losses
+from mmfs.train.stages.finetune import discriminator_losses, generator_losses
 from support.tiny import TINY, random_prior, same_tensors, save_prior, write_images
 
 

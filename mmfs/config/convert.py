@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 
 SOURCE_FORMATS = ("auto", "rosinality", "mmfs")  # auto: told apart by the checkpoint's top-level keys
 
 
 @dataclass(frozen=True)
-class ConvertOptions:
+class ConvertOptions(Options):
     """How an upstream checkpoint is read and what is taken from it."""
 
     source_format: str = option(
@@ -32,6 +32,3 @@ class ConvertOptions:
         False, "Allow files that hold arbitrary Python objects (runs their code!).", flags="--trust-pickle"
     )
     overwrite: bool = option(False, "Replace TARGET if it exists.")
-
-    def __post_init__(self) -> None:
-        check_fields(self)

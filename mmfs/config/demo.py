@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 
 
 @dataclass(frozen=True)
-class DemoRequest:
+class DemoRequest(Options):
     """Where the demo writes, which budget it runs, and whether it trains its own prior and tiny CLIP."""
 
     outdir: Path = option(Path("demo_out"), "Folder for everything the demo writes.", flags=("--outdir", "-o"))
@@ -32,6 +32,3 @@ class DemoRequest:
     )
     seed: int = option(0, "Seed of the data, the trainings and the styles.", min=0)
     threads: int | None = option(None, "CPU threads for torch (default: torch's own choice).", min=1)
-
-    def __post_init__(self) -> None:
-        check_fields(self)

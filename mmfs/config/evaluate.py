@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 from mmfs.config.seeds import check_seed
 from mmfs.errors import OptionError
 
@@ -27,7 +27,7 @@ def parse_metric_names(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class EvaluateRequest:
+class EvaluateRequest(Options):
     """One evaluation: n stylized photos (each under its own random style) measured against the art set."""
 
     checkpoint: Path = option(help="Stylizer checkpoint to evaluate.", flags=("--checkpoint", "-c"), path=True)
@@ -71,7 +71,7 @@ class EvaluateRequest:
     )
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        super().__post_init__()
         names = self.metric_names
         if "fid" in names and self.art is None:
             raise OptionError("art", "fid needs the art set: give --art DIR, or leave fid out of --metrics")

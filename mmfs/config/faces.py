@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 
 DETECTORS = ("dlib", "dlib-cnn", "dlib+cnn", "insightface")
 
 
 @dataclass(frozen=True)
-class FaceDetection:
+class FaceDetection(Options):
     """Which detector finds the faces, its weights, and whether to search turned copies of a photo."""
 
     detector: str = option(
@@ -30,6 +30,3 @@ class FaceDetection:
     rotate: bool = option(
         True, "Photos: when no face is found upright, look again on the photo turned 90/180/270 and +-45 degrees."
     )
-
-    def __post_init__(self) -> None:
-        check_fields(self)

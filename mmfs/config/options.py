@@ -15,6 +15,7 @@ This module imports nothing heavy: `mmfs --help` reads these declarations withou
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,11 @@ class Cli:
     """How one field appears on the command line."""
 
     help: str
-    flags: tuple[str, ...] = ()  # default: --field-name, plus --no-field-name for a bool that defaults to True
+    flags: tuple[str, ...] = ()  # default: --field-name, and --no-field-name for any bool; given: just these
     min: float | None = None
     max: float | None = None
-    choices: tuple[str, ...] = ()  # the accepted strings of a str option
+    choices: tuple[str, ...] = ()  # the accepted strings of a str option (--help lists them; the parser refuses others)
+    legacy: tuple[str, ...] = ()  # values only files saved by older versions hold: read back, never offered
     path: bool = False  # the CLI takes a path; a str field stores it absolute (config.json outlives the cwd)
     show_default: bool = True
     metavar: str | None = None
@@ -43,6 +45,7 @@ def option(
     min: float | None = None,  # noqa: A002
     max: float | None = None,  # noqa: A002
     choices: tuple[str, ...] = (),
+    legacy: tuple[str, ...] = (),
     path: bool = False,
     show_default: bool = True,
     metavar: str | None = None,
@@ -52,7 +55,7 @@ def option(
     spec = None
     if cli:
         flags = (flags,) if isinstance(flags, str) else tuple(flags)
-        spec = Cli(help, flags, min, max, tuple(choices), path, show_default, metavar)
+        spec = Cli(help, flags, min, max, tuple(choices), tuple(legacy), path, show_default, metavar)
     return dataclasses.field(default=default, metadata={"cli": spec, "help": help})
 
 
@@ -67,16 +70,66 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise OptionError(name, f"must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_fields(instance: Any) -> None:
-    """Apply every field's declared bounds and choices (call from `__post_init__`): OptionError on the first miss."""
+def check_fields(instance: Any, *, legacy: bool = True) -> None:
+    """Apply every field's declared bounds and choices: OptionError on the first miss (`Options` calls it).
+
+    `legacy=False` also refuses the values only older saved files hold (what a new run may not ask for).
+    """
     for field in dataclasses.fields(instance):
         spec = cli_spec(field)
         if spec is None:
             continue
         value = getattr(instance, field.name)
-        check_choice(field.name, value, spec.choices)
+        if not (legacy and value in spec.legacy):
+            check_choice(field.name, value, spec.choices)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if spec.min is not None and value < spec.min:
                 raise OptionError(field.name, f"must be >= {spec.min}, got {value}")
             if spec.max is not None and value > spec.max:
                 raise OptionError(field.name, f"must be <= {spec.max}, got {value}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every options dataclass: building one checks each field's declared bounds and choices.
+
+    A subclass with rules between its fields extends `__post_init__`: `super().__post_init__()` first, then
+    its rules, each an `OptionError` naming the flag the user should change.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+class Overrides(Mapping[str, Any]):
+    """The fields of an options class a user gave, to lay over defaults chosen later (a stage's `loop_defaults`).
+
+    Reads like the dataclass (`loop.steps`: the value given, or None when not given) and like a dict of
+    exactly the given values (`**loop`, `"dtype" in loop`). False and 0 are values like any other, so a
+    boolean can be overridden either way.
+    """
+
+    def __init__(self, cls: type, given: Mapping[str, Any]) -> None:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {unknown}")
+        self._cls, self._names = cls, names
+        self._given = {name: value for name, value in given.items() if value is not None}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self._names:
+            raise AttributeError(name)
+        return self._given.get(name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._given[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._given)
+
+    def __len__(self) -> int:
+        return len(self._given)
+
+    def __repr__(self) -> str:
+        return f"Overrides({self._cls.__name__}, {self._given!r})"

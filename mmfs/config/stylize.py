@@ -2,7 +2,7 @@
 
 A `StylizeRequest` is one stylize call: the INPUTS plus one group per concern (the model, the styles,
 how photos become files, the video-only options, face detection, device and output). Each group checks
-its own fields in `__post_init__`; the request checks the rules between groups (a video takes one style,
+its own fields when it is built (`mmfs.config.options.Options`); the request checks the rules between groups (a video takes one style,
 video-only options need a video, ...). A failed check is an `OptionError`, a usage error (exit 2) before
 anything is loaded. `mmfs.inference.stylize.stylize(request)` runs it.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, option
 from mmfs.config.seeds import check_seed, parse_seeds
 from mmfs.config.train import CLIP_MODEL_HELP, CLIP_TAG_HELP, CLIP_WEIGHTS_HELP
 from mmfs.errors import OptionError
@@ -42,7 +42,7 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
 
 
 @dataclass(frozen=True)
-class StylizerOptions:
+class StylizerModel(Options):
     """The Stylizer and how it runs: its checkpoint, faces per generator call, noise."""
 
     checkpoint: Path = option(help="Stylizer checkpoint (.safetensors).", flags=("--checkpoint", "-c"), path=True)
@@ -56,12 +56,9 @@ class StylizerOptions:
         choices=NOISE_MODES,
     )
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class StyleOptions:
+class StyleSource(Options):
     """Which styles: exactly one source (a seed, seeds, a w-file, CLIP prompts or reference images)."""
 
     seed: int | None = option(None, "Style: the random style of this seed.", show_default=False)
@@ -84,11 +81,12 @@ class StyleOptions:
         for name in ("text", "ref"):  # an empty list is "not given"
             value = getattr(self, name)
             object.__setattr__(self, name, list(value) if value else None)
-        check_fields(self)
+        super().__post_init__()
         given = [flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None]
         if len(given) != 1:
             what = "none was given" if not given else f"got {' and '.join(given)}"
-            raise OptionError("", f"choose exactly one style source: {', '.join(STYLE_FLAGS)} ({what})")
+            flag = given[1] if given else STYLE_FLAGS[0]  # the second source given, or the first one could give
+            raise OptionError(flag[2:], f"choose exactly one style source: {', '.join(STYLE_FLAGS)} ({what})")
         if self.seed is not None:
             check_seed(self.seed)
         if self.seeds is not None:
@@ -114,7 +112,7 @@ class StyleOptions:
 
 
 @dataclass(frozen=True)
-class StylizeOptions:
+class PhotoOutput(Options):
     """How photos become files (everything but the model and the styles)."""
 
     outdir: Path = option(Path("stylized"), "Folder for the outputs (created if missing).", flags=("--outdir", "-o"))
@@ -129,7 +127,7 @@ class StylizeOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outdir", Path(self.outdir))
-        check_fields(self)
+        super().__post_init__()
         if self.paste_back and self.aligned:
             raise OptionError("paste_back", "needs face detection; it cannot be used with --aligned")
         if self.paste_back and self.size is not None:
@@ -137,7 +135,7 @@ class StylizeOptions:
 
 
 @dataclass(frozen=True)
-class VideoOptions:
+class VideoOptions(Options):
     """Options only a video input takes."""
 
     out: Path | None = option(None, "Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
@@ -145,18 +143,15 @@ class VideoOptions:
     hold_frames: int = option(0, "Video input only: keep a face stylized for up to N frames the detector misses (0:"
                               " such frames pass through).", min=0, max=100)  # fmt: skip
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
 class StylizeRequest:
     """One `mmfs stylize` call: INPUTS (files, folders, globs, `-` for stdin) and the option groups."""
 
     inputs: tuple[str, ...]
-    model: StylizerOptions
-    style: StyleOptions
-    photos: StylizeOptions = dataclasses.field(default_factory=StylizeOptions)
+    model: StylizerModel
+    style: StyleSource
+    photos: PhotoOutput = dataclasses.field(default_factory=PhotoOutput)
     video: VideoOptions = dataclasses.field(default_factory=VideoOptions)
     faces: FaceDetection = dataclasses.field(default_factory=FaceDetection)
     runtime: Runtime = dataclasses.field(default_factory=Runtime)
@@ -168,9 +163,9 @@ class StylizeRequest:
         if self.video_input is not None:
             self._check_video()
         elif self.video.out is not None:
-            raise OptionError("", "--out names the output of a video input; photos go to --outdir")
+            raise OptionError("out", "names the output of a video input; photos go to --outdir")
         elif self.video.hold_frames:
-            raise OptionError("", "--hold-frames is for video inputs")
+            raise OptionError("hold_frames", "is for video inputs")
 
     @property
     def video_input(self) -> Path | None:
@@ -184,11 +179,12 @@ class StylizeRequest:
             raise OptionError("", "a video is stylized on its own: give one video per call (photos in another call)")
         count = self.style.count()
         if count is not None and count > 1:
-            raise OptionError("", "a video takes one style: give one --seed, --text or --ref")
+            raise OptionError(self.style.source[2:], "a video takes one style: give one --seed, --text or --ref")
         if self.photos.aligned or self.photos.size is not None:
-            raise OptionError("", "--aligned and --size are for photos; a video is always detected and pasted back")
+            what = "aligned" if self.photos.aligned else "size"
+            raise OptionError(what, "is for photos; a video is always detected and pasted back")
         if self.style.save_w is not None:
-            raise OptionError("", "--save-w is for photo runs; save the style in a separate call without the video")
+            raise OptionError("save_w", "is for photo runs; save the style in a separate call without the video")
         if self.model.noise == "fresh":
             raise OptionError(
                 "noise", "a video keeps one set of noise maps (new ones per frame flicker): use seeded or zero"
@@ -196,7 +192,7 @@ class StylizeRequest:
 
 
 @dataclass(frozen=True)
-class AdaptRun:
+class AdaptRun(Options):
     """`mmfs adapt`: where the adapted file and the training run go (the stage's options: `AdaptOptions`)."""
 
     out: Path | None = option(None, "Adapted checkpoint to write (default: adapted-<style>.safetensors).", path=True,

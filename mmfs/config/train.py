@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mmfs.config.model import PRESETS, ModelConfig, at_resolution, get_preset
-from mmfs.config.options import check_fields, option
+from mmfs.config.options import Options, check_fields, option
 from mmfs.errors import OptionError
 
-# Precisions a new run may ask for. fp16 would need loss scaling. Runs saved before fp32 became the
+# Precisions a new run may ask for: fp16 would need loss scaling. Runs saved before fp32 became the
 # default carry "auto" (bf16 autocast on CUDA, fp32 elsewhere), which still resumes as it ran.
 TRAIN_DTYPES = ("fp32", "bf16")
+LEGACY_TRAIN_DTYPES = ("auto",)
 ROSINALITY_EMA = 0.5 ** (32 / 10_000)  # rosinality's accum: an EMA half-life of 10k images at batch 32
 PRESET_HELP = f"Network preset ({', '.join(PRESETS)}); default: the config stored in the input file."
 CLIP_MODEL_HELP = "open_clip model the mapper reads (OpenAI ViT-B-32 as the reference), local-dir:PATH, or tiny."
@@ -39,7 +40,7 @@ DINO_HELP = "DINO for the structure loss: dino_vitb8 (by name), a local weights 
 
 
 @dataclass(frozen=True)
-class LoopConfig:
+class LoopConfig(Options):
     """Settings of the shared loop; the numbers a stage overrides come from its options' `loop_defaults`."""
 
     steps: int = option(1000, "Optimizer steps in total.", min=1)
@@ -61,7 +62,10 @@ class LoopConfig:
     keep_checkpoints: int = option(3, "Checkpoints to keep (oldest deleted).", min=0)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK).")
     dtype: str = option(
-        "fp32", "fp32 (the reference's precision) or bf16 (autocast: faster on GPUs, trains different weights)."
+        "fp32",
+        "fp32 (the reference's precision) or bf16 (autocast: faster on GPUs, trains different weights).",
+        choices=TRAIN_DTYPES,
+        legacy=LEGACY_TRAIN_DTYPES,
     )
     tf32: bool = option(False, "Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: fp32).", flags="--tf32")
     compile: bool = option(False, "torch.compile the trained networks.", flags="--compile")
@@ -75,24 +79,42 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        check_fields(self)
+        super().__post_init__()
         if self.preview_count < 1:
-            raise ValueError(f"preview_count must be >= 1, got {self.preview_count}")
+            raise OptionError("preview_count", f"must be >= 1, got {self.preview_count}")
         if self.batch_size % self.accum:
-            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by accum ({self.accum})")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise OptionError("accum", f"must divide --batch-size: {self.batch_size} is not divisible by {self.accum}")
 
 
 # --- the stages' own options (one class per command; `OPTIONS` finds them by command name) -----------
 
+OPTIONS: dict[str, type[StageOptions]] = {}  # command -> its options class, filled as each class is defined
+
 
 @dataclass(frozen=True)
-class PriorOptions:
+class StageOptions(Options):
+    """Base of a training stage's options. A subclass that sets `command` registers itself in `OPTIONS`, from
+    which `TrainConfig` rebuilds a saved run and `mmfs.train` finds the stage (`Stage[XOptions]`)."""
+
+    command: ClassVar[str]  # the CLI command, the stage's registry key and the run directory's suffix
+    model_source: ClassVar[str | None] = None  # the input file whose stored network config a run uses
+    required: ClassVar[tuple[str, ...]] = ()  # fields a new run needs (a resumed run has them)
+    loop_defaults: ClassVar[dict[str, Any]] = {}  # the stage's reference loop settings (lr, betas, EMA, batch, steps)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "command" in cls.__dict__:
+            known = OPTIONS.get(cls.command)
+            if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"two options classes for {cls.command!r}: {known.__qualname__} and {cls.__qualname__}")
+            OPTIONS[cls.command] = cls
+
+
+@dataclass(frozen=True)
+class PriorOptions(StageOptions):
     """`mmfs train-prior`: data, regularisation and mixing (rosinality's defaults)."""
 
     command: ClassVar[str] = "train-prior"
-    model_source: ClassVar[str | None] = None  # the input file whose stored network config a run uses
     required: ClassVar[tuple[str, ...]] = ("photos",)
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.002, "betas": (0.0, 0.99), "ema_decay": ROSINALITY_EMA, "batch_size": 16, "steps": 800_000,
@@ -108,16 +130,13 @@ class PriorOptions:
     mixing_prob: float = option(0.9, "Style-mixing probability of every z.", min=0.0, max=1.0)
     mirror: bool = option(True, "Random left-right flips of the photos.")
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class EncoderOptions:
+class EncoderOptions(StageOptions):
     """`mmfs pretrain-encoder` (Stage I): the prior and the loss weights."""
 
     command: ClassVar[str] = "pretrain-encoder"
-    model_source: ClassVar[str | None] = "prior"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "prior"
     required: ClassVar[tuple[str, ...]] = ("prior",)
     # Reference phase 1: lr 2e-4, beta1 0.1, EMA 0.999, batch 8, 200k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
@@ -132,16 +151,13 @@ class EncoderOptions:
         False, "Start decoder0 / to_rgb0 from the prior's conv and ToRGB at the feature resolution (reference: random)."
     )
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class FinetuneOptions:
+class FinetuneOptions(StageOptions):
     """`mmfs finetune` (Stage II): data, initial weights, DINO, loss weights and regularisation."""
 
     command: ClassVar[str] = "finetune"
-    model_source: ClassVar[str | None] = "init"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "init"
     required: ClassVar[tuple[str, ...]] = ("photos", "art", "init")
     # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
@@ -161,16 +177,13 @@ class FinetuneOptions:
     r1_every: int = option(16, "Lazy R1 interval in steps.", min=1)
     mixing_prob: float = option(0.5, "Style-mixing probability of the random styles.", min=0.0, max=1.0)
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class MapperOptions:
+class MapperOptions(StageOptions):
     """`mmfs train-mapper` (reference phase 3): data, initial weights, CLIP and loss weights."""
 
     command: ClassVar[str] = "train-mapper"
-    model_source: ClassVar[str | None] = "init"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "init"
     required: ClassVar[tuple[str, ...]] = ("photos", "init")
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 10_000,
@@ -187,16 +200,13 @@ class MapperOptions:
     feat: float = option(4.0, "Discriminator-feature L1 weight (reference lambda_Feat).", min=0.0)
     mixing_prob: float = option(0.0, "Style-mixing probability of the target styles (reference 0).", min=0.0, max=1.0)
 
-    def __post_init__(self) -> None:
-        check_fields(self)
-
 
 @dataclass(frozen=True)
-class AdaptOptions:
+class AdaptOptions(StageOptions):
     """`mmfs adapt` (reference phase 4): base weights, the style (exactly one of text / ref), loss weights."""
 
     command: ClassVar[str] = "adapt"
-    model_source: ClassVar[str | None] = "checkpoint"  # the input file whose stored network config a run uses
+    model_source: ClassVar[str | None] = "checkpoint"
     required: ClassVar[tuple[str, ...]] = ("checkpoint", "photos")
     # Reference phase 4: Adam (0.9, 0.999) at 2e-4, batch 8, saved after 200 iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
@@ -224,20 +234,17 @@ class AdaptOptions:
     mapper_dropout: bool = option(True, "Keep the frozen mapper's dropout on while adapting, as the reference does.")
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        super().__post_init__()
         if (self.text is None) == (self.ref is None):
-            raise ValueError("adapt needs exactly one style: text (zero-shot) or ref (one-shot)")
+            given = "both were given" if self.text is not None else "neither was given"
+            message = f"adapt needs exactly one style: --text (zero-shot) or --ref (one-shot); {given}"
+            raise OptionError("ref" if self.text is not None else "text", message)
         if self.text is not None and not self.text.strip():
-            raise ValueError("the text prompt must not be empty")
+            raise OptionError("text", "the text prompt must not be empty")
 
     @property
     def one_shot(self) -> bool:
         return self.ref is not None
-
-
-OPTIONS: dict[str, type] = {
-    cls.command: cls for cls in (PriorOptions, EncoderOptions, FinetuneOptions, MapperOptions, AdaptOptions)
-}
 
 
 def options_class(command: str) -> type:
@@ -251,7 +258,7 @@ def options_class(command: str) -> type:
 
 
 @dataclass(frozen=True)
-class Pretrained:
+class Pretrained(Options):
     """Shortcuts for the frozen networks a stage reads; `apply_pretrained` folds them into its options."""
 
     tiny: bool = option(False, "Random tiny CLIP / DINO of the same architecture (smoke runs, no download).",
@@ -271,7 +278,7 @@ def apply_pretrained(options: Any, pretrained: Pretrained) -> Any:
 
 
 @dataclass(frozen=True)
-class ModelChoice:
+class ModelChoice(Options):
     """The network of a run: a preset, else the config stored in the stage's input file (`model_source`)."""
 
     preset: str | None = option(None, PRESET_HELP, show_default=False)
@@ -282,7 +289,7 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
-class PriorModel:
+class PriorModel(Options):
     """`train-prior`'s network: a preset, optionally at another output resolution."""
 
     preset: str = option("ffhq512", f"Network preset: {', '.join(PRESETS)} (ffhq512 is the paper's prior).")
@@ -290,6 +297,7 @@ class PriorModel:
                                     " resolution. Default: the preset's.", show_default=False)  # fmt: skip
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.preset in PRESETS:  # a wrong --resolution is a usage error before anything runs
             self.preset_config()
 
@@ -302,7 +310,7 @@ class PriorModel:
 
 
 @dataclass(frozen=True)
-class TrainRun:
+class TrainRun(Options):
     """Where a run goes and how it reports; `resume` continues a run with its saved config."""
 
     outdir: Path = option(Path("runs"), "Parent folder of the numbered run directories.", flags=("--outdir", "-o"))
@@ -312,6 +320,12 @@ class TrainRun:
     quiet: bool = option(False, "No progress bar.", flags=("--quiet", "-q"))
 
 
+def check_run(run: TrainRun, model: ModelChoice | PriorModel) -> None:
+    """The rule between a training command's groups: a resumed run keeps its own network."""
+    if run.resume is not None and getattr(model, "resolution", None) is not None:
+        raise OptionError("resolution", "a resumed run keeps its own resolution; drop --resolution")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run; `to_json` is what `config.json` holds."""
@@ -319,7 +333,7 @@ class TrainConfig:
     command: str  # the stage's CLI command and registry name: "pretrain-encoder", "finetune", ...
     model: ModelConfig
     loop: LoopConfig
-    options: Any  # the stage's frozen options dataclass (`OPTIONS[command]`)
+    options: StageOptions  # the stage's own options class (`OPTIONS[command]`)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -361,11 +375,11 @@ def make_config(command: str, model: ModelConfig, *, options: Any = None, **loop
     settings from the stage's `loop_defaults` overridden by the non-None `loop` values."""
     kind = options_class(command)
     settings = {**kind.loop_defaults, **{k: v for k, v in loop.items() if v is not None}}
-    if settings.get("dtype", "fp32") not in TRAIN_DTYPES:
-        raise ValueError(f"training dtype must be one of {', '.join(TRAIN_DTYPES)}, got {settings['dtype']!r}")
+    loop_config = LoopConfig(**settings)
+    check_fields(loop_config, legacy=False)  # "auto" and the like only resume old runs
     if not isinstance(options, kind):
         options = kind(**{k: v for k, v in (options or {}).items() if v is not None})
-    return TrainConfig(command=command, model=model, loop=LoopConfig(**settings), options=options)
+    return TrainConfig(command=command, model=model, loop=loop_config, options=options)
 
 
 def missing_required(options: Any) -> list[str]:

@@ -63,9 +63,9 @@ def _crop(image: np.ndarray, box: list[float]) -> np.ndarray:
 
 def _stylize(pipeline, files: list, styles: list, outdir: Path, *, aligned: bool, detector: Any = None) -> list:
     """Run `stylize_files` (overwriting) and return its results, one per input."""
-    from mmfs.inference.files import StylizeOptions, stylize_files
+    from mmfs.inference.files import PhotoOutput, stylize_files
 
-    opts = StylizeOptions(outdir=outdir, aligned=aligned, paste_back=not aligned, overwrite=True, workers=1)
+    opts = PhotoOutput(outdir=outdir, aligned=aligned, paste_back=not aligned, overwrite=True, workers=1)
     return list(stylize_files(pipeline, files, styles, opts, detector=detector))
 
 

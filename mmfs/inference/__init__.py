@@ -2,5 +2,6 @@
 
 models (files -> ready networks), latents (saved w+ styles), styles (CLIP prompts and references -> styles),
 pipeline (aligned faces + styles -> images), files (photos on disk -> stylized files), video, stylize (a
-StylizeRequest end to end), adapt (the `mmfs adapt` command around its stage), evaluate, metrics. Nothing under `mmfs.train` imports from here.
+StylizeRequest end to end), evaluate, metrics. `mmfs adapt` trains, so it lives in `mmfs.train.adapt`.
+Nothing under `mmfs.train` imports from here.
 """

@@ -172,17 +172,16 @@ def evaluate(
     """
     from mmfs.checkpoint import read_metadata
     from mmfs.errors import CheckpointError
-    from mmfs.inference.metrics import default_cache_dir, reference_stats
     from mmfs.inference.models import STYLIZER_KINDS
     from mmfs.inference.pipeline import StylizePipeline
-    from mmfs.utils.device import parse_dtype, pick_device
+    from mmfs.utils.device import pick_device
 
     started = time.perf_counter()
     checkpoint, photos, art, n, seed = request.checkpoint, request.photos, request.art, request.n, request.seed
     batch_size = request.batch_size
     # The report lists the metrics in METRIC_NAMES's order, whatever the order asked.
     metrics = tuple(name for name in METRIC_NAMES if name in request.metric_names)
-    dev, _ = pick_device(device), parse_dtype(dtype)
+    dev = pick_device(device)
     # Cheap checks that catch user errors before anything slow: the report's folder, files, weights.
     check_report_path(request.report)
     meta = read_metadata(checkpoint)
@@ -207,28 +206,54 @@ def evaluate(
     )
     pipeline = StylizePipeline.from_checkpoint(checkpoint, device=dev, dtype=dtype, batch_size=batch_size)
     seconds: dict[str, float] = {"setup": time.perf_counter() - started}
+    measured = measure(request, pipeline, nets, sample, seconds, progress=progress)
+    seconds["total"] = time.perf_counter() - started
+    runtime = {"device": str(dev), "dtype": dtype}
+    return build_report(request, measured, metrics, nets, pipeline, meta, photo_files, sample, runtime, seconds)
 
-    caught: list[str] = []
+
+@dataclass
+class Measured:
+    """The numbers of one evaluation: each metric's value, its details, and the warnings raised meanwhile."""
+
+    values: dict[str, float]
+    details: dict[str, dict[str, Any]]
+    warnings: list[str]
+
+
+def measure(
+    request: EvaluateRequest,
+    pipeline: Any,
+    nets: MetricNets,
+    sample: Sequence[Path],
+    seconds: dict[str, float],
+    *,
+    progress: bool,
+) -> Measured:
+    """The art set's FID statistics (cached), the stream of n outputs, then each metric's value; the time of
+    each part goes into `seconds`."""
+    from mmfs.inference.metrics import default_cache_dir, reference_stats
+
+    values: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("default")  # once per place: a warning repeated every batch is kept once, not n times
-        real = None
+        real, cache_dir = None, None
         if nets.inception is not None:
             mark = time.perf_counter()
             cache_dir = None if request.no_fid_cache else (request.fid_cache or default_cache_dir())
             real = reference_stats(
-                art,
+                request.art,
                 nets.inception,
                 image_size=pipeline.resolution,
                 cache_dir=cache_dir,
-                batch_size=batch_size,
+                batch_size=request.batch_size,
                 progress=progress,
             )
             seconds["art_statistics"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        stream = evaluate_stream(pipeline, sample, nets, n=n, seed=seed, progress=progress)
+        stream = evaluate_stream(pipeline, sample, nets, n=request.n, seed=request.seed, progress=progress)
         seconds["stream"] = time.perf_counter() - mark
-        values: dict[str, float] = {}
-        details: dict[str, dict[str, Any]] = {}
         if stream.fid is not None:
             if progress:
                 print(f"computing FID ({nets.inception.feature_dim}-d matrix square root) ...", file=sys.stderr)
@@ -246,19 +271,33 @@ def evaluate(
             if metric is not None:
                 values[metric.name] = metric.compute()
                 details[metric.name] = {"pairs": metric.count, "std": metric.values.std}
-        for record in records:
-            caught.append(f"{record.category.__name__}: {record.message}")
-    seconds["total"] = time.perf_counter() - started
+    caught = [f"{record.category.__name__}: {record.message}" for record in records]
+    return Measured(values, details, list(dict.fromkeys(caught)))
 
-    report = {
+
+def build_report(
+    request: EvaluateRequest,
+    measured: Measured,
+    metrics: Sequence[str],
+    nets: MetricNets,
+    pipeline: Any,
+    meta: dict[str, str],
+    photo_files: Sequence[Path],
+    sample: Sequence[Path],
+    runtime: dict[str, str],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The JSON report (format `REPORT_FORMAT`): the numbers, and everything needed to reproduce or compare them."""
+    n, photos, art = request.n, request.photos, request.art
+    return {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "n": n,
-        "metrics": values,
-        "details": details,
+        "metrics": measured.values,
+        "details": measured.details,
         "comparable": nets.comparable,
-        "checkpoint": _checkpoint_info(Path(checkpoint), meta),
+        "checkpoint": _checkpoint_info(Path(request.checkpoint), meta),
         "data": {
             "photos": str(Path(photos).resolve()),
             "n_photos": len(photo_files),
@@ -270,10 +309,10 @@ def evaluate(
         "metric_networks": nets.info,
         "settings": {
             "metrics": list(metrics),
-            "seed": seed,
-            "batch_size": batch_size,
-            "device": str(dev),
-            "dtype": dtype,
+            "seed": request.seed,
+            "batch_size": request.batch_size,
+            "device": runtime["device"],
+            "dtype": runtime["dtype"],
             "noise": pipeline.noise,
             "resolution": pipeline.resolution,
             "tiny_metrics": request.tiny_metrics,
@@ -283,9 +322,8 @@ def evaluate(
         },
         "versions": package_versions(),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "warnings": list(dict.fromkeys(caught)),
+        "warnings": measured.warnings,
     }
-    return report
 
 
 def check_report_path(path: Path) -> None:

@@ -190,9 +190,10 @@ class StylizePipeline:
         from mmfs.inference.models import load_stylizer
         from mmfs.utils.device import parse_dtype, pick_device
 
+        compute = parse_dtype(dtype)  # a wrong name fails before anything loads
         dev = device if isinstance(device, torch.device) else pick_device(device)
         kwargs.setdefault("channels_last", dev.type == "cuda")
-        return cls(load_stylizer(Path(path), device=dev), dtype=parse_dtype(dtype), **kwargs)
+        return cls(load_stylizer(Path(path), device=dev), dtype=compute, **kwargs)
 
     @property
     def resolution(self) -> int:

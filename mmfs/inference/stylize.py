@@ -1,6 +1,6 @@
 """A `StylizeRequest` run end to end: the body of `mmfs stylize` (and of the INPUTS part of `mmfs adapt`).
 
-    report = stylize(StylizeRequest(("photos/",), StylizerOptions(Path("model.safetensors")), StyleOptions(seed=5)))
+    report = stylize(StylizeRequest(("photos/",), StylizerModel(Path("model.safetensors")), StyleSource(seed=5)))
 
 It resolves the inputs, the face detector, the pipeline and the styles (seed / seeds / w-file / CLIP
 text or reference through the checkpoint's mapper), saves them with `--save-w`, then stylizes the
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmfs.config.stylize import StyleOptions, StylizeRequest
+from mmfs.config.stylize import StyleSource, StylizeRequest
 from mmfs.data.images import SkippedFiles
 from mmfs.errors import CheckpointError, InputError
 from mmfs.inference.files import InputResult, collect_inputs, stylize_files
@@ -117,7 +117,7 @@ def stylize(
     return report
 
 
-def style_source(style: StyleOptions, checkpoint: Path, pipeline: StylizePipeline) -> Any:
+def style_source(style: StyleSource, checkpoint: Path, pipeline: StylizePipeline) -> Any:
     """The style source `style` names: SeedStyles, LatentStyles or (CLIP) EmbeddingStyles."""
     if style.source in ("--seed", "--seeds"):
         return SeedStyles(style.seed_list())

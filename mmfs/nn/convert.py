@@ -58,8 +58,9 @@ def read_foreign_pickle(path: str | os.PathLike[str], *, trust_pickle: bool = Fa
         if objects and kind == "pickle":  # an upstream file written by pickle.dump, which torch.load cannot read
             with open(path, "rb") as fh:
                 obj = pickle.load(fh)  # noqa: S301 - the user passed --trust-pickle
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=not objects)
+        else:  # from an open file: torch.load would read a path named .safetensors as safetensors
+            with open(path, "rb") as fh:
+                obj = torch.load(fh, map_location="cpu", weights_only=not objects)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(obj, dict):

@@ -8,7 +8,7 @@ train(resume=run_dir, steps=200)             # continue bit for bit
 
 from __future__ import annotations
 
-from mmfs.config.train import LoopConfig, TrainConfig, make_config
+from mmfs.config.train import LoopConfig, StageOptions, TrainConfig, make_config
 from mmfs.train.loop import Trainer, train
 from mmfs.train.stage import (
     STAGES,
@@ -28,6 +28,7 @@ __all__ = [
     "LoopConfig",
     "Phase",
     "Stage",
+    "StageOptions",
     "StepContext",
     "TrainConfig",
     "Trainer",

@@ -20,7 +20,7 @@ from typing import Any
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.stylize import AdaptRun, StyleOptions, StylizeOptions, StylizeRequest, StylizerOptions
+from mmfs.config.stylize import AdaptRun, PhotoOutput, StyleSource, StylizeRequest, StylizerModel
 from mmfs.config.train import AdaptOptions
 from mmfs.errors import InputError, MMFSError
 from mmfs.train.loop import train
@@ -106,20 +106,20 @@ def photos_from_inputs(inputs: Sequence[str], aligned: bool) -> Path:
 def adapted_request(
     adapted: Adapted,
     inputs: Sequence[str],
-    photos: StylizeOptions,
+    photos: PhotoOutput,
     faces: FaceDetection | None = None,
     runtime: Runtime | None = None,
 ) -> StylizeRequest:
     """The request that stylizes `inputs` with the adapted file and the style it was adapted to."""
     options = adapted.options
-    style = StyleOptions(
+    style = StyleSource(
         text=[options.text] if options.text is not None else None,
         ref=[Path(options.ref)] if options.ref is not None else None,
         clip_model=options.clip_model,
         clip_weights=Path(options.clip_weights) if options.clip_weights else None,
         clip_tag=options.clip_tag,
     )
-    return StylizeRequest(tuple(inputs), StylizerOptions(adapted.path), style, photos,
+    return StylizeRequest(tuple(inputs), StylizerModel(adapted.path), style, photos,
                           faces=faces or FaceDetection(), runtime=runtime or Runtime())  # fmt: skip
 
 

@@ -53,14 +53,11 @@ class TrainingDiverged(MMFSError):
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """fp32 or bf16 (autocast); `auto`, found only in runs saved before fp32 became the default, is bf16
-    autocast on CUDA (when supported) and fp32 elsewhere, as those runs trained. fp16 would need loss scaling."""
+    """fp32 or bf16 (autocast; `LoopConfig.dtype` holds no other); `auto`, found only in runs saved before fp32
+    became the default, is bf16 autocast on CUDA (when supported) and fp32 elsewhere, as those runs trained."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and native_bf16(device) else torch.float32
-    dtype = parse_dtype(name)
-    if dtype == torch.float16:
-        raise MMFSError("fp16 training is not supported (it needs loss scaling); use --dtype bf16 or fp32")
-    return dtype
+    return parse_dtype(name)
 
 
 class Trainer:

@@ -1,7 +1,10 @@
 """What a training stage declares, and the registry of stages by command name.
 
 A stage (`train-prior`, `pretrain-encoder`, `finetune`, `train-mapper`, `adapt`) is a small class that
-builds its networks and optimizers from its options (declared in `mmfs.config.train`) and declares:
+builds its networks and optimizers from its options and declares:
+
+- `Stage[XOptions]`: its options class (`mmfs.config.train`), which names the command, once (`XOptions.command`),
+  and which `self.options` is;
 
 - `nets`: the modules that are checkpointed (`{"stylizer": ..., "stylizer_ema": ..., "disc": ...}`);
 - `optimizers`: named optimizers; a phase trains exactly the parameters of its optimizer;
@@ -26,16 +29,21 @@ be a per-image mean; a loss the reference sums over its batch is written as mean
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from mmfs.config.train import StageOptions
+
 if TYPE_CHECKING:
     from mmfs.config.train import TrainConfig
     from mmfs.data.datasets import UnpairedFolders
+
+OptionsT = TypeVar("OptionsT", bound=StageOptions)
 
 
 @dataclass
@@ -69,12 +77,17 @@ class EmaSpec:
     decay: float
 
 
-class Stage:
-    """Base class of a training stage; subclasses set the class attributes and implement the methods."""
+class Stage(Generic[OptionsT]):
+    """Base class of a training stage: `class FinetuneStage(Stage[FinetuneOptions])`, then the methods below."""
 
-    command: ClassVar[str]  # CLI command, registry key and run-dir suffix
-    Options: ClassVar[type]  # the stage's options dataclass in `mmfs.config.train` (its `loop_defaults` too)
+    Options: ClassVar[type[StageOptions]]  # from `Stage[X]` (a subclass may set another); its command, loop_defaults
     final_kind: ClassVar[str] = "stylizer"  # checkpoint kind of `final.safetensors` ("prior" for train-prior)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            if typing.get_origin(base) is Stage:
+                (cls.Options,) = typing.get_args(base)
 
     def __init__(self, cfg: TrainConfig, device: torch.device, **externals: Any) -> None:
         self.cfg = cfg
@@ -86,6 +99,11 @@ class Stage:
         self._compiled_fns: dict[str, Callable[..., Any]] = {}
         self._dataset: UnpairedFolders | None = None
         self._preview_photos: Tensor | None = None
+
+    @property
+    def options(self) -> OptionsT:
+        """The run's stage options (`cfg.options`), typed as the stage's own options class."""
+        return self.cfg.options
 
     # --- what a stage declares -------------------------------------------------------------------
     @classmethod
@@ -109,7 +127,7 @@ class Stage:
     def folders(self) -> dict[str, str]:
         """The image folders the stage trains on, by batch key: `{"photo": options.photos}` when its options
         have `photos` (Stage II adds "art"); none otherwise (Stage I draws its own inputs)."""
-        photos = getattr(self.cfg.options, "photos", None)
+        photos = getattr(self.options, "photos", None)
         return {"photo": photos} if photos is not None else {}
 
     def dataset(self) -> UnpairedFolders | None:
@@ -212,9 +230,13 @@ STAGES: dict[str, type[Stage]] = {}
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: make a stage available by its `command` name (and its options to `TrainConfig`)."""
-    from mmfs.config.train import OPTIONS
+    """Class decorator: make a stage available by its options' command name (`cls.Options.command`).
 
-    STAGES[cls.command] = cls
-    OPTIONS.setdefault(cls.command, cls.Options)
+    The options class registered itself with `mmfs.config.train` when it was defined (`TrainConfig` reads it).
+    """
+    command = cls.Options.command
+    known = STAGES.get(command)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"two stages for {command!r}: {known.__qualname__} and {cls.__qualname__}")
+    STAGES[command] = cls
     return cls

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mmfs.train.stage import STAGES, Stage
-from mmfs.train.stages import adapt, base, encoder, mapper, prior  # noqa: F401  (each registers its stage)
+from mmfs.train.stages import adapt, encoder, finetune, mapper, prior  # noqa: F401  (each registers its stage)
 
 
 def get_stage(command: str) -> type[Stage]:

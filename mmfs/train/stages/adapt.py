@@ -94,16 +94,14 @@ def load_base(path: str | os.PathLike[str], cfg) -> torch.nn.Module:
 
 
 @register_stage
-class AdaptStage(Stage):
+class AdaptStage(Stage[AdaptOptions]):
     """Phase 4 on the shared loop: one phase "G" over the decoder's parameters."""
 
-    command = "adapt"
-    Options = AdaptOptions
     # exp/sp2pII-phase4.yaml: lr 2e-4, beta1 0.9, EMA 0.99, batch 8; 200 saved updates at constant lr.
 
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
-        opts: AdaptOptions = cfg.options
+        opts = self.options
         if not opts.checkpoint:
             raise CheckpointError("adapt needs --checkpoint (a Stylizer with a CLIP mapper)")
         stylizer = load_base(opts.checkpoint, cfg.model).to(device)
@@ -132,7 +130,7 @@ class AdaptStage(Stage):
         return target, source, None
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: AdaptOptions = self.cfg.options
+        opts = self.options
         photo = ctx.batch["photo"]
         stylizer = self.nets["stylizer"]
         with torch.no_grad():
@@ -148,9 +146,9 @@ class AdaptStage(Stage):
             fake_emb, tokens = self.clip.encode_image_with_tokens(fake, opts.proj_block)
         else:
             fake_emb = self.clip.encode_image(fake)
-        structure = dino_structure_loss(self.dino, fake, photo)
+        structure_sum = dino_structure_loss(self.dino, fake, photo)  # the loss; `opts.structure` is its weight
         return adapt_losses(
-            fake_emb.float(), photo_emb, self.target, source, structure, ctx.size, self.cfg.loop.batch_size,
+            fake_emb.float(), photo_emb, self.target, source, structure_sum, ctx.size, self.cfg.loop.batch_size,
             structure=opts.structure, clip_dir=opts.clip_dir, fake_tokens=tokens, projector=self.projector,
             proj=opts.proj,
         )  # fmt: skip

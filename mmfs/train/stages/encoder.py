@@ -39,11 +39,8 @@ def resample(x: Tensor, size: int) -> Tensor:
 
 
 @register_stage
-class EncoderStage(Stage):
+class EncoderStage(Stage[EncoderOptions]):
     """Stage I on the shared loop: one phase "G" over the Stylizer's new layers."""
-
-    command = "pretrain-encoder"
-    Options = EncoderOptions
 
     def __init__(self, cfg, device: torch.device, *, teacher: Any = None, disc: Any = None, **externals: Any) -> None:
         """`teacher` / `disc`: pre-built networks used instead of the prior file's generator / discriminator.
@@ -57,7 +54,7 @@ class EncoderStage(Stage):
         from mmfs.nn import Discriminator, Generator, Stylizer
         from mmfs.nn.convert import check_prior_covers, first_layers_from_prior, stylizer_init_from_prior
 
-        opts: EncoderOptions = cfg.options
+        opts = self.options
         model = cfg.model
         prior = None
         if opts.prior:
@@ -109,7 +106,7 @@ class EncoderStage(Stage):
         self.preview_z = self.preview_latents(cfg.loop.preview_count)
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: EncoderOptions = self.cfg.options
+        opts = self.options
         z = torch.randn(ctx.size, self.cfg.model.z_dim, device=self.device)
         disc_features = self.frozen_fn("disc_features", self.disc.features)
 

@@ -67,11 +67,8 @@ def stylizer_with_mapper(cfg, init: Checkpoint) -> tuple[torch.nn.Module, bool]:
 
 
 @register_stage
-class MapperStage(Stage):
+class MapperStage(Stage[MapperOptions]):
     """Phase 3 on the shared loop: one phase "G" over the CLIP mapper's parameters."""
-
-    command = "train-mapper"
-    Options = MapperOptions
 
     @classmethod
     def prepare_options(cls, options: MapperOptions) -> MapperOptions:
@@ -81,7 +78,7 @@ class MapperStage(Stage):
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
 
-        opts: MapperOptions = cfg.options
+        opts = self.options
         if not opts.init:
             raise CheckpointError("train-mapper needs --init (a Stage II training checkpoint or run directory)")
         init = load_checkpoint(resolve_init(opts.init), kind=("stylizer", "training"))
@@ -98,7 +95,7 @@ class MapperStage(Stage):
         self.preview_z = self.preview_latents(PREVIEW_STYLES)
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: MapperOptions = self.cfg.options
+        opts = self.options
         photo = ctx.batch["photo"]
         features = self.frozen_fn("disc_features", self.disc.features)
         with torch.no_grad():
@@ -124,5 +121,5 @@ class MapperStage(Stage):
 
     def final(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = super().final()  # the EMA stylizer, clip_mapper.* included
-        opts: MapperOptions = self.cfg.options
+        opts = self.options
         return tensors, {**meta, "init": self.init_path, **clip_record(opts)}

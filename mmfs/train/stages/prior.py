@@ -76,17 +76,15 @@ def path_length_losses(
 
 
 @register_stage
-class PriorStage(Stage):
+class PriorStage(Stage[PriorOptions]):
     """StyleGAN2 prior training on the shared loop: phases D, D_reg, G and (optionally) G_reg."""
 
-    command = "train-prior"
-    Options = PriorOptions
     final_kind = "prior"
     # rosinality train.py: lr 0.002, betas (0, 0.99), batch 16, 800k iterations, EMA half-life 10k images.
 
     def __init__(self, cfg, device: torch.device, **externals: Any) -> None:
         super().__init__(cfg, device)
-        opts: PriorOptions = cfg.options
+        opts = self.options
         self.dataset()  # a wrong folder is reported before the networks are built
         g = TrainingGenerator(cfg.model).to(device)
         d = Discriminator(cfg.model).to(device)
@@ -102,12 +100,12 @@ class PriorStage(Stage):
         self.preview_z = self.preview_latents(cfg.loop.preview_count)
 
     def folders(self) -> dict[str, str]:
-        if not self.cfg.options.photos:
+        if not self.options.photos:
             raise MMFSError("train-prior needs --photos (a folder of aligned face photos)")
-        return {"photo": self.cfg.options.photos}
+        return {"photo": self.options.photos}
 
     def phases(self) -> list[Phase]:
-        opts: PriorOptions = self.cfg.options
+        opts = self.options
         phases = [
             Phase("D", "D", self.d_loss, module="d"),
             Phase("D_reg", "D", self.r1_loss, every=opts.r1_every, module="d"),
@@ -132,7 +130,7 @@ class PriorStage(Stage):
         """
         g = self.nets["g"]
         z_dim = self.cfg.model.z_dim
-        if self.cfg.options.mixing_prob > 0 and random.random() < self.cfg.options.mixing_prob:
+        if self.options.mixing_prob > 0 and random.random() < self.options.mixing_prob:
             w1, w2 = g.z_to_w(torch.randn(2 * batch, z_dim, device=self.device)).chunk(2)
             cut = random.randint(1, g.num_ws - 1)
             return torch.cat([w1[:, None].expand(-1, cut, -1), w2[:, None].expand(-1, g.num_ws - cut, -1)], 1)
@@ -142,7 +140,7 @@ class PriorStage(Stage):
         """This micro-batch's photos, mirrored at random; drawn once and shared by D and D_reg."""
         if "real" not in ctx.stash:
             real = ctx.batch["photo"]
-            if self.cfg.options.mirror:
+            if self.options.mirror:
                 flip = torch.rand(real.shape[0], device=self.device) < 0.5
                 real = torch.where(flip[:, None, None, None], real.flip(3), real)
             ctx.stash["real"] = real
@@ -158,7 +156,7 @@ class PriorStage(Stage):
         return {"adv": loss, "real": real_logits.mean(), "fake": fake_logits.mean(), "total": loss}
 
     def r1_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: PriorOptions = self.cfg.options
+        opts = self.options
         real = self.real(ctx).detach().requires_grad_(True)
         logits = self.train_view("d", compiled=False)(real)  # double backward: not through torch.compile
         return r1_losses(logits, real, gamma=opts.r1_gamma, every=opts.r1_every)
@@ -169,7 +167,7 @@ class PriorStage(Stage):
         return {"adv": loss, "total": loss}
 
     def path_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: PriorOptions = self.cfg.options
+        opts = self.options
         ws = self.sample_ws(max(1, ctx.size // opts.path_batch_shrink))
         fake = self.train_view("g", compiled=False)(ws)
         y = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])

@@ -33,7 +33,8 @@ PREVIEW_STYLES = 3  # style columns per photo in the preview grid
 def generator_losses(
     fake_logits: Tensor, structure_sum: Tensor, images: int, batch_size: int, *, adv: float, structure: float
 ) -> dict[str, Tensor]:
-    """`adv * softplus(-D(fake)).mean() + structure * (sum over images / images * batch_size)`."""
+    """`adv * softplus(-D(fake)).mean() + structure * (structure_sum / images * batch_size)`: `adv` and
+    `structure` are the weights (`FinetuneOptions`), `structure_sum` the DINO loss summed over `images` images."""
     a = g_nonsaturating_loss(fake_logits)
     s = structure_sum * (batch_size / images)  # the reference's sum over its full batch
     return {"adv": a, "structure": s, "total": adv * a + structure * s}
@@ -46,17 +47,14 @@ def discriminator_losses(real_logits: Tensor, fake_logits: Tensor, *, weight: fl
 
 
 @register_stage
-class FinetuneStage(Stage):
+class FinetuneStage(Stage[FinetuneOptions]):
     """Stage II on the shared loop: phases G, D and D_reg (every `r1_every` steps)."""
-
-    command = "finetune"
-    Options = FinetuneOptions
 
     def __init__(self, cfg, device: torch.device, *, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
         from mmfs.nn import Stylizer
 
-        opts: FinetuneOptions = cfg.options
+        opts = self.options
         self.dataset()  # check the folders first: a wrong folder is reported before any weights load
         if not opts.init:
             raise CheckpointError("Stage II needs --init (the output of `mmfs pretrain-encoder`)")
@@ -77,10 +75,10 @@ class FinetuneStage(Stage):
         self.preview_z = self.preview_latents(PREVIEW_STYLES)
 
     def folders(self) -> dict[str, str]:
-        return {"photo": self.cfg.options.photos, "art": self.cfg.options.art}
+        return {"photo": self.options.photos, "art": self.options.art}
 
     def phases(self) -> list[Phase]:
-        every = self.cfg.options.r1_every
+        every = self.options.r1_every
         return [
             Phase("G", "G", self.g_loss, module="stylizer"),
             Phase("D", "D", self.d_loss, module="disc"),
@@ -88,24 +86,24 @@ class FinetuneStage(Stage):
         ]
 
     def g_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: FinetuneOptions = self.cfg.options
+        opts = self.options
         photo = ctx.batch["photo"]
         ws = random_styles(self.nets["stylizer"], ctx.size, opts.mixing_prob, self.device)
         fake = self.train_view("stylizer")(photo, ws)
         ctx.stash["fake"] = fake.detach()
         logits = self.nets["disc"](fake)  # D is frozen in this phase: no DDP wrapper needed
-        structure = dino_structure_loss(self.dino, fake, photo)
+        structure_sum = dino_structure_loss(self.dino, fake, photo)  # the loss; `opts.structure` is its weight
         return generator_losses(
-            logits, structure, ctx.size, self.cfg.loop.batch_size, adv=opts.adv, structure=opts.structure
+            logits, structure_sum, ctx.size, self.cfg.loop.batch_size, adv=opts.adv, structure=opts.structure
         )
 
     def d_loss(self, ctx: StepContext) -> dict[str, Tensor]:
         disc = self.train_view("disc")
         # Two calls, as the reference: minibatch-stddev statistics stay within real or fake.
-        return discriminator_losses(disc(ctx.batch["art"]), disc(ctx.stash["fake"]), weight=self.cfg.options.d_adv)
+        return discriminator_losses(disc(ctx.batch["art"]), disc(ctx.stash["fake"]), weight=self.options.d_adv)
 
     def r1_loss(self, ctx: StepContext) -> dict[str, Tensor]:
-        opts: FinetuneOptions = self.cfg.options
+        opts = self.options
         real = ctx.batch["art"].detach().requires_grad_(True)
         logits = self.train_view("disc", compiled=False)(real)  # double backward: not through torch.compile
         return r1_losses(logits, real, gamma=opts.r1_gamma, every=opts.r1_every)
