@@ -316,11 +316,15 @@ def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp
         make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")  # only old runs resume it
 
 
+class KernelOptions(ToyOptions):
+    command = "toy-kernels"
+
+
 @register_stage
 class KernelStage(ToyStage):
     """The toy stage, recording the kernel policy its G loss runs under."""
 
-    command = "toy-kernels"
+    Options = KernelOptions
     seen: list[tuple[bool, bool, bool]] = []
 
     def g_loss(self, ctx):
