@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mmfs.catalogue import is_model_name
 from mmfs.config.options import Cli, Overrides, cli_spec
 from mmfs.errors import MMFSError, OptionError
 
@@ -150,6 +151,8 @@ def _to_core(value: Any, field: dataclasses.Field, annotation: Any) -> Any:
     spec = cli_spec(field)
     if not value or spec is None or not spec.path:  # None and "" stay "not given"
         return value
+    if is_model_name(str(value)):  # a published model's name (`-c mmfs`, `--prior stylegan2-ffhq`), not a path
+        return str(value) if _base(annotation) is str else value
     if _base(annotation) is str:
         return str(Path(value).expanduser().resolve())
     return value

@@ -216,14 +216,29 @@ def test_cli_usage_errors(files):
     both = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--ref", "y.png"])
     assert both.exit_code == 2 and "exactly one style" in both.output
     no_photos = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x"])
-    assert no_photos.exit_code == 1 and "needs --photos" in no_photos.output
+    said = " ".join(no_photos.output.replace("│", " ").split())  # Typer's usage box wraps the line
+    assert no_photos.exit_code == 2 and "needs face photos to adapt on: --photos FOLDER" in said
+    assert "or photos as INPUTS (detected and aligned as `mmfs stylize` does)" in said
     base = ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--tiny"]
-    # INPUTS are whole photos unless --aligned: they cannot be the aligned crops adapting trains on
-    unaligned = CliRunner().invoke(app, [*base, str(files / "photos")])
-    assert unaligned.exit_code == 1 and "needs --photos" in unaligned.stderr and "add --aligned" in unaligned.stderr
-    assert len(unaligned.stderr.strip().splitlines()) == 1
     one_file = CliRunner().invoke(app, [*base, str(files / "photos" / "0.png"), "--aligned"])
     assert one_file.exit_code == 1 and "must be one folder of aligned crops" in one_file.output
+
+
+def test_cli_adapts_on_whole_photos_detected_and_aligned_as_stylize_does(files, tmp_path):
+    """Without --photos, INPUTS that are ordinary photos are detected and aligned, then adapted on and stylized."""
+    import numpy as np
+    from skimage.data import astronaut
+
+    from mmfs.data.images import save_image
+
+    save_image(np.ascontiguousarray(astronaut()), tmp_path / "me.jpg")
+    out = tmp_path / "pop.safetensors"
+    args = ["adapt", "-c", str(files / "base.safetensors"), "--text", "pop art", "--steps", "1", "--batch-size", "1",
+            "--tiny", "--quiet", "--out", str(out), str(tmp_path / "me.jpg"), "-o", str(tmp_path / "styled")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out).kind == "adapted"
+    assert [p.name for p in (tmp_path / "styled").iterdir()] == ["me_face0_pop-art.png"]
 
 
 def test_cli_adapts_on_aligned_inputs_without_photos(files, tmp_path):

@@ -12,7 +12,7 @@ from mmfs_cli.app import app
 
 runner = CliRunner()
 COMMANDS = [
-    "convert", "train-prior", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt",
+    "models", "convert", "train-prior", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt",
     "evaluate", "demo", "info",
 ]  # fmt: skip
 

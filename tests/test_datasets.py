@@ -120,3 +120,24 @@ def test_loader_batches_match_with_and_without_workers(tmp_path):
     state = torch.get_rng_state()
     iter(make_loader(ds, seed=0, batch_size=2))
     assert torch.equal(state, torch.get_rng_state())  # making a loader leaves the global RNG alone
+
+
+def test_training_folders_read_the_formats_stylize_and_align_read(tmp_path):
+    from PIL import Image
+
+    from mmfs.data.images import READABLE_EXTENSIONS
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    for ext in (".gif", ".tga", ".ppm", ".jp2", ".png"):
+        if ext in READABLE_EXTENSIONS:
+            Image.fromarray(pixels).save(folder / f"face{ext}")
+    (folder / "notes.txt").write_text("x")
+    names = sorted(p.name for p in list_images(folder))
+    assert names == sorted(p.name for p in folder.iterdir() if p.suffix in READABLE_EXTENSIONS)
+    assert {"face.gif", "face.tga", "face.ppm", "face.png"} <= set(names)  # beyond the old 7-extension list
+    dataset = ImageFolder(folder, 16)
+    for k in range(len(names)):
+        image, failed = dataset.load(k)
+        assert failed == [] and image.shape == (3, 16, 16)  # each one decodes, none is replaced

@@ -141,3 +141,123 @@ def test_dlib_then_cnn_uses_the_cnn_only_when_hog_finds_nothing(astronaut, uprig
     (face,) = chain.detect(blurred)
     assert chain.calls == 7 and face.rotation == 0.0
     np.testing.assert_allclose(face.landmarks, upright.landmarks - [110, 20], atol=4.0)
+
+
+# ---- small faces in large photos, and faces of every lean in one photo ------------------------------------
+
+ASTRONAUT_BOX = 88.0  # the upright astronaut's HOG box, px
+
+
+def backdrop(width: int, height: int) -> np.ndarray:
+    """A face-less photo of the given size: skimage's coffee cup, enlarged."""
+    return np.asarray(Image.fromarray(skimage_data.coffee()).resize((width, height), Image.BICUBIC)).copy()
+
+
+def paste_astronaut(canvas: np.ndarray, upright_landmarks: np.ndarray, px: float, x: int, y: int) -> np.ndarray:
+    """The astronaut scaled so her face box is `px` wide, top-left corner at (x, y); her landmarks there."""
+    side = round(512 * px / ASTRONAUT_BOX)
+    small = np.asarray(Image.fromarray(skimage_data.astronaut()).resize((side, side), Image.LANCZOS))
+    canvas[y : y + side, x : x + side] = small
+    s = side / 512
+    return (upright_landmarks + 0.5) * s - 0.5 + [x, y]
+
+
+def test_tile_grid_covers_the_photo_with_the_overlap_asked_for():
+    from mmfs.faces.tiles import tile_grid
+
+    for w, h, side, overlap in ((6000, 4000, 4096, 281), (2400, 1600, 1024, 160), (900, 700, 1024, 100)):
+        tiles = tile_grid(w, h, side, overlap)
+        for x0, y0, x1, y1 in tiles:
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and x1 - x0 <= side and y1 - y0 <= side
+        # a grid: every column span with every row span; each axis covered end to end, neighbours sharing >= overlap
+        cols, rows = sorted({(t[0], t[2]) for t in tiles}), sorted({(t[1], t[3]) for t in tiles})
+        assert len(tiles) == len(cols) * len(rows)
+        for spans, length in ((cols, w), (rows, h)):
+            assert spans[0][0] == 0 and spans[-1][1] == length
+            assert all(a[1] - b[0] >= overlap for a, b in zip(spans, spans[1:], strict=False))
+    assert len(tile_grid(6000, 4000, 4096, 281)) == 2
+
+
+def test_merge_boxes_keeps_the_best_of_each_overlapping_group():
+    from mmfs.faces.tiles import merge_boxes
+
+    boxes = [np.array(b, float) for b in ([0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [2, 0, 12, 10])]
+    kept, scores = merge_boxes(boxes, [1.0, 1.5, 0.7, 0.2])
+    assert [list(b) for b in kept] == [[1, 1, 11, 11], [50, 50, 60, 60]] and scores == [1.5, 0.7]
+
+
+@pytest.fixture(scope="module")
+def large_photo(upright):
+    """A 2500 x 1600 photo with two 64 px faces: the shrunk scan (to 2048 px) makes them 52 px."""
+    canvas = backdrop(2500, 1600)
+    truths = [
+        paste_astronaut(canvas, upright.landmarks, 64, 300, 900),
+        paste_astronaut(canvas, upright.landmarks, 64, 1700, 200),
+    ]
+    return canvas, truths
+
+
+def test_small_faces_in_a_large_photo_are_found_by_the_full_resolution_scan(large_photo):
+    photo, truths = large_photo
+    assert build_detector("dlib", rotate=False, min_face=None).detect(photo) == []  # the shrunk scan alone
+    search = build_detector("dlib")
+    search.calls = 0
+    faces = search.detect(photo)
+    assert search.calls == 1 and len(faces) == 2
+    for face, truth in zip(faces, truths, strict=True):
+        # landmarks placed on the full-resolution photo: as close as on the ~70 px face they can be
+        assert np.abs(face.landmarks - truth).max() < 3.0
+        assert 55 < face.box[2] - face.box[0] < 90
+
+
+def test_a_face_across_a_tile_seam_is_found_once(upright, monkeypatch):
+    import mmfs.faces.detect as detect
+    from mmfs.faces.tiles import tile_grid
+
+    monkeypatch.setattr(detect, "DLIB_TILE_SIDE", 1024)
+    canvas = backdrop(2400, 1600)
+    detector = detect.DlibDetector()
+    scale = 2048 / 2400
+    overlap = int(np.ceil(1.5 * detect.DLIB_SMALLEST_BOX / scale))
+    tiles = tile_grid(2400, 1600, 1024, overlap)
+    assert len(tiles) > 4
+    seam = tiles[1][0] + overlap // 2  # the middle of the first vertical overlap
+    side = round(512 * 70 / ASTRONAUT_BOX)
+    truth = paste_astronaut(canvas, upright.landmarks, 70, seam - side // 2, 100)
+    faces = detector.detect(canvas)
+    assert len(faces) == 1 and np.abs(faces[0].landmarks - truth).max() < 3.0
+
+
+def paste_turned_head(canvas: np.ndarray, upright_landmarks: np.ndarray, angle: float, x: int, y: int) -> np.ndarray:
+    """The astronaut's head (260 px square) turned `angle` degrees, pasted without its black corners."""
+    head = np.ascontiguousarray(skimage_data.astronaut()[10:270, 100:360])
+    copy, matrix = turned_copy(head, angle)
+    inside, _ = turned_copy(np.full_like(head, 255), angle)
+    region = canvas[y : y + copy.shape[0], x : x + copy.shape[1]]
+    region[:] = np.where(inside > 127, copy, region)
+    return apply_affine(matrix, upright_landmarks - [100, 10]) + [x, y]
+
+
+def test_every_angle_finds_a_tilted_face_beside_an_upright_one(upright):
+    canvas = backdrop(900, 500)
+    truths = [
+        paste_turned_head(canvas, upright.landmarks, 0.0, 40, 120),
+        paste_turned_head(canvas, upright.landmarks, 50.0, 420, 60),
+    ]
+    (only,) = build_detector("dlib").detect(canvas)  # the default stops at the upright face
+    assert np.abs(only.landmarks - truths[0]).max() < 3.0
+    search = build_detector("dlib", every_angle=True)
+    search.calls = 0
+    faces = search.detect(canvas)
+    assert len(faces) == 2 and search.calls >= 6
+    for face, truth in zip(faces, truths, strict=True):
+        assert np.abs(face.landmarks - truth).max() < 3.0
+    assert faces[0].rotation == 0.0 and abs(abs(faces[1].rotation) - 50) < 10
+
+
+def test_every_angle_needs_the_turned_copies():
+    from mmfs.config.faces import FaceDetection
+    from mmfs.errors import OptionError
+
+    with pytest.raises(OptionError, match="cannot be used with --no-rotate"):
+        FaceDetection(every_angle=True, rotate=False)

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmfs.catalogue import DEFAULT_STYLIZER, MODELS, default_text
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
 from mmfs.config.options import Options, option
@@ -34,6 +35,10 @@ VIDEO_EXTENSIONS = (
     ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
 )  # fmt: skip
 STYLE_FLAGS = ("--seed", "--seeds", "--w", "--text", "--ref")  # the style sources: exactly one per call
+MODEL_HELP = (
+    "Stylizer: a model name (mmfs: the published multi-modal model, fetched on first use; all: `mmfs models list`)"
+    " or a .safetensors file."
+)
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
@@ -45,7 +50,7 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
 class StylizerModel(Options):
     """The Stylizer and how it runs: its checkpoint, faces per generator call, noise."""
 
-    checkpoint: Path = option(help="Stylizer checkpoint (.safetensors).", flags=("--checkpoint", "-c"), path=True)
+    checkpoint: Path = option(Path(DEFAULT_STYLIZER), MODEL_HELP, flags=("--checkpoint", "-c"), path=True)
     batch_size: int | None = option(None, "Faces per generator call (default: 1 on CPU, 8 on CUDA).", min=1,
                                     max=1024)  # fmt: skip
     noise: str = option(
@@ -83,10 +88,10 @@ class StyleSource(Options):
             object.__setattr__(self, name, list(value) if value else None)
         super().__post_init__()
         given = [flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None]
-        if len(given) != 1:
-            what = "none was given" if not given else f"got {' and '.join(given)}"
-            flag = given[1] if given else STYLE_FLAGS[0]  # the second source given, or the first one could give
-            raise OptionError(flag[2:], f"choose exactly one style source: {', '.join(STYLE_FLAGS)} ({what})")
+        if len(given) > 1:  # none: the model's own style, if it has one (`StylizeRequest`)
+            raise OptionError(  # the second source given
+                given[1][2:], f"choose exactly one style source: {', '.join(STYLE_FLAGS)} (got {' and '.join(given)})"
+            )
         if self.seed is not None:
             check_seed(self.seed)
         if self.seeds is not None:
@@ -96,9 +101,9 @@ class StyleSource(Options):
         return (self.seed, self.seeds, self.w, self.text, self.ref)
 
     @property
-    def source(self) -> str:
-        """The style option that was given: one of STYLE_FLAGS."""
-        return next(flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None)
+    def source(self) -> str | None:
+        """The style option that was given: one of STYLE_FLAGS (None: none yet)."""
+        return next((flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None), None)
 
     def seed_list(self) -> list[int]:
         """The seeds of `--seed` / `--seeds` (empty for the other sources)."""
@@ -140,8 +145,9 @@ class VideoOptions(Options):
 
     out: Path | None = option(None, "Video input only: the output video (default: <outdir>/<stem>_<style><ext>).",
                               path=True, show_default=False)  # fmt: skip
-    hold_frames: int = option(0, "Video input only: keep a face stylized for up to N frames the detector misses (0:"
-                              " such frames pass through).", min=0, max=100)  # fmt: skip
+    hold_frames: int | None = option(None, "Video input only: a face the detector misses for up to N frames between "
+                                     "two detections is filled in from them (default 12; 0: such frames pass "
+                                     "through unstylized).", min=0, max=100, show_default=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -158,13 +164,23 @@ class StylizeRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.style.source is None:  # a zero-shot model's own prompt (`-c pop-art`), else a style is needed
+            text = default_text(str(self.model.checkpoint))
+            if text is None:
+                model = MODELS.get(str(self.model.checkpoint))
+                hint = f"; {model.name} was adapted to {model.ref}: pass it with --ref" if model and model.ref else ""
+                raise OptionError(  # the first source one could give
+                    STYLE_FLAGS[0][2:],
+                    f"choose exactly one style source: {', '.join(STYLE_FLAGS)} (none was given){hint}",
+                )
+            object.__setattr__(self, "style", dataclasses.replace(self.style, text=[text]))
         if not self.inputs and self.style.save_w is None:
             raise OptionError("", "give INPUTS (files, folders, globs or -), or --save-w to only save the styles")
         if self.video_input is not None:
             self._check_video()
         elif self.video.out is not None:
             raise OptionError("out", "names the output of a video input; photos go to --outdir")
-        elif self.video.hold_frames:
+        elif self.video.hold_frames is not None:
             raise OptionError("hold_frames", "is for video inputs")
 
     @property

@@ -143,7 +143,8 @@ class EncoderOptions(StageOptions):
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 200_000,
     }  # fmt: skip
 
-    prior: str = option("", "StyleGAN2 prior (.safetensors from `mmfs convert`).", path=True, show_default=False)
+    prior: str = option("", "StyleGAN2 prior: stylegan2-ffhq (fetched on first use) or a .safetensors from"
+                        " `mmfs convert`.", path=True, show_default=False)  # fmt: skip
     l1: float = option(1.0, "Pixel L1 weight (reference lambda_L1).", min=0.0)
     feat: float = option(4.0, "Discriminator-feature L1 weight (reference lambda_Feat).", min=0.0)
     # Not the reference (it starts both at random): short runs (the demo) rebuild the eyes within hundreds of steps.
@@ -166,7 +167,8 @@ class FinetuneOptions(StageOptions):
 
     photos: str = option("", "Folder of face photos (the source domain, e.g. FFHQ).", path=True, show_default=False)
     art: str = option("", "Folder of artworks of the target style (e.g. AAHQ).", path=True, show_default=False)
-    init: str = option("", "Stage I output: final.safetensors or a checkpoint.", path=True, show_default=False)
+    init: str = option("", "Stage I output: final.safetensors or a checkpoint (or a published model: mmfs-phase2).",
+                       path=True, show_default=False)  # fmt: skip
     disc: str | None = option(None, "Discriminator to start from (prior or checkpoint); default: found from --init.",
                               path=True)  # fmt: skip
     dino: str = option("dino_vitb8", DINO_HELP)
@@ -190,7 +192,8 @@ class MapperOptions(StageOptions):
     }  # fmt: skip
 
     photos: str = option("", "Folder of face photos (searched recursively).", path=True, show_default=False)
-    init: str = option("", "Stage II weights with their discriminator: a finetune run dir or checkpoint.", path=True,
+    init: str = option("", "Stage II weights with their discriminator: a finetune run dir or checkpoint, or"
+                       " mmfs-phase2 (the published one, fetched on first use).", path=True,
                        show_default=False)  # fmt: skip
     disc: str | None = option(None, "Discriminator file (training checkpoint); default: found from --init.", path=True)
     clip_model: str = option("ViT-B-32", CLIP_MODEL_HELP)
@@ -214,10 +217,11 @@ class AdaptOptions(StageOptions):
         "checkpoint_every": 0, "preview_every": 100, "log_every": 10,
     }  # fmt: skip
 
-    checkpoint: str = option("", "Stylizer with a CLIP mapper (from `mmfs train-mapper`).", flags=("--checkpoint", "-c"),
-                             path=True, show_default=False)  # fmt: skip
-    photos: str = option("", "Folder of FFHQ-aligned face photos to adapt on; default with --aligned: the INPUTS"
-                         " folder.", path=True, show_default=False)  # fmt: skip
+    checkpoint: str = option("mmfs", "Stylizer with a CLIP mapper: a model name (mmfs, fetched on first use) or a"
+                             " file from `mmfs train-mapper`.", flags=("--checkpoint", "-c"), path=True)  # fmt: skip
+    photos: str = option("", "Folder of FFHQ-aligned face photos to adapt on; default: the INPUTS, detected and"
+                         " aligned (with --aligned: the INPUTS folder as is).", path=True,
+                         show_default=False)  # fmt: skip
     text: str | None = option(None, "Zero-shot: the target style as text, e.g. 'pop art'.")
     ref: str | None = option(None, "One-shot: a style reference image.", path=True)
     source_text: str = option("photo", "Zero-shot source anchor prompt (reference: photo).")

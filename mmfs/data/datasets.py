@@ -21,11 +21,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mmfs.data.images import IMAGE_EXTENSIONS, load_image, to_tensor
+from mmfs.data.images import IMAGE_EXTENSIONS, is_image_path, load_image, to_tensor
 from mmfs.errors import InputError
 
-# Extensions a training folder is scanned for (the jpg/png/webp plus the other formats we read).
-TRAIN_EXTENSIONS = IMAGE_EXTENSIONS
 # Give up when this many files in a row are unreadable: the folder is not usable.
 MAX_CONSECUTIVE_FAILURES = 32
 
@@ -36,15 +34,14 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     try:
-        files = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.suffix.lower() in TRAIN_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
+        # The same formats stylize and align read (every extension PIL decodes here), one shared rule.
+        files = sorted(p for p in folder.rglob("*") if is_image_path(p) and p.is_file())
     except OSError as exc:
         raise InputError(f"{folder}: cannot read folder ({exc.strerror or exc})") from None
     if not files:
-        raise InputError(f"{folder}: no images found (looked for {', '.join(TRAIN_EXTENSIONS)}, recursively)")
+        raise InputError(
+            f"{folder}: no images found (searched recursively for every format PIL reads, e.g. {' '.join(IMAGE_EXTENSIONS)})"
+        )
     return files
 
 

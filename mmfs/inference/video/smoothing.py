@@ -30,9 +30,9 @@ class SmoothingConfig:
     beta: float = 10.0  # Hz per (crop side / s): how fast the cutoff opens up with speed (less lag on fast moves)
     d_cutoff: float = 1.0  # Hz, cutoff of the speed estimate itself
     ema_alpha: float = 0.5  # "ema": weight of the newest detection (1 = no smoothing)
-    # Keep stylizing a tracked face the detector misses for up to this many frames. 0 by default: a frame
-    # without a detection passes through untouched (a real cut to a face-less shot must not show a ghost face).
-    hold_frames: int = 0
+    # A face the detector misses for up to this many frames between two detections is filled in from
+    # them (mmfs.inference.video.gaps): bounded on both sides, so a cut to a face-less shot shows no ghost.
+    hold_frames: int = 12
     match_distance: float = 0.35  # a detection continues a track if their centres are within this x crop side
 
     def __post_init__(self) -> None:
@@ -116,12 +116,11 @@ def make_filter(config: SmoothingConfig):
 
 @dataclass
 class Track:
-    """One face followed over time: its filter, last smoothed face and frames since it was last detected."""
+    """One face followed over time: its filter and last smoothed face."""
 
     id: int
     filter: object
     face: Face
-    missed: int = 0
     length: int = 1
 
     @property
@@ -129,42 +128,46 @@ class Track:
         return self.face.landmarks.mean(0)
 
 
+def match_faces(known: list[Face], faces: list[Face], reach: list[float]) -> dict[int, int]:
+    """Which detection continues which known face: {known index: detection index}.
+
+    Greedy, closest pairs first; a detection farther than `reach[k]` crop sides from known face k (a
+    cut, another person) continues none, and starts a new track instead of dragging an old one across.
+    """
+    pairs = []
+    for k, old in enumerate(known):
+        side, centre = crop_side(old.landmarks), np.asarray(old.landmarks).mean(0)
+        for d, face in enumerate(faces):
+            dist = float(np.hypot(*(np.asarray(face.landmarks).mean(0) - centre))) / max(side, 1e-6)
+            if dist <= reach[k]:
+                pairs.append((dist, k, d))
+    matched: dict[int, int] = {}
+    for _, k, d in sorted(pairs):
+        if k not in matched and d not in matched.values():
+            matched[k] = d
+    return matched
+
+
 @dataclass
 class FaceTracker:
-    """Link detections to tracks frame by frame and return each tracked face with smoothed landmarks."""
+    """Link detections to tracks frame by frame and return each tracked face with smoothed landmarks.
+
+    A track the detections do not continue ends (misses are filled in before, by `gaps.GapFiller`).
+    """
 
     config: SmoothingConfig = field(default_factory=SmoothingConfig)
     tracks: list[Track] = field(default_factory=list)
     _next_id: int = 0
 
-    def update(self, faces: list[Face], t: float) -> tuple[list[Face], int]:
-        """Smoothed faces to stylize at time `t` (left to right) and how many of them are held (not detected now)."""
-        unmatched = list(range(len(faces)))
-        # Greedy matching, closest pairs first; a face that moved more than `match_distance` crop
-        # sides (a cut, another person) starts a new track instead of dragging an old one across.
-        pairs = []
-        for ti, track in enumerate(self.tracks):
-            side = crop_side(track.face.landmarks)
-            for di, face in enumerate(faces):
-                dist = float(np.hypot(*(np.asarray(face.landmarks).mean(0) - track.centre))) / max(side, 1e-6)
-                if dist <= self.config.match_distance:
-                    pairs.append((dist, ti, di))
-        used_tracks: set[int] = set()
-        for _, ti, di in sorted(pairs):
-            if ti in used_tracks or di not in unmatched:
-                continue
-            used_tracks.add(ti)
-            unmatched.remove(di)
-            self._advance(self.tracks[ti], faces[di], t)
-        for ti, track in enumerate(self.tracks):
-            if ti not in used_tracks:
-                track.missed += 1
-        self.tracks = [tr for tr in self.tracks if tr.missed <= self.config.hold_frames]
-        for di in unmatched:
-            self._start(faces[di], t)
-        held = sum(1 for tr in self.tracks if tr.missed > 0)
-        out = sorted((tr.face for tr in self.tracks), key=lambda f: (float(f.box[0]), float(f.box[1])))
-        return out, held
+    def update(self, faces: list[Face], t: float) -> list[Face]:
+        """Smoothed faces to stylize at time `t`, left to right."""
+        matched = match_faces([tr.face for tr in self.tracks], faces, [self.config.match_distance] * len(self.tracks))
+        for k, d in matched.items():
+            self._advance(self.tracks[k], faces[d], t)
+        self.tracks = [tr for k, tr in enumerate(self.tracks) if k in matched]
+        for d in sorted(set(range(len(faces))) - set(matched.values())):
+            self._start(faces[d], t)
+        return sorted((tr.face for tr in self.tracks), key=lambda f: (float(f.box[0]), float(f.box[1])))
 
     def _start(self, face: Face, t: float) -> None:
         track = Track(id=self._next_id, filter=make_filter(self.config), face=face)
@@ -178,7 +181,6 @@ class FaceTracker:
         shift = smoothed.mean(0) - raw.mean(0)
         box = np.asarray(face.box, dtype=np.float64) + np.tile(shift, 2)
         track.face = Face(box=box, landmarks=smoothed, score=face.score)
-        track.missed = 0
         track.length += 0 if new else 1
 
     def reset(self) -> None:

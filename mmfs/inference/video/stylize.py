@@ -3,7 +3,9 @@
 Frames stream through: at most `batch_size` frames wait for the network at any time, so memory does
 not grow with the video's length. Two things keep the result steady over time: the landmarks are
 smoothed per face track (`smoothing.FaceTracker`), and every frame uses the same style code and the
-same noise maps (drawn once from a seeded generator). Frames without a face are passed on untouched.
+same noise maps (drawn once from a seeded generator). A face the detector misses for a few frames
+between two detections is filled in from them (`gaps.GapFiller`); frames without a face are passed on
+untouched.
 
     summary = stylize_video("clip.mp4", "out.mp4", model=model, ws=ws, detector=build_detector("dlib"))
 
@@ -32,6 +34,7 @@ from mmfs.utils.device import autocast, parse_dtype
 from mmfs.utils.files import atomic_path
 
 from .formats import OUTPUT_FORMATS
+from .gaps import GapFiller
 from .io import DecodedFrame, VideoReader, VideoWriter
 from .smoothing import FaceTracker, SmoothingConfig, crop_side
 
@@ -48,7 +51,7 @@ class StyledFrame:
     pts: int
     time: float
     faces: int  # faces stylized in this frame (0: the input image is passed on as is)
-    held: int  # of those, faces the detector missed this frame but the tracker still held
+    held: int  # of those, faces the detector missed in this frame, filled in from the frames around it
 
 
 @dataclass
@@ -95,7 +98,7 @@ class VideoSummary:
         text = (
             f"{self.input.name} -> {self.output}: {self.frames} frames ({self.width}x{self.height}, {rate}, "
             f"{self.duration:.1f} s), {self.frames_with_faces} with faces ({self.faces} stylized"
-            f"{f', {self.held_faces} held' if self.held_faces else ''}), {self.frames_without_face} without a face "
+            f"{f', {self.held_faces} filled in' if self.held_faces else ''}), {self.frames_without_face} without a face "
             f"passed through; video {self.video_codec}, audio {self.audio}; {self.fps:.2f} frames/s"
         )
         if self.rotation:
@@ -143,7 +146,9 @@ class FrameStylizer:
         self.batch_size = batch_size
         self.feather = feather
         self.detect_max_side = detect_max_side
-        self.tracker = FaceTracker(smoothing or SmoothingConfig())
+        smoothing = smoothing or SmoothingConfig()
+        self.gaps: GapFiller[DecodedFrame] = GapFiller(smoothing.hold_frames, smoothing.match_distance)
+        self.tracker = FaceTracker(smoothing)
         # One set of noise maps for the whole video: fresh noise per frame would make textures boil.
         # "seeded" draws the very maps `mmfs stylize` uses on photos for this seed (mmfs.inference.pipeline.seed_noise).
         self.noise: list[torch.Tensor] | str | None
@@ -185,23 +190,30 @@ class FrameStylizer:
         return out
 
     def run(self, frames: Iterable[DecodedFrame]) -> Iterator[StyledFrame]:
-        """Stylized frames in input order; at most `batch_size` frames are held back at a time."""
+        """Stylized frames in input order; at most `batch_size` frames wait for the network, and up to
+        `hold_frames` more for a missed face to be found again."""
         pending: list[tuple[DecodedFrame, list[AlignedFace], int]] = []
         crops = 0
+        for ready in self._detected(frames):
+            for frame, faces, held in ready:
+                start = time.perf_counter()
+                aligned = [align_face(frame.image, face, self.size) for face in self.tracker.update(faces, frame.time)]
+                self.seconds["align"] += time.perf_counter() - start
+                pending.append((frame, aligned, held))
+                crops += len(aligned)
+                if crops >= self.batch_size or len(pending) >= self.batch_size:
+                    yield from self._flush(pending)
+                    pending, crops = [], 0
+        yield from self._flush(pending)
+
+    def _detected(self, frames: Iterable[DecodedFrame]) -> Iterator[list[tuple[DecodedFrame, list[Face], int]]]:
+        """Frames with their faces, gaps filled, as they become complete (the last ones when the input ends)."""
         for frame in frames:
             start = time.perf_counter()
             faces = self.detect(frame.image)
-            tracked, held = self.tracker.update(faces, frame.time)
-            mid = time.perf_counter()
-            aligned = [align_face(frame.image, face, self.size) for face in tracked]
-            self.seconds["detect"] += mid - start
-            self.seconds["align"] += time.perf_counter() - mid
-            pending.append((frame, aligned, held))
-            crops += len(aligned)
-            if crops >= self.batch_size or len(pending) >= self.batch_size:
-                yield from self._flush(pending)
-                pending, crops = [], 0
-        yield from self._flush(pending)
+            self.seconds["detect"] += time.perf_counter() - start
+            yield self.gaps.push(frame, faces)
+        yield self.gaps.flush()
 
     def _flush(self, pending: list[tuple[DecodedFrame, list[AlignedFace], int]]) -> Iterator[StyledFrame]:
         start = time.perf_counter()
