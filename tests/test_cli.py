@@ -13,7 +13,7 @@ from mmfs_cli.app import app
 runner = CliRunner()
 COMMANDS = [
     "models", "convert", "train-prior", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt",
-    "evaluate", "demo", "info",
+    "evaluate", "demo", "web", "info",
 ]  # fmt: skip
 
 

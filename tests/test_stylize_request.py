@@ -89,6 +89,8 @@ def test_request_checks_between_groups():
     assert request(style={"seed": 1, "save_w": Path("w.safetensors")}).inputs == ()  # only saving the styles
     refused(lambda: request("a.png", video=VideoOptions(out=Path("o.mp4"))), "out", "names the output of a video")
     refused(lambda: request("a.png", video=VideoOptions(hold_frames=2)), "hold_frames", "is for video inputs")
+    refused(lambda: request("a.png", video=VideoOptions(max_frames=5)), "max_frames", "is for video inputs")
+    refused(lambda: VideoOptions(max_frames=0), "max_frames", "must be >= 1")
     video = "clip.MOV"
     assert is_video_path(video) and not is_video_path("-") and request(video).video_input == Path(video)
     cases = [

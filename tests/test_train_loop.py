@@ -131,6 +131,25 @@ def test_resume_continues_bit_for_bit(photos, tmp_path):
     assert json.loads((first / "config.json").read_text())["loop"]["steps"] == 4
 
 
+def test_on_step_follows_every_step_and_an_exception_in_it_stops_the_run(photos, tmp_path):
+    seen = []
+    train(toy_config(photos), outdir=tmp_path / "a", progress=False, on_step=lambda *a: seen.append(a))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(step, total):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(toy_config(photos), outdir=tmp_path / "b", progress=False, on_step=stop_at_3)
+    (run,) = (tmp_path / "b").iterdir()
+    assert not (run / "final.safetensors").exists()  # stopped before anything final was written
+    assert json.loads((run / "latest.json").read_text())["step"] == 2  # the last checkpoint it reached
+
+
 def test_lazy_phase_runs_on_its_interval_and_only_trains_its_parameters(photos, tmp_path):
     run = train(toy_config(photos, steps=6, checkpoint_every=0), outdir=tmp_path, progress=False)
     lines = read_log(run / "log.jsonl")

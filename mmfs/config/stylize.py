@@ -148,6 +148,8 @@ class VideoOptions(Options):
     hold_frames: int | None = option(None, "Video input only: a face the detector misses for up to N frames between "
                                      "two detections is filled in from them (default 12; 0: such frames pass "
                                      "through unstylized).", min=0, max=100, show_default=False)  # fmt: skip
+    max_frames: int | None = option(None, "Video input only: stylize at most the first N frames (default: all).",
+                                    min=1, show_default=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ class StylizeRequest:
             raise OptionError("out", "names the output of a video input; photos go to --outdir")
         elif self.video.hold_frames is not None:
             raise OptionError("hold_frames", "is for video inputs")
+        elif self.video.max_frames is not None:
+            raise OptionError("max_frames", "is for video inputs")
 
     @property
     def video_input(self) -> Path | None:

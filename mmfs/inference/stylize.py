@@ -231,6 +231,7 @@ def _stylize_video(request: StylizeRequest, report: StylizeReport) -> StylizeRep
         device=pipeline.device, dtype=pipeline.dtype, feather=request.photos.feather,
         progress=not request.runtime.quiet, noise=pipeline.noise, noise_seed=style.noise_seed,
         smoothing=SmoothingConfig() if hold is None else SmoothingConfig(hold_frames=hold),
+        max_frames=request.video.max_frames,
     )  # fmt: skip
     report.kind, report.seconds = "video", time.perf_counter() - report.started
     return report

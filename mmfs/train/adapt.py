@@ -13,7 +13,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ def adapt(
     aligned: bool = False,
     detection: FaceDetection | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Adapted:
     """Adapt the decoder of `options.checkpoint` (a file or a published model's name) to its text or reference
     style; write the adapted file.
@@ -53,6 +54,7 @@ def adapt(
     `loop` holds the loop settings given (the rest: `AdaptOptions.loop_defaults`). Without `options.photos`,
     the INPUTS are the photos to adapt on: detected and aligned as `mmfs stylize` does (with `detection`),
     or taken as they are with `aligned` (one folder of aligned crops).
+    `on_step(step, total)` follows the run (`mmfs.train.loop.Trainer`); raising in it cancels the run.
     """
     from mmfs.external.build import resolve_clip_tag, resolve_clip_weights
     from mmfs.pretrained import clip_weights
@@ -87,7 +89,7 @@ def adapt(
             cfg = make_config("adapt", network, options=options, **loop)
         except ValueError as exc:
             raise MMFSError(str(exc)) from None
-        path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress)
+        path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress, on_step=on_step)
     d, _ = init_distributed(cfg.loop.device)  # the process group run_adapt joined, if any
     return Adapted(path, run_dir, options, main=d.is_main)
 
@@ -156,11 +158,13 @@ def run_adapt(
     run_dir: str | os.PathLike[str] | None = None,
     externals: dict[str, Any] | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, Path | None]:
     """Adapt on the shared loop, then write the small `adapted` file `out`.
 
     The training run (logs, previews, a full checkpoint) goes under `run_dir` when given and is kept;
-    otherwise it lives in a temporary folder next to `out` that is deleted afterwards.
+    otherwise it lives in a temporary folder next to `out` that is deleted afterwards (also when `on_step`
+    stops the run, which then writes no `out`).
     Returns `(out, run directory or None)`. Under torchrun every rank trains, rank 0 alone writes `out`,
     and the temporary run is removed only after every rank is done with it (a barrier).
     """
@@ -169,7 +173,7 @@ def run_adapt(
     out = Path(out)
     d, _ = init_distributed(cfg.loop.device)
     if run_dir is not None:
-        run = train(cfg, outdir=run_dir, externals=externals, progress=progress)
+        run = train(cfg, outdir=run_dir, externals=externals, progress=progress, on_step=on_step)
         if d.is_main:
             save_adapted(run / "final.safetensors", cfg, out)
         d.barrier()
@@ -177,11 +181,11 @@ def run_adapt(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(d.broadcast_object(tempfile.mkdtemp(prefix=".mmfs-adapt-", dir=out.parent) if d.is_main else None))
     try:
-        run = train(cfg, outdir=tmp, externals=externals, progress=progress)
+        run = train(cfg, outdir=tmp, externals=externals, progress=progress, on_step=on_step)
         if d.is_main:
             save_adapted(run / "final.safetensors", cfg, out)
+        d.barrier()  # no rank reads the run any more (after an error, no barrier: the other ranks may be gone)
     finally:
-        d.barrier()  # no rank reads the run any more
         if d.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
     return out, None

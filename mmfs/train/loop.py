@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ class Trainer:
         resume: continue from `run_dir`'s latest checkpoint.
         externals: pre-built frozen networks handed to the stage (e.g. `dino=tiny_dino()` in tests).
         progress: show a tqdm bar on rank 0.
+        on_step: called as `on_step(step, total)` after every step (e.g. a page's progress bar); an
+            exception it raises stops the run there, before anything final is written (a cancel button).
     """
 
     def __init__(
@@ -80,8 +82,9 @@ class Trainer:
         externals: dict[str, Any] | None = None,
         progress: bool = True,
         dist_info: tuple[Dist, torch.device] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.cfg, self.run_dir, self.progress, self.on_step = cfg, run_dir, progress, on_step
         self.dist, self.device = dist_info or init_distributed(cfg.loop.device)
         loop = cfg.loop
         world = self.dist.world_size
@@ -320,6 +323,8 @@ class Trainer:
             while self.step < loop.steps:
                 self.train_step()
                 bar.update(1)
+                if self.on_step is not None:
+                    self.on_step(self.step, loop.steps)
                 done = self.step == loop.steps
                 if loop.log_every and (self.step % loop.log_every == 0 or done):
                     self._flush_log(bar)
@@ -350,10 +355,11 @@ def train(
     steps: int | None = None,
     externals: dict[str, Any] | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Run a stage: a new run under `outdir`, or continue `resume` (a run dir) up to `steps` (default: its own).
 
-    Returns the run directory; its `final.safetensors` holds the inference weights.
+    Returns the run directory; its `final.safetensors` holds the inference weights. `on_step`: see `Trainer`.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -374,7 +380,13 @@ def train(
     # the run's TF32 and kernel choices end with it (`mmfs adapt INPUTS` stylizes afterwards)
     with keeping_backend_settings():
         trainer = Trainer(
-            cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
+            cfg,
+            run_dir,
+            resume=resume is not None,
+            externals=externals,
+            progress=progress,
+            dist_info=(d, device),
+            on_step=on_step,
         )
         trainer.run()
     return run_dir
