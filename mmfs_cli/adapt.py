@@ -21,7 +21,8 @@ from mmfs_cli.common import echo_err, guarded, inputs_argument
 from mmfs_cli.options import Group, command
 from mmfs_cli.stylize import run_request
 
-LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32")  # the rest: the stage's defaults
+# the loop options adapt offers (the rest: the stage's defaults)
+LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32", "deterministic")
 INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are stylized (--overwrite: AdaptRun's)
 
 
@@ -67,6 +68,8 @@ def adapt(
         options = apply_pretrained(options, pretrained)
         adapted = run_adapt(options, loop, run, inputs=inputs, aligned=output.aligned, detection=faces,
                             progress=not runtime.quiet)  # fmt: skip
+        if not adapted.main:  # another rank under torchrun: rank 0 reports, writes and stylizes INPUTS
+            return
         if adapted.run_dir is not None:
             echo_err(f"run directory: {adapted.run_dir}")
         echo_err(f"wrote {adapted.path} (adapted decoder, base {options.checkpoint})")
@@ -74,7 +77,9 @@ def adapt(
             typer.echo(str(adapted.path))
             return
         # INPUTS: the same device and precision as the adapting, and --overwrite for their outputs too
-        runtime = dataclasses.replace(runtime, **{k: loop[k] for k in ("device", "dtype") if k in loop})
+        runtime = dataclasses.replace(
+            runtime, **{k: loop[k] for k in ("device", "dtype", "deterministic") if k in loop}
+        )
         output = dataclasses.replace(output, overwrite=run.overwrite)
         request = adapted_request(adapted, inputs, output, faces, runtime)
     run_request(request)

@@ -70,6 +70,11 @@ class LoopConfig(Options):
     )
     tf32: bool = option(False, "Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: fp32).", flags="--tf32")
     compile: bool = option(False, "torch.compile the trained networks.", flags="--compile")
+    deterministic: bool = option(
+        False,
+        "Only deterministic kernels (bit-exact resume on CUDA too; slower there). On the CPU results repeat without it.",
+        flags="--deterministic",
+    )
     workers: int = option(2, "Data-loading worker processes per GPU (0: load in the main process).", min=0)
     preview_count: int = option(8, cli=False)  # samples in a preview grid
 

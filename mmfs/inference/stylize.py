@@ -143,16 +143,18 @@ def style_source(style: StyleSource, checkpoint: Path, pipeline: StylizePipeline
 def _detector(request: StylizeRequest, *, video: bool = False) -> Any:
     from mmfs.faces.search import detector_for
 
-    return detector_for(request.faces, video=video)
+    return detector_for(request.faces, video=video, device=request.runtime.device)
 
 
 def _pipeline(request: StylizeRequest, report: StylizeReport) -> StylizePipeline:
     """The loaded pipeline, with the request's styles resolved into `report.styles`."""
     from mmfs.pretrained import resolve_file
-    from mmfs.utils.device import pick_device
+    from mmfs.utils.device import pick_device, set_deterministic
 
     model, runtime = request.model, request.runtime
     device = pick_device(runtime.device)
+    if runtime.deterministic:  # before the model is built (cuBLAS reads its workspace setting once)
+        set_deterministic(True)
     batch = model.batch_size or (8 if device.type == "cuda" else 1)
     checkpoint = resolve_file(model.checkpoint, kinds=STYLIZER_MODELS)  # a model name: fetched on first use
     pipeline = StylizePipeline.from_checkpoint(

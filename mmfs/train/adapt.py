@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Adapted:
     path: Path
     run_dir: Path | None
     options: AdaptOptions  # photos and clip_tag resolved
+    main: bool = True  # this process wrote the file and stylizes INPUTS (rank 0 under torchrun, or the only one)
 
 
 def adapt(
@@ -58,6 +60,7 @@ def adapt(
     from mmfs.external.build import resolve_clip_tag, resolve_clip_weights
     from mmfs.pretrained import clip_weights
     from mmfs.train import make_config
+    from mmfs.train.distributed import init_distributed
     from mmfs.train.start import stored_config, with_model_files
 
     needs = missing_required(options, given_words=("INPUTS",) if inputs else ())  # AdaptOptions.rules
@@ -89,7 +92,8 @@ def adapt(
         except ValueError as exc:
             raise MMFSError(str(exc)) from None
         path, run_dir = run_adapt(cfg, out, run_dir=run.run_dir, progress=progress, on_step=on_step)
-    return Adapted(path, run_dir, options)
+    d, _ = init_distributed(cfg.loop.device)  # the process group run_adapt joined, if any
+    return Adapted(path, run_dir, options, main=d.is_main)
 
 
 def align_inputs(
@@ -163,13 +167,27 @@ def run_adapt(
     The training run (logs, previews, a full checkpoint) goes under `run_dir` when given and is kept;
     otherwise it lives in a temporary folder next to `out` that is deleted afterwards (also when `on_step`
     stops the run, which then writes no `out`).
-    Returns `(out, run directory or None)`.
+    Returns `(out, run directory or None)`. Under torchrun every rank trains, rank 0 alone writes `out`,
+    and the temporary run is removed only after every rank is done with it (a barrier).
     """
+    from mmfs.train.distributed import init_distributed
+
     out = Path(out)
+    d, _ = init_distributed(cfg.loop.device)
     if run_dir is not None:
         run = train(cfg, outdir=run_dir, externals=externals, progress=progress, on_step=on_step)
-        return save_adapted(run / "final.safetensors", cfg, out), run
+        if d.is_main:
+            save_adapted(run / "final.safetensors", cfg, out)
+        d.barrier()
+        return out, run
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".mmfs-adapt-", dir=out.parent) as tmp:
+    tmp = Path(d.broadcast_object(tempfile.mkdtemp(prefix=".mmfs-adapt-", dir=out.parent) if d.is_main else None))
+    try:
         run = train(cfg, outdir=tmp, externals=externals, progress=progress, on_step=on_step)
-        return save_adapted(run / "final.safetensors", cfg, out), None
+        if d.is_main:
+            save_adapted(run / "final.safetensors", cfg, out)
+        d.barrier()  # no rank reads the run any more (after an error, no barrier: the other ranks may be gone)
+    finally:
+        if d.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out, None

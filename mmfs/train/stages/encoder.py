@@ -28,15 +28,14 @@ from mmfs.errors import CheckpointError
 from mmfs.train.stage import Stage, StepContext, adam, grid_of_rows, register_stage
 from mmfs.train.stages.common import reconstruction_losses
 from mmfs.train.weights import load_prior
+from mmfs.utils.resize import bilinear_resize
 
 STAGE1_NEW_LAYERS = ("encoder.", "decoder0.", "to_rgb0.")
 
 
 def resample(x: Tensor, size: int) -> Tensor:
     """Images at `size` px: unchanged when they are, else bilinear with antialiasing (an area filter downwards)."""
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return bilinear_resize(x, (size, size), antialias=True)
 
 
 @register_stage
