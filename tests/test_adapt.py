@@ -217,7 +217,7 @@ def test_cli_usage_errors(files):
     assert both.exit_code == 2 and "exactly one style" in both.output
     no_photos = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x"])
     said = " ".join(no_photos.output.replace("│", " ").split())  # Typer's usage box wraps the line
-    assert no_photos.exit_code == 2 and "needs face photos to adapt on: --photos FOLDER" in said
+    assert no_photos.exit_code == 2 and "needs --photos (or INPUTS): face photos to adapt on" in said
     assert "or photos as INPUTS (detected and aligned as `mmfs stylize` does)" in said
     base = ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--tiny"]
     one_file = CliRunner().invoke(app, [*base, str(files / "photos" / "0.png"), "--aligned"])

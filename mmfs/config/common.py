@@ -28,4 +28,5 @@ class Runtime(Options):
         flags="--deterministic",
     )
     as_json: bool = option(False, "Print one JSON summary on stdout; messages go to stderr.", flags="--json")
-    quiet: bool = option(False, "No progress bar.", flags=("--quiet", "-q"))
+    quiet: bool = option(False, "No progress bars and no closing summary line (errors are still printed).",
+                         flags=("--quiet", "-q"))  # fmt: skip

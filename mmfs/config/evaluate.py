@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from mmfs.config.options import Options, option
+from mmfs.config.options import Options, Rule, missing_required, option, required
 from mmfs.config.seeds import check_seed
 from mmfs.errors import OptionError
 
@@ -29,6 +30,8 @@ def parse_metric_names(text: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class EvaluateRequest(Options):
     """One evaluation: n stylized photos (each under its own random style) measured against the art set."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos"),)  # --art too, for fid (checked below)
 
     checkpoint: Path = option(
         Path("mmfs"),
@@ -80,7 +83,7 @@ class EvaluateRequest(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.photos is None:
+        if missing_required(self):  # `rules`: --photos; the line also says what fid needs
             need = " and --art DIR (the art set, for fid)" if self.art is None and "fid" in self.metric_names else ""
             raise OptionError("photos", f"`mmfs evaluate` needs --photos DIR (FFHQ-aligned face photos){need}")
         names = self.metric_names

@@ -16,11 +16,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from mmfs.catalogue import DEFAULT_STYLIZER, MODELS, default_text
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.options import Options, option
+from mmfs.config.options import Options, Rule, one_of, one_of_error, option
 from mmfs.config.seeds import check_seed, parse_seeds
 from mmfs.config.train import CLIP_MODEL_HELP, CLIP_TAG_HELP, CLIP_WEIGHTS_HELP
 from mmfs.errors import OptionError
@@ -34,7 +35,9 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
     ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
 )  # fmt: skip
-STYLE_FLAGS = ("--seed", "--seeds", "--w", "--text", "--ref")  # the style sources: exactly one per call
+# The style sources: exactly one per call, or none with a model that has its own style (`StylizeRequest`).
+STYLE_SOURCES = one_of("seed", "seeds", "w", "text", "ref", what="style source", unless="-c of a zero-shot model")
+STYLE_FLAGS = tuple(f"--{name}" for name in STYLE_SOURCES.fields)
 MODEL_HELP = (
     "Stylizer: a model name (mmfs: the published multi-modal model, fetched on first use; all: `mmfs models list`)"
     " or a .safetensors file."
@@ -66,6 +69,8 @@ class StylizerModel(Options):
 class StyleSource(Options):
     """Which styles: exactly one source (a seed, seeds, a w-file, CLIP prompts or reference images)."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (STYLE_SOURCES,)
+
     seed: int | None = option(None, "Style: the random style of this seed.", show_default=False)
     seeds: str | None = option(None, "Styles: several seeds, e.g. 1,2,5-7 (one output per seed).", show_default=False)
     w: Path | None = option(None, "Styles: a saved w+ file (every style in it).", flags="--w", path=True,
@@ -86,19 +91,14 @@ class StyleSource(Options):
         for name in ("text", "ref"):  # an empty list is "not given"
             value = getattr(self, name)
             object.__setattr__(self, name, list(value) if value else None)
-        super().__post_init__()
-        given = [flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None]
-        if len(given) > 1:  # none: the model's own style, if it has one (`StylizeRequest`)
-            raise OptionError(  # the second source given
-                given[1][2:], f"choose exactly one style source: {', '.join(STYLE_FLAGS)} (got {' and '.join(given)})"
-            )
+        super().__post_init__()  # the rule: at most one style source here (none: `StylizeRequest` decides)
         if self.seed is not None:
             check_seed(self.seed)
         if self.seeds is not None:
             parse_seeds(self.seeds)
 
     def _sources(self) -> tuple:
-        return (self.seed, self.seeds, self.w, self.text, self.ref)
+        return tuple(getattr(self, name) for name in STYLE_SOURCES.fields)
 
     @property
     def source(self) -> str | None:
@@ -171,10 +171,7 @@ class StylizeRequest:
             if text is None:
                 model = MODELS.get(str(self.model.checkpoint))
                 hint = f"; {model.name} was adapted to {model.ref}: pass it with --ref" if model and model.ref else ""
-                raise OptionError(  # the first source one could give
-                    STYLE_FLAGS[0][2:],
-                    f"choose exactly one style source: {', '.join(STYLE_FLAGS)} (none was given){hint}",
-                )
+                raise one_of_error(self.style, STYLE_SOURCES, hint=hint)
             object.__setattr__(self, "style", dataclasses.replace(self.style, text=[text]))
         if not self.inputs and self.style.save_w is None:
             raise OptionError("", "give INPUTS (files, folders, globs or -), or --save-w to only save the styles")

@@ -20,6 +20,7 @@ from typing import Any
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
+from mmfs.config.options import missing_required
 from mmfs.config.stylize import AdaptRun, PhotoOutput, StyleSource, StylizeRequest, StylizerModel
 from mmfs.config.train import AdaptOptions
 from mmfs.errors import InputError, MMFSError, OptionError
@@ -62,10 +63,11 @@ def adapt(
     from mmfs.train.distributed import init_distributed
     from mmfs.train.start import stored_config, with_model_files
 
-    if not options.photos and not inputs:
+    needs = missing_required(options, given_words=("INPUTS",) if inputs else ())  # AdaptOptions.rules
+    if needs:
         raise OptionError(
-            "photos", "`mmfs adapt` needs face photos to adapt on: --photos FOLDER (FFHQ-aligned crops), or photos as"
-            " INPUTS (detected and aligned as `mmfs stylize` does)",
+            "photos", f"`mmfs adapt` {needs}: face photos to adapt on, a --photos FOLDER of FFHQ-aligned crops, or"
+            " photos as INPUTS (detected and aligned as `mmfs stylize` does)",
         )  # fmt: skip
     if options.ref is not None and not Path(options.ref).is_file():
         raise InputError(f"{options.ref}: no such reference image")

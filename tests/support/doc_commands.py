@@ -63,24 +63,37 @@ BUDGET = {
 def doc_commands(path: Path, heading: str | None = None) -> list[str]:
     """The `mmfs ...` lines of the bash blocks of a doc (under `heading` only, when given), as written.
 
-    Continuation lines are joined and `NAME="..."` assignments of the block are expanded; comments go.
+    Continuation lines are joined and `NAME="..."` assignments of the block are expanded; comments go, and
+    so do the lines the docs mark as meant to fail (`<!-- fails: ... -->` before the block).
     """
     text = path.read_text()
     if heading is not None:
         text = text.split(heading, 1)[1].split("\n## ", 1)[0]
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        variables: dict[str, str] = {}
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$|^#.*$", "", line).strip()
-            assignment = re.fullmatch(r'(\w+)="(.*)"', line)
-            if assignment:
-                variables[assignment.group(1)] = assignment.group(2)
-            elif line.startswith("mmfs "):
-                for name, value in variables.items():
-                    line = line.replace(f"${name}", value)
-                commands.append(" ".join(line.split()))
+    for block in re.finditer(r"(<!-- fails.*?-->\s*)?```bash\n(.*?)```", text, flags=re.S):
+        if block.group(1) is None:
+            commands += [line for _, line in block_lines(block.group(2)) if line.startswith("mmfs ")]
     return commands
+
+
+def block_lines(block: str) -> list[tuple[int, str]]:
+    """(line offset in the block, line) of a shell block: continuations joined, comments gone, and the
+    block's `NAME="..."` assignments expanded in the lines after them (the assignments themselves go)."""
+    variables: dict[str, str] = {}
+    lines = []
+    offset = 0
+    for raw in re.split(r"(?<!\\)\n", block):  # a line with its continuations
+        first = offset
+        offset += raw.count("\n") + 1
+        line = re.sub(r"\s+#.*$|^#.*$", "", raw.replace("\\\n", " ")).strip()
+        assignment = re.fullmatch(r'(\w+)="(.*)"', line)
+        if assignment:
+            variables[assignment.group(1)] = assignment.group(2)
+        elif line:
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
+            lines.append((first, " ".join(line.split())))
+    return lines
 
 
 def tier_commands() -> list[tuple[str, str]]:
