@@ -20,7 +20,7 @@ from pathlib import Path
 
 # The tier's support code lives beside the tests (it writes pickles, so it is not part of the package).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.doc_commands import REPO, folder_for, runnable, tier_commands, user_files  # noqa: E402
+from support.doc_commands import REPO, folder_for, runnable, tier_commands, tier_env, user_files  # noqa: E402
 from support.standins import ensure_standins  # noqa: E402
 
 
@@ -46,13 +46,7 @@ def main() -> int:
     print(f"stand-ins ready in {time.perf_counter() - t0:.0f} s ({args.standins})")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="mmfs-realsize-"))
     user_files(root)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-        "TORCH_HOME": str(root / "torch"),
-        "MMFS_CACHE": str(root / "cache"),
-    }
+    env = tier_env(root, args.standins, root / "mmfs-home")
     print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, folder {root}")
     print(f"{'doc':<15} {'seconds':>8} {'peak GiB':>9}  command")
     total, peak, done = 0.0, 0.0, set()

@@ -36,7 +36,7 @@ KINDS = (
     "train_state",  # optimizer, RNG and loop state of a training run
     "adapted",  # decoder weights changed by `mmfs adapt`, applied on top of a base stylizer file
     "stats",  # cached metric statistics (FID mean / covariance)
-    "clip",  # a tiny CLIP trained by mmfs (open_clip state dict; its size in `mmfs.tiny_clip`)
+    "clip",  # a CLIP as an open_clip state dict: a tiny one mmfs trained (`mmfs.tiny_clip`), or a published one
 )
 _PREFIX = "mmfs."
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickletools
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # What torch.save writes around plain tensors: the globals a weights-only load allows anyway.
@@ -138,3 +139,201 @@ def convert_hint(path: str | os.PathLike[str]) -> str | None:
             f"mmfs convert {shlex.quote(str(path))} {shlex.quote(str(target))}"
         )
     return None
+
+
+# --- keys and shapes, read from the pickle's opcodes (nothing is constructed or imported)
+
+
+class _Global(str):
+    """A class or function the pickle names (`module.name`), kept as its name only."""
+
+
+class _Call:
+    """What a REDUCE / NEWOBJ would have built: the callable's name, its arguments, any items set on it."""
+
+    def __init__(self, func: object, args: object) -> None:
+        self.func, self.args = str(func), args
+        self.items: dict = {}
+
+
+class _Storage(tuple):
+    """A persistent id: torch's `('storage', type, key, location, numel)` for a tensor's bytes."""
+
+
+_TENSOR_REBUILDS = ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor")
+_DICT_CALLS = ("collections.OrderedDict", "builtins.dict")
+# Bytes per element of torch's typed storages (the storage type names torch.save writes).
+_STORAGE_BYTES = {
+    "FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The keys of a torch.save file and the shape of every tensor in it, with no code run to learn them.
+
+    `tensors` maps each tensor's path of dict keys, joined with dots (`G_ema_model.encoder.0.0.weight`),
+    to its shape. `missing` lists tensors whose bytes are absent or short in the archive (a truncated
+    or damaged file).
+    """
+
+    keys: tuple[str, ...]
+    tensors: dict[str, tuple[int, ...]]
+    missing: tuple[str, ...] = ()
+
+
+def tensor_layout(path: str | os.PathLike[str]) -> Layout | None:
+    """The `Layout` of a torch.save zip (None for any other container, or a pickle this reader cannot follow)."""
+    path = Path(path)
+    if container(path) != "torch" or not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        pkl = next((n for n in names if n.endswith("data.pkl")), None)
+        if pkl is None:
+            return None
+        root = pkl[: -len("data.pkl")]
+        sizes = {n[len(root) + len("data/") :]: zf.getinfo(n).file_size for n in names if n.startswith(root + "data/")}
+        try:
+            obj = _symbolic_load(zf.read(pkl))
+        except (ValueError, IndexError, KeyError, TypeError):
+            return None
+    top = _as_dict(obj)
+    if top is None:
+        return Layout((), {})
+    tensors: dict[str, tuple[int, ...]] = {}
+    missing: list[str] = []
+    _collect(top, "", tensors, missing, sizes)
+    return Layout(tuple(str(k) for k in top), tensors, tuple(missing))
+
+
+def _as_dict(obj: object) -> dict | None:
+    """A pickled dict or OrderedDict as a dict; None for anything else."""
+    if isinstance(obj, _Call) and obj.func in _DICT_CALLS:
+        return obj.items
+    return obj if isinstance(obj, dict) else None
+
+
+def _collect(obj: object, prefix: str, tensors: dict, missing: list, sizes: dict[str, int]) -> None:
+    items = _as_dict(obj)
+    if items is None:
+        return
+    for key, value in items.items():
+        name = f"{prefix}{key}"
+        tensor = _tensor(value)
+        if tensor is not None:
+            storage, offset, shape = tensor
+            tensors[name] = shape
+            if not _storage_complete(storage, offset, shape, sizes):
+                missing.append(name)
+        else:
+            _collect(value, name + ".", tensors, missing, sizes)
+
+
+def _tensor(value: object) -> tuple[_Storage, int, tuple[int, ...]] | None:
+    """(storage, offset, shape) of a pickled tensor or parameter, else None."""
+    if isinstance(value, _Call) and value.func == "torch._utils._rebuild_parameter":
+        value = value.args[0] if value.args else None
+    if not isinstance(value, _Call) or value.func not in _TENSOR_REBUILDS or len(value.args) < 3:
+        return None
+    storage, offset, shape = value.args[:3]
+    if not isinstance(storage, _Storage) or not isinstance(shape, tuple):
+        return None
+    return storage, int(offset), tuple(int(s) for s in shape)
+
+
+def _storage_complete(storage: _Storage, offset: int, shape: tuple[int, ...], sizes: dict[str, int]) -> bool:
+    """The storage's bytes are in the archive, at least as many as the tensor reads."""
+    if len(storage) < 5 or str(storage[2]) not in sizes:
+        return False
+    itemsize = _STORAGE_BYTES.get(str(storage[1]).rsplit(".", 1)[-1])
+    if itemsize is None:
+        return True  # an untyped or unusual storage: its presence is all that can be checked
+    numel = 1
+    for s in shape:
+        numel *= s
+    return sizes[str(storage[2])] >= int(storage[4]) * itemsize >= (offset + numel) * itemsize * (numel > 0)
+
+
+def _symbolic_load(blob: bytes) -> object:
+    """Follow a pickle's opcodes with a stack of plain values: globals stay names, calls stay records."""
+    stack: list = []
+    marks: list[int] = []
+    memo: dict[int, object] = {}
+
+    def pop_mark() -> list:
+        start = marks.pop()
+        items = stack[start:]
+        del stack[start:]
+        return items
+
+    for op, arg, _pos in pickletools.genops(blob):
+        name = op.name
+        if name in ("PROTO", "FRAME"):
+            continue
+        if name == "STOP":
+            break
+        if name == "MARK":
+            marks.append(len(stack))
+        elif name in ("EMPTY_DICT", "EMPTY_LIST"):
+            stack.append({} if name == "EMPTY_DICT" else [])
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = tuple(stack[-n:])
+            del stack[-n:]
+            stack.append(items)
+        elif name == "TUPLE":
+            stack.append(tuple(pop_mark()))
+        elif name == "LIST":
+            stack.append(pop_mark())
+        elif name == "DICT":
+            items = pop_mark()
+            stack.append(dict(zip(items[::2], items[1::2], strict=True)))
+        elif name in ("SETITEM", "SETITEMS"):
+            items = stack[-2:] if name == "SETITEM" else pop_mark()
+            if name == "SETITEM":
+                del stack[-2:]
+            target = stack[-1]
+            target = target.items if isinstance(target, _Call) else target
+            for key, value in zip(items[::2], items[1::2], strict=True):
+                target[key if not isinstance(key, (dict, list)) else str(key)] = value
+        elif name in ("APPEND", "APPENDS"):
+            items = [stack.pop()] if name == "APPEND" else pop_mark()
+            if isinstance(stack[-1], list):
+                stack[-1].extend(items)
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[int(arg)] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            stack.append(memo[int(arg)])
+        elif name in ("GLOBAL", "INST"):
+            stack.append(_Global(str(arg).replace(" ", ".")))
+        elif name == "STACK_GLOBAL":
+            module, attr = stack[-2:]
+            del stack[-2:]
+            stack.append(_Global(f"{module}.{attr}"))
+        elif name in ("REDUCE", "NEWOBJ"):
+            args = stack.pop()
+            stack.append(_Call(stack.pop(), args))
+        elif name == "BUILD":
+            stack.pop()  # an object's state: not needed for keys and shapes
+        elif name in ("BINPERSID", "PERSID"):
+            pid = stack.pop() if name == "BINPERSID" else arg
+            stack.append(_Storage(pid if isinstance(pid, tuple) else (pid,)))
+        elif name == "POP":
+            stack.pop()
+        elif name == "POP_MARK":
+            pop_mark()
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
+            stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+        elif op.arg is not None and name not in ("EXT1", "EXT2", "EXT4"):
+            stack.append(arg)  # ints, floats, strings, bytes: the opcode's own argument
+        else:
+            raise ValueError(f"pickle opcode {name} is not followed")
+    return stack[-1] if stack else None

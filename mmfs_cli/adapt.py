@@ -21,7 +21,8 @@ from mmfs_cli.common import echo_err, guarded, inputs_argument
 from mmfs_cli.options import Group, command
 from mmfs_cli.stylize import run_request
 
-LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32")  # the rest: the stage's defaults
+# the loop options adapt offers (the rest: the stage's defaults)
+LOOP_OPTIONS = ("steps", "batch_size", "lr", "seed", "device", "dtype", "tf32", "deterministic")
 INPUTS_OUTPUT = ("outdir", "aligned", "paste_back", "ext")  # how INPUTS are stylized (--overwrite: AdaptRun's)
 
 
@@ -29,7 +30,7 @@ Inputs = inputs_argument("Photos to stylize right after adapting (files, folders
 
 
 @command(
-    options=Group(AdaptOptions, required=("checkpoint",)),  # no run to resume: nothing to adapt without it
+    options=Group(AdaptOptions),
     pretrained=Group(Pretrained),
     loop=Group(LoopConfig, only=LOOP_OPTIONS, overrides=True, defaults=AdaptOptions.loop_defaults),
     run=Group(AdaptRun),
@@ -53,8 +54,10 @@ def adapt(
     Trains decoder0..N and to_rgb0..N only: 0.5 x DINO structure + 1.0 x CLIP direction (+ 100 x token projection with --ref).
     The adapted file holds the changed decoder weights and points to --checkpoint; stylize it with the same --text/--ref.
     Given INPUTS, they are stylized right away with the adapted model and the same style. Without --photos,
-    --aligned INPUTS (one folder of FFHQ-aligned crops) are also the photos it adapts on.
+    the INPUTS are also the photos it adapts on: detected and aligned as stylize does (with --aligned: one
+    folder of FFHQ-aligned crops, used as is). -c defaults to mmfs, the published model (docs/models.md).
 
+    Example: mmfs adapt --ref style.png photo.jpg -o out
     Example: mmfs adapt -c mapper.safetensors --ref style.png --photos faces/ --out style.safetensors photos/ -o out
     """
     inputs = inputs or []
@@ -63,7 +66,10 @@ def adapt(
         from mmfs.train.adapt import adapted_request
 
         options = apply_pretrained(options, pretrained)
-        adapted = run_adapt(options, loop, run, inputs=inputs, aligned=output.aligned, progress=not runtime.quiet)
+        adapted = run_adapt(options, loop, run, inputs=inputs, aligned=output.aligned, detection=faces,
+                            progress=not runtime.quiet)  # fmt: skip
+        if not adapted.main:  # another rank under torchrun: rank 0 reports, writes and stylizes INPUTS
+            return
         if adapted.run_dir is not None:
             echo_err(f"run directory: {adapted.run_dir}")
         echo_err(f"wrote {adapted.path} (adapted decoder, base {options.checkpoint})")
@@ -71,7 +77,9 @@ def adapt(
             typer.echo(str(adapted.path))
             return
         # INPUTS: the same device and precision as the adapting, and --overwrite for their outputs too
-        runtime = dataclasses.replace(runtime, **{k: loop[k] for k in ("device", "dtype") if k in loop})
+        runtime = dataclasses.replace(
+            runtime, **{k: loop[k] for k in ("device", "dtype", "deterministic") if k in loop}
+        )
         output = dataclasses.replace(output, overwrite=run.overwrite)
         request = adapted_request(adapted, inputs, output, faces, runtime)
     run_request(request)

@@ -44,7 +44,7 @@ def _root(
 
 
 # Order is the order of `mmfs --help`: the user's journey from weights to results.
-COMMAND_MODULES = ("convert", "train", "align", "stylize", "adapt", "evaluate", "demo", "info")
+COMMAND_MODULES = ("models", "convert", "train", "align", "stylize", "adapt", "evaluate", "demo", "web", "info")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"mmfs_cli.{_name}").register(app)

@@ -25,7 +25,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mmfs.config.options import Cli, Overrides, cli_spec
+from mmfs.catalogue import is_model_name
+from mmfs.config.options import Cli, Overrides, cli_spec, rule_help
 from mmfs.errors import MMFSError, OptionError
 
 
@@ -71,7 +72,8 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
                 routes[field.name] = (group_name, field, hints[field.name])
                 params.append(_parameter(field, hints[field.name], group))
 
-        def run(**kwargs: Any) -> Any:
+        def build(**kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            """The parsed parameters -> the command's own values and one built group each (their checks run here)."""
             values: dict[str, dict[str, Any]] = {name: {} for name in groups}
             own_values = {}
             for name, value in kwargs.items():
@@ -82,9 +84,15 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
                     values[group_name][name] = _to_core(value, field, annotation)
                 else:
                     own_values[name] = value
-            built = {name: _build(groups[name], vals) for name, vals in values.items()}
+            return own_values, {name: _build(groups[name], vals) for name, vals in values.items()}
+
+        def run(**kwargs: Any) -> Any:
+            own_values, built = build(**kwargs)
             return fn(**own_values, **built)
 
+        # What a reader of the command line needs without running it (tests/support/doc_lines.py checks
+        # documented lines with them): the groups, and the step that builds and checks them.
+        run.groups, run.build = groups, build  # type: ignore[attr-defined]
         run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in params}
         run.__name__, run.__qualname__, run.__doc__, run.__module__ = (
@@ -99,7 +107,8 @@ def _parameter(field: dataclasses.Field, annotation: Any, group: Group) -> inspe
     spec: Cli = cli_spec(field)
     default = dataclasses.MISSING if field.name in group.required else group.defaults.get(field.name, field.default)
     cli_type = _cli_type(annotation, spec)
-    help_text = spec.help
+    rules = rule_help(group.cls, field.name) if default is not dataclasses.MISSING else ""  # else Typer: [required]
+    help_text = f"{spec.help} {rules}" if rules else spec.help
     flags = spec.flags
     show_default: bool | str = spec.show_default
     if group.overrides:  # None: "not given", so that the default the command applies later shows through
@@ -150,6 +159,8 @@ def _to_core(value: Any, field: dataclasses.Field, annotation: Any) -> Any:
     spec = cli_spec(field)
     if not value or spec is None or not spec.path:  # None and "" stay "not given"
         return value
+    if is_model_name(str(value)):  # a published model's name (`-c mmfs`, `--prior stylegan2-ffhq`), not a path
+        return str(value) if _base(annotation) is str else value
     if _base(annotation) is str:
         return str(Path(value).expanduser().resolve())
     return value

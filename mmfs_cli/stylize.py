@@ -15,7 +15,14 @@ import typer
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.stylize import PhotoOutput, StyleSource, StylizeRequest, StylizerModel, VideoOptions
+from mmfs.config.stylize import (
+    VIDEO_EXTENSIONS,
+    PhotoOutput,
+    StyleSource,
+    StylizeRequest,
+    StylizerModel,
+    VideoOptions,
+)
 from mmfs_cli.common import EXIT_FAILED, echo_err, guarded, inputs_argument, report_failures, stdin_lines
 from mmfs_cli.options import Group, command
 
@@ -43,7 +50,7 @@ def stylize(
     """Stylize every face in photos or a video: detect, align to FFHQ, stylize, save crops or paste back.
 
     Outputs: <stem>_face<k>_<style>.<ext> per face, or <stem>_<style>.<ext> with --paste-back or --aligned;
-    <style> is seed<N>, a w-file's labels, or the prompt. A video input (.mp4 .mov .mkv .webm .avi .m4v)
+    <style> is seed<N>, a w-file's labels, or the prompt. A video input (VIDEO_EXTENSIONS)
     is stylized frame by frame, pasted back, with its frame rate and sound kept (one video, one style).
     Exit codes: 0 all inputs done (existing outputs skipped count as done), 1 some input failed,
     2 usage error, 130 interrupted.
@@ -54,6 +61,9 @@ def stylize(
     with guarded():
         request = StylizeRequest(tuple(inputs or ()), model, style, photos, video, faces, runtime)
     run_request(request)
+
+
+stylize.__doc__ = stylize.__doc__.replace("VIDEO_EXTENSIONS", " ".join(VIDEO_EXTENSIONS))  # the list the code uses
 
 
 def run_request(request: StylizeRequest) -> None:

@@ -16,6 +16,10 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
     monkeypatch.setenv("MMFS_CACHE", str(cache / "mmfs"))
+    # The published models (mmfs.pretrained): a cache per session, never the network, no mirror unless a test sets one.
+    monkeypatch.setenv("MMFS_HOME", str(cache / "mmfs-home"))
+    monkeypatch.setenv("MMFS_OFFLINE", "1")
+    monkeypatch.delenv("MMFS_MODEL_MIRROR", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -216,14 +216,29 @@ def test_cli_usage_errors(files):
     both = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--ref", "y.png"])
     assert both.exit_code == 2 and "exactly one style" in both.output
     no_photos = CliRunner().invoke(app, ["adapt", "-c", str(files / "base.safetensors"), "--text", "x"])
-    assert no_photos.exit_code == 1 and "needs --photos" in no_photos.output
+    said = " ".join(no_photos.output.replace("│", " ").split())  # Typer's usage box wraps the line
+    assert no_photos.exit_code == 2 and "needs --photos (or INPUTS): face photos to adapt on" in said
+    assert "or photos as INPUTS (detected and aligned as `mmfs stylize` does)" in said
     base = ["adapt", "-c", str(files / "base.safetensors"), "--text", "x", "--tiny"]
-    # INPUTS are whole photos unless --aligned: they cannot be the aligned crops adapting trains on
-    unaligned = CliRunner().invoke(app, [*base, str(files / "photos")])
-    assert unaligned.exit_code == 1 and "needs --photos" in unaligned.stderr and "add --aligned" in unaligned.stderr
-    assert len(unaligned.stderr.strip().splitlines()) == 1
     one_file = CliRunner().invoke(app, [*base, str(files / "photos" / "0.png"), "--aligned"])
     assert one_file.exit_code == 1 and "must be one folder of aligned crops" in one_file.output
+
+
+def test_cli_adapts_on_whole_photos_detected_and_aligned_as_stylize_does(files, tmp_path):
+    """Without --photos, INPUTS that are ordinary photos are detected and aligned, then adapted on and stylized."""
+    import numpy as np
+    from skimage.data import astronaut
+
+    from mmfs.data.images import save_image
+
+    save_image(np.ascontiguousarray(astronaut()), tmp_path / "me.jpg")
+    out = tmp_path / "pop.safetensors"
+    args = ["adapt", "-c", str(files / "base.safetensors"), "--text", "pop art", "--steps", "1", "--batch-size", "1",
+            "--tiny", "--quiet", "--out", str(out), str(tmp_path / "me.jpg"), "-o", str(tmp_path / "styled")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out).kind == "adapted"
+    assert [p.name for p in (tmp_path / "styled").iterdir()] == ["me_face0_pop-art.png"]
 
 
 def test_cli_adapts_on_aligned_inputs_without_photos(files, tmp_path):
@@ -244,3 +259,72 @@ def test_cli_clip_tag_reaches_the_clip(files, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "'nope'" in lines[0] and "--clip-tag" in lines[0]
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_under_torchrun_rank_zero_alone_writes_and_the_temporary_run_outlives_every_rank(tmp_path, monkeypatch):
+    """Two ranks as two threads (a real barrier and broadcast between them): the training itself is faked."""
+    import threading
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import mmfs.train.adapt as adapt_mod
+    import mmfs.train.distributed as dist_mod
+    from mmfs.train.distributed import Dist
+
+    wall, box, saves, at_barrier = threading.Barrier(2, timeout=20), {}, [], []
+
+    @dataclass(frozen=True)
+    class ThreadRank(Dist):
+        def barrier(self) -> None:
+            at_barrier.append((self.rank, sorted(p.name for p in tmp_path.glob(".mmfs-adapt-*/*/*"))))
+            wall.wait()
+
+        def broadcast_object(self, obj):
+            if self.rank == 0:
+                box["obj"] = obj
+            wall.wait()
+            return box["obj"]
+
+    def rank_of_thread() -> ThreadRank:
+        return ThreadRank(rank=int(threading.current_thread().name), world_size=2)
+
+    def fake_train(cfg, *, outdir, **kwargs):  # like the loop: rank 0 writes final.safetensors, then a barrier
+        run = Path(outdir) / "00000-adapt"
+        d = rank_of_thread()
+        if d.is_main:
+            run.mkdir(parents=True)
+            (run / "final.safetensors").write_bytes(b"weights")
+        d.barrier()
+        return run
+
+    def fake_save(final, cfg, out):
+        assert final.read_bytes() == b"weights"
+        saves.append(threading.current_thread().name)
+        Path(out).write_bytes(b"adapted")
+        return Path(out)
+
+    monkeypatch.setattr(dist_mod, "init_distributed", lambda device="auto": (rank_of_thread(), torch.device("cpu")))
+    monkeypatch.setattr(adapt_mod, "train", fake_train)
+    monkeypatch.setattr(adapt_mod, "save_adapted", fake_save)
+    cfg = make_config("adapt", TINY, options={"checkpoint": "base.safetensors", "photos": "p", "text": "x"})
+    results, errors = {}, []
+
+    def rank_main() -> None:
+        try:
+            results[threading.current_thread().name] = run_adapt(cfg, tmp_path / "style.safetensors", progress=False)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            wall.abort()
+
+    threads = [threading.Thread(target=rank_main, name=str(rank)) for rank in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert saves == ["0"]  # rank 0 alone wrote --out
+    assert (tmp_path / "style.safetensors").read_bytes() == b"adapted"
+    assert results["0"] == results["1"] == (tmp_path / "style.safetensors", None)
+    # Each rank reached its last barrier while the temporary run still held final.safetensors; then it was removed.
+    assert len(at_barrier) == 4 and dict(at_barrier) == {0: ["final.safetensors"], 1: ["final.safetensors"]}
+    assert not list(tmp_path.glob(".mmfs-adapt-*"))

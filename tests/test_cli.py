@@ -12,8 +12,8 @@ from mmfs_cli.app import app
 
 runner = CliRunner()
 COMMANDS = [
-    "convert", "train-prior", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt",
-    "evaluate", "demo", "info",
+    "models", "convert", "train-prior", "pretrain-encoder", "finetune", "train-mapper", "align", "stylize", "adapt",
+    "evaluate", "demo", "web", "info",
 ]  # fmt: skip
 
 

@@ -252,6 +252,14 @@ def test_missing_weights_are_one_line_naming_files_and_flags_before_any_work(ckp
     assert result.exit_code == 1 and "nope.pth" in result.stderr and "--inception-weights" in result.stderr
 
 
+def test_without_its_data_evaluate_says_in_one_line_what_it_needs():
+    result = _evaluate("--n", 10000)  # -c defaults to the published model; no data: nothing is fetched
+    assert result.exit_code == 2
+    assert "`mmfs evaluate` needs --photos DIR (FFHQ-aligned face photos) and --art DIR (the art set, for fid)" in (
+        " ".join(result.output.replace("│", " ").split())
+    )
+
+
 def test_usage_and_input_errors(ckpt, data, tmp_path):
     base = ["-c", ckpt, "--photos", data["photos"], "--tiny-metrics", "--report", tmp_path / "r.json"]
     assert _evaluate(*base, "--metrics", "fid").exit_code == 2  # fid without --art

@@ -319,3 +319,20 @@ def test_lpips_loads_backbone_like_the_lpips_package(tmp_path, monkeypatch):
     save_file(alexnet_to_lpips_keys(state), str(tmp_path / "alex.safetensors"))
     explicit = Lpips.from_pretrained(tmp_path / "alex.safetensors")
     torch.testing.assert_close(explicit.distance(x, y), ours.distance(x, y), rtol=0, atol=0)
+
+
+def test_tiny_stand_ins_are_seeded_without_touching_any_generator(monkeypatch):
+    """`torch.manual_seed` would re-seed every CUDA generator (a running job's streams): the builders seed the CPU alone."""
+    from mmfs.external.tiny import tiny_dino, tiny_lpips
+    from mmfs.external.tiny_metrics import tiny_arcface_net, tiny_inception
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", reseeded.append)
+    before = torch.get_rng_state()
+    nets = [tiny_dino(seed=1), tiny_inception(8, seed=1), tiny_arcface_net(seed=1), tiny_lpips(seed=1)]
+    assert reseeded == [] and torch.equal(torch.get_rng_state(), before)
+    again = [tiny_dino(seed=1), tiny_inception(8, seed=1), tiny_arcface_net(seed=1), tiny_lpips(seed=1)]
+    for a, b in zip(nets, again, strict=True):  # still seeded: the same weights each time
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(p, q), name

@@ -187,6 +187,29 @@ def test_to_rgb_skip_fast_equals_reference():
     torch.testing.assert_close(fast(x[:1], style[:1], skip[:1]), want[:1], rtol=1e-4, atol=1e-5)
 
 
+def test_under_bf16_autocast_the_rgb_skip_and_the_demodulation_stay_fp32():
+    """Autocast would run the skip's transposed conv and the demodulation's matmul in bf16: both are kept fp32."""
+    torch.manual_seed(3)
+    m = ToRGB(8, 12)
+    _randomise(m)
+    x, style, skip = torch.randn(2, 8, 16, 16), torch.randn(2, 12), torch.randn(2, 3, 8, 8)
+    seen = []
+    for rgb in (m, _fast_copy(m)):
+        want = rgb.upsample(skip)  # fp32, no autocast
+        rgb.upsample.register_forward_hook(lambda mod, args, out: seen.append(out))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rgb(x, style, skip)
+        assert seen[-1].dtype == torch.float32
+        torch.testing.assert_close(seen[-1], want, rtol=0, atol=0)
+
+    conv = _fast_copy(ModulatedConv2d(8, 16, 3, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s, coef = conv._style_and_coef(style, 1.0)
+    assert s.dtype == torch.bfloat16 and coef.dtype == torch.float32  # the style is autocast's; its demod is not
+    w2 = conv.weight[0].float().square().sum(dim=(2, 3)) * conv.scale**2
+    torch.testing.assert_close(coef, torch.rsqrt(s.float().square() @ w2.t() + 1e-8), rtol=0, atol=0)
+
+
 def test_conv_layer_keys_and_downsample_paths():
     layer = ConvLayer(4, 8, 3, downsample=True)
     assert [k for k in layer.state_dict()] == ["1.weight", "2.bias"]  # rosinality's nn.Sequential positions

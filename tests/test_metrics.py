@@ -189,18 +189,31 @@ def test_reference_cache_hit_and_key_changes(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     files = list_images(folder)
-    key = reference_cache_key(folder, files, extractor.extractor_id, 32)
-    assert key != reference_cache_key(folder, files, extractor.extractor_id, 64)
-    assert key != reference_cache_key(folder, files, "other-extractor", 32)
-    assert key != reference_cache_key(folder, files[:5], extractor.extractor_id, 32)
+    key = reference_cache_key(folder, files, extractor.extractor_id, 32, "cpu")
+    assert key != reference_cache_key(folder, files, extractor.extractor_id, 64, "cpu")
+    assert key != reference_cache_key(folder, files, "other-extractor", 32, "cpu")
+    assert key != reference_cache_key(folder, files[:5], extractor.extractor_id, 32, "cpu")
+    # Statistics from a GPU with TF32 are not reused against a CPU run (nor the other way round).
+    gpu = "cuda:NVIDIA A100-SXM4-40GB:sm80:matmul=tf32,cudnn=tf32,conv=tf32"
+    assert key != reference_cache_key(folder, files, extractor.extractor_id, 32, gpu)
+    assert reference_cache_key(folder, files, extractor.extractor_id, 32, gpu.replace("=tf32", "=ieee")) != (
+        reference_cache_key(folder, files, extractor.extractor_id, 32, gpu)
+    )
+    with monkeypatch.context() as patch:
+        import mmfs.inference.metrics.fid as fid
+
+        patch.setattr(fid, "numerics_description", lambda device: gpu)
+        on_gpu = reference_stats(folder, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
+    assert torch.equal(on_gpu.outer, first.outer)  # computed again (here on the same CPU), under its own key
+    assert len(list(cache.glob("art-*.safetensors"))) == 2
     changed = files[2]
     save_image(to_uint8(_images(1, 32, seed=10))[0], changed)
     st = changed.stat()
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
-    assert reference_cache_key(folder, files, extractor.extractor_id, 32) != key
+    assert reference_cache_key(folder, files, extractor.extractor_id, 32, "cpu") != key
     third = reference_stats(folder, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
     assert not torch.equal(third.sum, first.sum)
-    assert len(list(cache.glob("art-*.safetensors"))) == 2
+    assert len(list(cache.glob("art-*.safetensors"))) == 3
 
 
 def test_reference_cache_is_keyed_by_file_contents_not_mtime_or_location(tmp_path, monkeypatch):
@@ -223,8 +236,8 @@ def test_reference_cache_is_keyed_by_file_contents_not_mtime_or_location(tmp_pat
         patch.setattr(extractor, "forward", fail)
         reused = reference_stats(copy, extractor, image_size=32, cache_dir=cache, batch_size=4, progress=False)
     assert torch.equal(reused.outer, first.outer)
-    assert reference_cache_key(copy, list_images(copy), extractor.extractor_id, 32) == reference_cache_key(
-        folder, list_images(folder), extractor.extractor_id, 32
+    assert reference_cache_key(copy, list_images(copy), extractor.extractor_id, 32, "cpu") == reference_cache_key(
+        folder, list_images(folder), extractor.extractor_id, 32, "cpu"
     )
     assert len(list(cache.glob("*.safetensors"))) == 1
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mmfs.config import PRESETS
 from mmfs.config.common import DTYPES, Runtime
 from mmfs.config.options import Options, cli_spec, option
-from mmfs.config.stylize import PhotoOutput, StyleSource
+from mmfs.config.stylize import PhotoOutput, StyleSource, StylizeRequest, StylizerModel
 from mmfs.config.train import (
     OPTIONS,
     TRAIN_DTYPES,
@@ -165,7 +165,7 @@ def test_a_boolean_loop_option_can_be_overridden_to_false_and_reaches_the_loop_c
         (lambda: AdaptOptions(checkpoint="m", photos="p"), "--text"),
         (lambda: AdaptOptions(checkpoint="m", photos="p", text="a", ref="r.png"), "--ref"),
         (lambda: AdaptOptions(checkpoint="m", photos="p", text=" "), "--text"),
-        (lambda: StyleSource(), "--seed"),
+        (lambda: StylizeRequest(("a.jpg",), StylizerModel(Path("m.safetensors")), StyleSource()), "--seed"),
         (lambda: StyleSource(seed=1, text=["a"]), "--text"),
         (lambda: PhotoOutput(paste_back=True, size=64), "--size"),
         (lambda: Runtime(dtype="fp64"), "--dtype"),

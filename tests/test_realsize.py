@@ -27,6 +27,7 @@ from support.doc_commands import (
     folder_for,
     runnable,
     tier_commands,
+    tier_env,
     user_files,
 )
 
@@ -34,6 +35,12 @@ from support.doc_commands import (
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return user_files(tmp_path_factory.mktemp("realsize"))
+
+
+@pytest.fixture(scope="module")
+def mmfs_home(tmp_path_factory):
+    """One model cache for the tier: the first-line test fills it over HTTP, the documented lines reuse it."""
+    return tmp_path_factory.mktemp("mmfs-home")
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +61,56 @@ def test_the_docs_name_only_files_the_tier_has_and_cover_every_stage_and_weight_
         assert flag in commands, flag
     for pattern in ("stylize .*--text", "stylize .*--ref", "adapt .*--text", "adapt .*--ref"):
         assert any(re.search(pattern, c) for _, c in tier_commands()), pattern
+    from mmfs.catalogue import MODELS
+    from support.standins import STANDINS
+
     for doc, command in tier_commands():
         for name in re.findall(r"[\w.-]+\.(?:pt|pth|bin|onnx)\b", command):
             assert name in STANDIN_FOR, f"{doc}: {command}: no stand-in for {name}"
+        fetches = not command.startswith("mmfs models remove")  # removing needs no file
+        for word in shlex.split(command) if fetches else ():  # a published name: the mirror must hold its file
+            assert word not in MODELS or MODELS[word].filename in STANDINS, f"{doc}: {command}: no stand-in for {word}"
+    assert any("-c pop-art" in c for _, c in tier_commands()) and any(
+        c.startswith("mmfs models ") for _, c in tier_commands()
+    )
+
+
+FIRST_LINE = 'mmfs stylize face.jpg --text "pop art"'
 
 
 @pytest.mark.realsize
-def test_every_documented_command_runs_on_real_size_files(workdir, standins):
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-        "TORCH_HOME": str(workdir / "torch"),
-        "MMFS_CACHE": str(workdir / "cache"),
-    }
+def test_the_readme_first_line_fetches_the_published_models_through_a_mirror_once(workdir, standins, mmfs_home):
+    """README's first example as written: the published `mmfs` and its CLIP come from a loopback mirror, are
+    checked and converted, and the photo is stylized; a second run downloads nothing; offline with an empty
+    cache it is one line naming the model and `mmfs models add`, exit 1."""
+    from support.model_server import ModelServer
+
+    assert FIRST_LINE in (REPO / "README.md").read_text()
+    args = [str(Path(sys.executable).with_name("mmfs")), *shlex.split(FIRST_LINE)[1:]]
+    folder = workdir / "first-line"
+    folder.mkdir()
+    (folder / "face.jpg").write_bytes((workdir / "face.jpg").read_bytes())
+    base = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "MMFS_OFFLINE": "1"}
+    with ModelServer(standins) as server:
+        env = {**base, "MMFS_HOME": str(mmfs_home), "MMFS_MODEL_MIRROR": server.url}
+        first = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert (folder / "stylized" / "face_face0_pop-art.png").is_file()
+        assert server.gets("phase3_pretrain_10000.pth") == [""] and server.gets("open_clip_pytorch_model.bin") == [""]
+        assert not list((mmfs_home / "downloads").iterdir())  # the originals are deleted once converted
+        second = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert len(server.requests) == 2  # nothing downloaded the second time
+    offline = subprocess.run(args, cwd=folder, env={**base, "MMFS_HOME": str(workdir / "empty-home")},
+                             capture_output=True, text=True)  # fmt: skip
+    assert offline.returncode == 1
+    (line,) = offline.stderr.strip().splitlines()
+    assert "model 'mmfs'" in line and line.endswith("mmfs models add mmfs phase3_pretrain_10000.pth")
+
+
+@pytest.mark.realsize
+def test_every_documented_command_runs_on_real_size_files(workdir, standins, mmfs_home):
+    env = tier_env(workdir, standins, mmfs_home)
     done: set[tuple[str, ...]] = set()
     for doc, command in tier_commands():
         args = runnable(command, standins)

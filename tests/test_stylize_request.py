@@ -54,9 +54,15 @@ def test_seeds_parse_in_order_without_repeats_and_refuse_the_rest():
 
 
 def test_exactly_one_style_source():
+    none = "choose exactly one style source: --seed, --seeds, --w, --text, --ref \\(none was given\\)"
+    assert StyleSource().source is None  # none yet: the request decides (a zero-shot model has its own prompt)
+    refused(lambda: StylizeRequest(("a.jpg",), StylizerModel(Path("m.safetensors")), StyleSource()), "seed", none)
     refused(
-        StyleSource, "seed", "choose exactly one style source: --seed, --seeds, --w, --text, --ref \\(none was given\\)"
+        lambda: StylizeRequest(("a.jpg",), StylizerModel(Path("ref01")), StyleSource()), "seed", "pass it with --ref"
     )
+    popart = StylizeRequest(("a.jpg",), StylizerModel(Path("pop-art")), StyleSource())
+    assert (popart.style.source, popart.style.text) == ("--text", ["pop art"])
+    assert StylizerModel().checkpoint == Path("mmfs")  # the published multi-modal model by default
     refused(lambda: StyleSource(seed=1, w=Path("x.safetensors")), "w", "got --seed and --w")
     refused(lambda: StyleSource(text=["a"], ref=[Path("r.png")]), "ref", "got --text and --ref")
     assert StyleSource(seed=1, text=[]).source == "--seed"  # an empty repeatable option is "not given"
@@ -83,6 +89,8 @@ def test_request_checks_between_groups():
     assert request(style={"seed": 1, "save_w": Path("w.safetensors")}).inputs == ()  # only saving the styles
     refused(lambda: request("a.png", video=VideoOptions(out=Path("o.mp4"))), "out", "names the output of a video")
     refused(lambda: request("a.png", video=VideoOptions(hold_frames=2)), "hold_frames", "is for video inputs")
+    refused(lambda: request("a.png", video=VideoOptions(max_frames=5)), "max_frames", "is for video inputs")
+    refused(lambda: VideoOptions(max_frames=0), "max_frames", "must be >= 1")
     video = "clip.MOV"
     assert is_video_path(video) and not is_video_path("-") and request(video).video_input == Path(video)
     cases = [
@@ -142,7 +150,8 @@ def test_adapt_options_are_the_stage_run_and_stylize_fields():
     ]  # fmt: skip
     params = _options("adapt")
     assert set(params) == {"inputs"}.union(*groups)
-    assert params["checkpoint"].required and params["checkpoint"].opts == ["--checkpoint", "-c"]
+    assert params["checkpoint"].opts == ["--checkpoint", "-c"]
+    assert not params["checkpoint"].required and params["checkpoint"].default == "mmfs"  # the published model
     # the loop options show the stage's reference values and pass only what is given
     for name in ("steps", "batch_size", "lr"):
         assert f"(default: {AdaptOptions.loop_defaults[name]})" in params[name].help and params[name].default is None
@@ -159,9 +168,7 @@ def test_adapted_inputs_are_stylized_with_the_adapted_file_and_its_style(tmp_pat
     assert (made.style.source, made.style.ref, made.style.clip_tag) == ("--ref", [tmp_path / "r.png"], "t")
     assert made.photos.overwrite and made.runtime == Runtime()
     with pytest.raises(Exception, match="needs --photos \\(a folder"):
-        photos_from_inputs([], aligned=False)
-    with pytest.raises(Exception, match="add --aligned if INPUTS are one folder"):
-        photos_from_inputs(["photos"], aligned=False)
+        photos_from_inputs([])
     with pytest.raises(Exception, match="INPUTS must be one folder of aligned crops"):
-        photos_from_inputs([str(tmp_path / "missing")], aligned=True)
-    assert photos_from_inputs([str(tmp_path)], aligned=True) == tmp_path
+        photos_from_inputs([str(tmp_path / "missing")])
+    assert photos_from_inputs([str(tmp_path)]) == tmp_path

@@ -131,6 +131,25 @@ def test_resume_continues_bit_for_bit(photos, tmp_path):
     assert json.loads((first / "config.json").read_text())["loop"]["steps"] == 4
 
 
+def test_on_step_follows_every_step_and_an_exception_in_it_stops_the_run(photos, tmp_path):
+    seen = []
+    train(toy_config(photos), outdir=tmp_path / "a", progress=False, on_step=lambda *a: seen.append(a))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(step, total):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(toy_config(photos), outdir=tmp_path / "b", progress=False, on_step=stop_at_3)
+    (run,) = (tmp_path / "b").iterdir()
+    assert not (run / "final.safetensors").exists()  # stopped before anything final was written
+    assert json.loads((run / "latest.json").read_text())["step"] == 2  # the last checkpoint it reached
+
+
 def test_lazy_phase_runs_on_its_interval_and_only_trains_its_parameters(photos, tmp_path):
     run = train(toy_config(photos, steps=6, checkpoint_every=0), outdir=tmp_path, progress=False)
     lines = read_log(run / "log.jsonl")
@@ -288,9 +307,9 @@ class PrecisionStage(ToyStage):
 
 @pytest.fixture
 def restore_tf32():
-    from mmfs.utils.device import keeping_tf32_state
+    from mmfs.utils.device import keeping_backend_settings
 
-    with keeping_tf32_state():
+    with keeping_backend_settings():
         yield
 
 
@@ -314,6 +333,46 @@ def test_training_defaults_to_fp32_without_tf32_and_both_are_opt_ins(photos, tmp
     assert seen == [(torch.bfloat16, (True, True))] and _tf32_allowed() == (False, False)
     with pytest.raises(OptionError, match="dtype: must be one of fp32, bf16, got 'auto'"):
         make_config("toy", PRESETS["tiny"], options={"photos": str(photos)}, dtype="auto")  # only old runs resume it
+
+
+class KernelOptions(ToyOptions):
+    command = "toy-kernels"
+
+
+@register_stage
+class KernelStage(ToyStage):
+    """The toy stage, recording the kernel policy its G loss runs under."""
+
+    Options = KernelOptions
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def g_loss(self, ctx):
+        cudnn = torch.backends.cudnn
+        KernelStage.seen.append((torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark))
+        return super().g_loss(ctx)
+
+
+def test_deterministic_training_and_otherwise_cudnn_autotuning_for_the_runs_fixed_shapes(
+    photos, tmp_path, restore_tf32
+):
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    runs = {}
+    for deterministic in (False, True):
+        KernelStage.seen.clear()
+        cfg = make_config("toy-kernels", PRESETS["tiny"], options={"photos": str(photos)}, steps=2,
+                          checkpoint_every=1, deterministic=deterministic)  # fmt: skip
+        runs[deterministic] = train(cfg, outdir=tmp_path / str(deterministic), progress=False)
+        assert set(KernelStage.seen) == {(deterministic, deterministic, not deterministic)}
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                torch.backends.cudnn.benchmark) == before  # fmt: skip
+    assert json.loads((runs[True] / "config.json").read_text())["loop"]["deterministic"] is True
+    # on the CPU the kernels were deterministic already: the same weights either way
+    a, b = (load_checkpoint(runs[d] / "final.safetensors").tensors for d in (False, True))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_runs_saved_before_the_fp32_default_resume_as_they_ran(photos):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mmfs.checkpoint import load_checkpoint, module_state, save_checkpoint
-from mmfs.errors import CheckpointError
+from mmfs.errors import CheckpointError, MMFSError
 from mmfs.train import make_config, train
 from mmfs.train.log import read_log
 from mmfs.train.loop import Trainer
@@ -200,7 +200,7 @@ def test_stage1_without_a_prior_or_both_injected_nets_is_a_clear_error(tmp_path)
     from mmfs.nn import Generator
 
     cfg = make_config("pretrain-encoder", TINY, options={"prior": ""})
-    with pytest.raises(CheckpointError, match="needs a prior"):
+    with pytest.raises(MMFSError, match="`mmfs pretrain-encoder` needs --prior"):
         Trainer(cfg, tmp_path, externals={"teacher": Generator(TINY)}, progress=False)
 
 

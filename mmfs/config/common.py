@@ -22,5 +22,11 @@ class Runtime(Options):
         "Compute precision: fp32; bf16 (autocast: fast on GPUs and AVX-512 BF16 CPUs) or fp16 (autocast, for GPUs).",
         choices=DTYPES,
     )
+    deterministic: bool = option(
+        False,
+        "Only deterministic kernels: the same bytes on every run on CUDA too (slower there; the CPU repeats anyway).",
+        flags="--deterministic",
+    )
     as_json: bool = option(False, "Print one JSON summary on stdout; messages go to stderr.", flags="--json")
-    quiet: bool = option(False, "No progress bar.", flags=("--quiet", "-q"))
+    quiet: bool = option(False, "No progress bars and no closing summary line (errors are still printed).",
+                         flags=("--quiet", "-q"))  # fmt: skip

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from mmfs.config.options import Options, option
+from mmfs.config.options import Options, Rule, missing_required, option, required
 from mmfs.config.seeds import check_seed
 from mmfs.errors import OptionError
 
@@ -30,9 +31,19 @@ def parse_metric_names(text: str) -> tuple[str, ...]:
 class EvaluateRequest(Options):
     """One evaluation: n stylized photos (each under its own random style) measured against the art set."""
 
-    checkpoint: Path = option(help="Stylizer checkpoint to evaluate.", flags=("--checkpoint", "-c"), path=True)
-    photos: Path = option(
-        help="Folder of FFHQ-aligned square photos (recursive; output i uses photo i mod count).", path=True
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos"),)  # --art too, for fid (checked below)
+
+    checkpoint: Path = option(
+        Path("mmfs"),
+        "Stylizer to evaluate: a model name (`mmfs models list`) or a file.",
+        flags=("--checkpoint", "-c"),
+        path=True,
+    )
+    photos: Path | None = option(
+        None,
+        "Folder of FFHQ-aligned square photos (recursive; output i uses photo i mod count).",
+        path=True,
+        show_default=False,
     )
     art: Path | None = option(
         None, "Folder of artworks, the FID reference set (needed for fid).", path=True, show_default=False
@@ -72,6 +83,9 @@ class EvaluateRequest(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if missing_required(self):  # `rules`: --photos; the line also says what fid needs
+            need = " and --art DIR (the art set, for fid)" if self.art is None and "fid" in self.metric_names else ""
+            raise OptionError("photos", f"`mmfs evaluate` needs --photos DIR (FFHQ-aligned face photos){need}")
         names = self.metric_names
         if "fid" in names and self.art is None:
             raise OptionError("art", "fid needs the art set: give --art DIR, or leave fid out of --metrics")

@@ -71,7 +71,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def check_fields(instance: Any, *, legacy: bool = True) -> None:
-    """Apply every field's declared bounds and choices: OptionError on the first miss (`Options` calls it).
+    """Apply every field's declared bounds and choices, then the class's `one_of` rules: OptionError on the
+    first miss (`Options` calls it).
 
     `legacy=False` also refuses the values only older saved files hold (what a new run may not ask for).
     """
@@ -87,6 +88,107 @@ def check_fields(instance: Any, *, legacy: bool = True) -> None:
                 raise OptionError(field.name, f"must be >= {spec.min}, got {value}")
             if spec.max is not None and value > spec.max:
                 raise OptionError(field.name, f"must be <= {spec.max}, got {value}")
+    check_one_of(instance)
+
+
+# --- Rules between fields: what a command needs that no single option can be marked required for -----
+# A class lists them in `rules` (a ClassVar). `--help` prints each with the options it names
+# (mmfs_cli.options), the checks below apply them when the command runs, and tests/test_doc_lines.py
+# reads them to check every documented command line.
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`required`: each field must be given (unless one of the `unless` words is); `one_of`: exactly one."""
+
+    kind: str
+    fields: tuple[str, ...]
+    what: str = ""  # one_of: what each of the fields is, e.g. "style source"
+    unless: tuple[str, ...] = ()  # what stands in for the fields, e.g. "--resume RUN_DIR" (one_of: for none of them)
+
+
+def required(*fields: str, unless: tuple[str, ...] | str = ()) -> Rule:
+    """The fields a run needs, though the command line cannot require them (e.g. `--resume` brings them)."""
+    return Rule("required", fields, unless=(unless,) if isinstance(unless, str) else tuple(unless))
+
+
+def one_of(*fields: str, what: str, unless: tuple[str, ...] | str = ()) -> Rule:
+    """Exactly one of the fields must be given; with `unless`, none is also fine when that holds (checked by the
+    code that knows it: `check_fields` then refuses only two or more)."""
+    return Rule("one_of", fields, what=what, unless=(unless,) if isinstance(unless, str) else tuple(unless))
+
+
+def rules_of(cls: Any) -> tuple[Rule, ...]:
+    """The rules a class (or an instance) declares."""
+    return tuple(getattr(cls, "rules", ()))
+
+
+def flag_of(cls: Any, name: str) -> str:
+    """A field's option as typed: its first declared long flag, else `--field-name`."""
+    spec = next((cli_spec(f) for f in dataclasses.fields(cls) if f.name == name), None)
+    long = [flag for flag in (spec.flags if spec else ()) if flag.startswith("--")]
+    return long[0] if long else "--" + name.replace("_", "-")
+
+
+def is_given(value: Any) -> bool:
+    """A field counts as given unless it holds one of the "not given" values (None, False, "", empty list)."""
+    return value is not None and value is not False and not (isinstance(value, (str, list, tuple)) and not value)
+
+
+def rule_help(cls: Any, name: str) -> str:
+    """What `--help` adds to a field's help: the rules that name it."""
+    notes = []
+    for rule in rules_of(cls):
+        if name not in rule.fields:
+            continue
+        if rule.kind == "required":
+            notes.append("Required" + (f" (or {' or '.join(rule.unless)})" if rule.unless else "") + ".")
+        else:
+            alternative = f" (or none, with {' or '.join(rule.unless)})" if rule.unless else ""
+            notes.append(f"Exactly one {rule.what}{alternative}: {', '.join(flag_of(cls, f) for f in rule.fields)}.")
+    return " ".join(notes)
+
+
+def check_one_of(instance: Any) -> None:
+    """OptionError when a `one_of` rule does not hold (`check_fields` calls it, so every options class does)."""
+    for rule in rules_of(instance):
+        if rule.kind == "one_of":
+            given = [name for name in rule.fields if is_given(getattr(instance, name))]
+            if len(given) > 1 or (not given and not rule.unless):
+                raise one_of_error(instance, rule)
+
+
+def one_of_error(instance: Any, rule: Rule, hint: str = "") -> OptionError:
+    """The usage error of a `one_of` rule that does not hold, naming the second option given (or the first one
+    that could be); `hint` ends the line."""
+    given = [name for name in rule.fields if is_given(getattr(instance, name))]
+    what = "none was given" if not given else f"got {' and '.join(flag_of(instance, name) for name in given)}"
+    flags = ", ".join(flag_of(instance, name) for name in rule.fields)
+    return OptionError(given[1] if given else rule.fields[0], f"choose exactly one {rule.what}: {flags} ({what}){hint}")
+
+
+def missing_required(instance: Any, given_words: tuple[str, ...] = (), provided: tuple[str, ...] = ()) -> str | None:
+    """The one-line "needs ..." of the `required` rules left unmet, or None.
+
+    `given_words` are the command-line words given besides the instance's fields (e.g. `--resume`); a rule
+    whose `unless` starts with one of them is met. A command that has already taken such a path (a resumed
+    run) does not ask. `provided` names fields the caller supplies another way (Python: injected networks).
+    """
+    missing, alternatives = [], []
+    for rule in rules_of(instance):
+        if rule.kind != "required" or any(word.split()[0] in given_words for word in rule.unless):
+            continue
+        names = [
+            flag_of(instance, name)
+            for name in rule.fields
+            if name not in provided and not is_given(getattr(instance, name))
+        ]
+        if names:
+            missing += names
+            alternatives += [word for word in rule.unless if word not in alternatives]
+    if not missing:
+        return None
+    return f"needs {', '.join(missing)}" + (f" (or {' or '.join(alternatives)})" if alternatives else "")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from mmfs.catalogue import DEFAULT_STYLIZER, MODELS, default_text
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.options import Options, option
+from mmfs.config.options import Options, Rule, one_of, one_of_error, option
 from mmfs.config.seeds import check_seed, parse_seeds
 from mmfs.config.train import CLIP_MODEL_HELP, CLIP_TAG_HELP, CLIP_WEIGHTS_HELP
 from mmfs.errors import OptionError
@@ -33,7 +35,13 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
     ".flv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".ogv", ".mxf",
 )  # fmt: skip
-STYLE_FLAGS = ("--seed", "--seeds", "--w", "--text", "--ref")  # the style sources: exactly one per call
+# The style sources: exactly one per call, or none with a model that has its own style (`StylizeRequest`).
+STYLE_SOURCES = one_of("seed", "seeds", "w", "text", "ref", what="style source", unless="-c of a zero-shot model")
+STYLE_FLAGS = tuple(f"--{name}" for name in STYLE_SOURCES.fields)
+MODEL_HELP = (
+    "Stylizer: a model name (mmfs: the published multi-modal model, fetched on first use; all: `mmfs models list`)"
+    " or a .safetensors file."
+)
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
@@ -45,7 +53,7 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
 class StylizerModel(Options):
     """The Stylizer and how it runs: its checkpoint, faces per generator call, noise."""
 
-    checkpoint: Path = option(help="Stylizer checkpoint (.safetensors).", flags=("--checkpoint", "-c"), path=True)
+    checkpoint: Path = option(Path(DEFAULT_STYLIZER), MODEL_HELP, flags=("--checkpoint", "-c"), path=True)
     batch_size: int | None = option(None, "Faces per generator call (default: 1 on CPU, 8 on CUDA).", min=1,
                                     max=1024)  # fmt: skip
     noise: str = option(
@@ -60,6 +68,8 @@ class StylizerModel(Options):
 @dataclass(frozen=True)
 class StyleSource(Options):
     """Which styles: exactly one source (a seed, seeds, a w-file, CLIP prompts or reference images)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (STYLE_SOURCES,)
 
     seed: int | None = option(None, "Style: the random style of this seed.", show_default=False)
     seeds: str | None = option(None, "Styles: several seeds, e.g. 1,2,5-7 (one output per seed).", show_default=False)
@@ -81,24 +91,19 @@ class StyleSource(Options):
         for name in ("text", "ref"):  # an empty list is "not given"
             value = getattr(self, name)
             object.__setattr__(self, name, list(value) if value else None)
-        super().__post_init__()
-        given = [flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None]
-        if len(given) != 1:
-            what = "none was given" if not given else f"got {' and '.join(given)}"
-            flag = given[1] if given else STYLE_FLAGS[0]  # the second source given, or the first one could give
-            raise OptionError(flag[2:], f"choose exactly one style source: {', '.join(STYLE_FLAGS)} ({what})")
+        super().__post_init__()  # the rule: at most one style source here (none: `StylizeRequest` decides)
         if self.seed is not None:
             check_seed(self.seed)
         if self.seeds is not None:
             parse_seeds(self.seeds)
 
     def _sources(self) -> tuple:
-        return (self.seed, self.seeds, self.w, self.text, self.ref)
+        return tuple(getattr(self, name) for name in STYLE_SOURCES.fields)
 
     @property
-    def source(self) -> str:
-        """The style option that was given: one of STYLE_FLAGS."""
-        return next(flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None)
+    def source(self) -> str | None:
+        """The style option that was given: one of STYLE_FLAGS (None: none yet)."""
+        return next((flag for flag, value in zip(STYLE_FLAGS, self._sources(), strict=True) if value is not None), None)
 
     def seed_list(self) -> list[int]:
         """The seeds of `--seed` / `--seeds` (empty for the other sources)."""
@@ -143,6 +148,8 @@ class VideoOptions(Options):
     hold_frames: int | None = option(None, "Video input only: a face the detector misses for up to N frames between "
                                      "two detections is filled in from them (default 12; 0: such frames pass "
                                      "through unstylized).", min=0, max=100, show_default=False)  # fmt: skip
+    max_frames: int | None = option(None, "Video input only: stylize at most the first N frames (default: all).",
+                                    min=1, show_default=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,13 @@ class StylizeRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.style.source is None:  # a zero-shot model's own prompt (`-c pop-art`), else a style is needed
+            text = default_text(str(self.model.checkpoint))
+            if text is None:
+                model = MODELS.get(str(self.model.checkpoint))
+                hint = f"; {model.name} was adapted to {model.ref}: pass it with --ref" if model and model.ref else ""
+                raise one_of_error(self.style, STYLE_SOURCES, hint=hint)
+            object.__setattr__(self, "style", dataclasses.replace(self.style, text=[text]))
         if not self.inputs and self.style.save_w is None:
             raise OptionError("", "give INPUTS (files, folders, globs or -), or --save-w to only save the styles")
         if self.video_input is not None:
@@ -167,6 +181,8 @@ class StylizeRequest:
             raise OptionError("out", "names the output of a video input; photos go to --outdir")
         elif self.video.hold_frames is not None:
             raise OptionError("hold_frames", "is for video inputs")
+        elif self.video.max_frames is not None:
+            raise OptionError("max_frames", "is for video inputs")
 
     @property
     def video_input(self) -> Path | None:

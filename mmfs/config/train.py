@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mmfs.config.model import PRESETS, ModelConfig, at_resolution, get_preset
-from mmfs.config.options import Options, check_fields, option
+from mmfs.config.options import Options, Rule, check_fields, one_of, option, required
 from mmfs.errors import OptionError
 
 # Precisions a new run may ask for: fp16 would need loss scaling. Runs saved before fp32 became the
@@ -36,6 +36,7 @@ CLIP_TAG_HELP = (
     "open_clip pretrained tag of the CLIP weights, e.g. openai (the reference's) or laion2b_s34b_b79k; it also"
     " decides QuickGELU for --clip-weights."
 )
+RESUME = "--resume RUN_DIR"  # a resumed run has its required options in its config
 DINO_HELP = "DINO for the structure loss: dino_vitb8 (by name), a local weights file, or tiny."
 
 
@@ -69,6 +70,11 @@ class LoopConfig(Options):
     )
     tf32: bool = option(False, "Allow TF32 matmuls and convolutions on Ampere+ GPUs (off: fp32).", flags="--tf32")
     compile: bool = option(False, "torch.compile the trained networks.", flags="--compile")
+    deterministic: bool = option(
+        False,
+        "Only deterministic kernels (bit-exact resume on CUDA too; slower there). On the CPU results repeat without it.",
+        flags="--deterministic",
+    )
     workers: int = option(2, "Data-loading worker processes per GPU (0: a thread reads ahead during the step).", min=0)
     preview_count: int = option(8, cli=False)  # samples in a preview grid
 
@@ -93,7 +99,7 @@ class StageOptions(Options):
 
     command: ClassVar[str]  # the CLI command, the stage's registry key and the run directory's suffix
     model_source: ClassVar[str | None] = None  # the input file whose stored network config a run uses
-    required: ClassVar[tuple[str, ...]] = ()  # fields a new run needs (a resumed run has them)
+    rules: ClassVar[tuple[Rule, ...]] = ()  # what a new run needs (required, one_of: mmfs.config.options)
     loop_defaults: ClassVar[dict[str, Any]] = {}  # the stage's reference loop settings (lr, betas, EMA, batch, steps)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -110,7 +116,7 @@ class PriorOptions(StageOptions):
     """`mmfs train-prior`: data, regularisation and mixing (rosinality's defaults)."""
 
     command: ClassVar[str] = "train-prior"
-    required: ClassVar[tuple[str, ...]] = ("photos",)
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos", unless=RESUME),)
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.002, "betas": (0.0, 0.99), "ema_decay": ROSINALITY_EMA, "batch_size": 16, "steps": 800_000,
     }  # fmt: skip
@@ -132,13 +138,14 @@ class EncoderOptions(StageOptions):
 
     command: ClassVar[str] = "pretrain-encoder"
     model_source: ClassVar[str | None] = "prior"
-    required: ClassVar[tuple[str, ...]] = ("prior",)
+    rules: ClassVar[tuple[Rule, ...]] = (required("prior", unless=RESUME),)
     # Reference phase 1: lr 2e-4, beta1 0.1, EMA 0.999, batch 8, 200k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 200_000,
     }  # fmt: skip
 
-    prior: str = option("", "StyleGAN2 prior (.safetensors from `mmfs convert`).", path=True, show_default=False)
+    prior: str = option("", "StyleGAN2 prior: stylegan2-ffhq (fetched on first use) or a .safetensors from"
+                        " `mmfs convert`.", path=True, show_default=False)  # fmt: skip
     l1: float = option(1.0, "Pixel L1 weight (reference lambda_L1).", min=0.0)
     feat: float = option(4.0, "Discriminator-feature L1 weight (reference lambda_Feat).", min=0.0)
     # Not the reference (it starts both at random): short runs (the demo) rebuild the eyes within hundreds of steps.
@@ -153,7 +160,7 @@ class FinetuneOptions(StageOptions):
 
     command: ClassVar[str] = "finetune"
     model_source: ClassVar[str | None] = "init"
-    required: ClassVar[tuple[str, ...]] = ("photos", "art", "init")
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos", "art", "init", unless=RESUME),)
     # Reference phase 2 (exp/sp2pII-phase2.yaml): lr 1e-3, beta1 0.1, EMA 0.999, batch 8, 300k iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-3, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 300_000,
@@ -161,7 +168,8 @@ class FinetuneOptions(StageOptions):
 
     photos: str = option("", "Folder of face photos (the source domain, e.g. FFHQ).", path=True, show_default=False)
     art: str = option("", "Folder of artworks of the target style (e.g. AAHQ).", path=True, show_default=False)
-    init: str = option("", "Stage I output: final.safetensors or a checkpoint.", path=True, show_default=False)
+    init: str = option("", "Stage I output: final.safetensors or a checkpoint (or a published model: mmfs-phase2).",
+                       path=True, show_default=False)  # fmt: skip
     disc: str | None = option(None, "Discriminator to start from (prior or checkpoint); default: found from --init.",
                               path=True)  # fmt: skip
     dino: str = option("dino_vitb8", DINO_HELP)
@@ -179,13 +187,14 @@ class MapperOptions(StageOptions):
 
     command: ClassVar[str] = "train-mapper"
     model_source: ClassVar[str | None] = "init"
-    required: ClassVar[tuple[str, ...]] = ("photos", "init")
+    rules: ClassVar[tuple[Rule, ...]] = (required("photos", "init", unless=RESUME),)
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.1, 0.999), "ema_decay": 0.999, "batch_size": 8, "steps": 10_000,
     }  # fmt: skip
 
     photos: str = option("", "Folder of face photos (searched recursively).", path=True, show_default=False)
-    init: str = option("", "Stage II weights with their discriminator: a finetune run dir or checkpoint.", path=True,
+    init: str = option("", "Stage II weights with their discriminator: a finetune run dir or checkpoint, or"
+                       " mmfs-phase2 (the published one, fetched on first use).", path=True,
                        show_default=False)  # fmt: skip
     disc: str | None = option(None, "Discriminator file (training checkpoint); default: found from --init.", path=True)
     clip_model: str = option("ViT-B-32", CLIP_MODEL_HELP)
@@ -202,17 +211,20 @@ class AdaptOptions(StageOptions):
 
     command: ClassVar[str] = "adapt"
     model_source: ClassVar[str | None] = "checkpoint"
-    required: ClassVar[tuple[str, ...]] = ("checkpoint", "photos")
+    rules: ClassVar[tuple[Rule, ...]] = (
+        required("checkpoint"), required("photos", unless="INPUTS"), one_of("text", "ref", what="style"),
+    )  # fmt: skip
     # Reference phase 4: Adam (0.9, 0.999) at 2e-4, batch 8, saved after 200 iterations.
     loop_defaults: ClassVar[dict[str, Any]] = {
         "lr": 2e-4, "betas": (0.9, 0.999), "ema_decay": 0.99, "batch_size": 8, "steps": 200,
         "checkpoint_every": 0, "preview_every": 100, "log_every": 10,
     }  # fmt: skip
 
-    checkpoint: str = option("", "Stylizer with a CLIP mapper (from `mmfs train-mapper`).", flags=("--checkpoint", "-c"),
-                             path=True, show_default=False)  # fmt: skip
-    photos: str = option("", "Folder of FFHQ-aligned face photos to adapt on; default with --aligned: the INPUTS"
-                         " folder.", path=True, show_default=False)  # fmt: skip
+    checkpoint: str = option("mmfs", "Stylizer with a CLIP mapper: a model name (mmfs, fetched on first use) or a"
+                             " file from `mmfs train-mapper`.", flags=("--checkpoint", "-c"), path=True)  # fmt: skip
+    photos: str = option("", "Folder of FFHQ-aligned face photos to adapt on; default: the INPUTS, detected and"
+                         " aligned (with --aligned: the INPUTS folder as is).", path=True,
+                         show_default=False)  # fmt: skip
     text: str | None = option(None, "Zero-shot: the target style as text, e.g. 'pop art'.")
     ref: str | None = option(None, "One-shot: a style reference image.", path=True)
     source_text: str = option("photo", "Zero-shot source anchor prompt (reference: photo).")
@@ -229,11 +241,7 @@ class AdaptOptions(StageOptions):
     mapper_dropout: bool = option(True, "Keep the frozen mapper's dropout on while adapting, as the reference does.")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if (self.text is None) == (self.ref is None):
-            given = "both were given" if self.text is not None else "neither was given"
-            message = f"adapt needs exactly one style: --text (zero-shot) or --ref (one-shot); {given}"
-            raise OptionError("ref" if self.text is not None else "text", message)
+        super().__post_init__()  # with the rules: exactly one of --text and --ref
         if self.text is not None and not self.text.strip():
             raise OptionError("text", "the text prompt must not be empty")
 
@@ -375,8 +383,3 @@ def make_config(command: str, model: ModelConfig, *, options: Any = None, **loop
     if not isinstance(options, kind):
         options = kind(**{k: v for k, v in (options or {}).items() if v is not None})
     return TrainConfig(command=command, model=model, loop=loop_config, options=options)
-
-
-def missing_required(options: Any) -> list[str]:
-    """The `--flags` of required options left empty (a new run needs them; a resumed one has them)."""
-    return [f"--{name.replace('_', '-')}" for name in options.required if not getattr(options, name)]

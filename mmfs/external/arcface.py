@@ -17,21 +17,12 @@ import numpy as np
 import torch
 
 from mmfs.errors import CheckpointError, MissingWeightsError, MMFSError
+from mmfs.utils.device import onnx_providers
 
 ARCFACE_HINT = (
     "an insightface recognition ONNX model such as w600k_r50.onnx from the buffalo_l pack "
     "(pass --arcface-weights PATH; without it the offline dlib identity distance is used)"
 )
-
-
-def onnx_providers(device: torch.device | str) -> list[str]:
-    """onnxruntime providers for a torch device: CUDA first when asked for and present, CPU always."""
-    import onnxruntime
-
-    device = torch.device(device)
-    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 class ArcFaceOnnx:

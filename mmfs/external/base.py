@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfs.errors import MissingWeightsError
+from mmfs.utils.resize import bilinear_resize
 
 # OpenAI CLIP's pixel statistics (the official `preprocess_clip_image`).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -53,10 +53,10 @@ def to_unit_range(x: Tensor) -> Tensor:
 
 
 def resize(x: Tensor, size: tuple[int, int], *, antialias: bool) -> Tensor:
-    """Bilinear resize (align_corners=False) to `size` = (H, W); a no-op when the size already matches."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    """Bilinear resize (align_corners=False) to `size` = (H, W); a no-op when the size already matches.
+
+    Deterministic gradients on CUDA under `--deterministic` (`mmfs.utils.resize`)."""
+    return bilinear_resize(x, size, antialias=antialias)
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mmfs.external.clip import OpenClipEncoder
 from mmfs.external.dino import DEFAULT_MODEL as DINO_MODEL
 from mmfs.external.dino import DinoViT
 from mmfs.external.lpips import Lpips, build_lpips_alex
+from mmfs.utils.seed import cpu_seeded
 
 
 def tiny_clip_config(embed_dim: int = 32, image_size: int = 32, patch_size: int = 8) -> dict[str, Any]:
@@ -65,8 +64,7 @@ def tiny_clip_model(embed_dim: int = 32, image_size: int = 32, seed: int = 0, pa
     import open_clip
 
     name = register_tiny_clip(embed_dim, image_size, patch_size)
-    with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
-        torch.manual_seed(seed)
+    with cpu_seeded(seed), _quiet_root_warnings():
         model, _, preprocess = open_clip.create_model_and_transforms(name)
     return model, preprocess
 
@@ -117,15 +115,13 @@ def tiny_dino(
     import timm
 
     kwargs = tiny_dino_kwargs(img_size, patch, embed_dim, depth, heads)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         model = timm.create_model(DINO_MODEL, pretrained=False, **kwargs)
     return DinoViT(model)
 
 
 def tiny_lpips(seed: int = 0) -> Lpips:
     """LPIPS-alex with the real linear heads on a random AlexNet backbone (inputs of at least 32 px)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         net = build_lpips_alex()
     return Lpips(net)

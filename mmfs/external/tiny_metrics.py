@@ -17,6 +17,7 @@ from torch import nn
 
 from mmfs.external.inception import InceptionFeatures
 from mmfs.utils.files import atomic_path
+from mmfs.utils.seed import cpu_seeded
 
 
 class TinyInceptionNet(nn.Module):
@@ -46,8 +47,7 @@ def tiny_inception(
     feature_dim: int = 64, *, size: int = 32, seed: int = 0, device: torch.device | str = "cpu"
 ) -> InceptionFeatures:
     """A seeded tiny FID extractor (~20 k parameters) with its own extractor id."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         net = TinyInceptionNet(feature_dim, size)
     return InceptionFeatures(
         net.to(device), feature_dim=feature_dim, extractor_id=f"tiny-inception-{feature_dim}:seed={seed}"
@@ -74,8 +74,7 @@ class TinyArcFaceNet(nn.Module):
 
 def tiny_arcface_net(seed: int = 0) -> TinyArcFaceNet:
     """The seeded torch network that `export_tiny_arcface_onnx` writes (same seed, same weights)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         return TinyArcFaceNet().eval()
 
 

@@ -256,7 +256,9 @@ class DlibCnnDetector(DlibDetector):
 class InsightFaceDetector:
     """insightface's SCRFD detector from a local ONNX file; its five points include the mouth corners."""
 
-    def __init__(self, model_path: Path | None, det_size: int = 640, threshold: float = 0.5) -> None:
+    def __init__(
+        self, model_path: Path | None, det_size: int = 640, threshold: float = 0.5, device: str = "auto"
+    ) -> None:
         if model_path is None or not Path(model_path).is_file():
             where = f": {model_path}" if model_path is not None else " (no --detector-model given)"
             raise MissingWeightsError(
@@ -264,14 +266,13 @@ class InsightFaceDetector:
                 f"ONNX file such as {INSIGHTFACE_HINT}"
             )
         try:
-            import onnxruntime
             from insightface.model_zoo import get_model
         except ImportError:
             raise MissingWeightsError("the insightface detector needs: pip install insightface onnxruntime") from None
+        from mmfs.utils.device import onnx_providers
+
         path = Path(model_path)
-        providers = [
-            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
-        ]
+        providers = onnx_providers(device)  # the GPU of --device (with its index), only the CPU for --device cpu
         try:
             # insightface routes a bare path by file name: it must end in .onnx.
             model = get_model(str(path), providers=providers)
@@ -281,7 +282,7 @@ class InsightFaceDetector:
             raise MissingWeightsError(
                 f"{path}: not a SCRFD face detection model with landmarks; pass a file such as {INSIGHTFACE_HINT}"
             )
-        on_gpu = "CUDAExecutionProvider" in providers
+        on_gpu = providers != ["CPUExecutionProvider"]  # insightface's ctx_id -1 puts the session on the CPU
         model.prepare(ctx_id=0 if on_gpu else -1, input_size=(det_size, det_size), det_thresh=threshold)
         self.model_path = path
         self._model = model
@@ -297,15 +298,16 @@ class InsightFaceDetector:
 
 
 def build_single_detector(
-    name: str, model_path: Path | None = None, *, min_face: int | None = DEFAULT_MIN_FACE
+    name: str, model_path: Path | None = None, *, min_face: int | None = DEFAULT_MIN_FACE, device: str = "auto"
 ) -> FaceDetector:
-    """One detector by name (no retries): "dlib" (HOG; `min_face`: its tiled scan), "dlib-cnn" or "insightface"."""
+    """One detector by name (no retries): "dlib" (HOG; `min_face`: its tiled scan), "dlib-cnn" or "insightface"
+    (SCRFD, run on `device`)."""
     if name == "dlib":
         return DlibDetector(model_path, min_face=min_face)
     if name == "dlib-cnn":
         return DlibCnnDetector(model_path)
     if name == "insightface":
-        return InsightFaceDetector(model_path)
+        return InsightFaceDetector(model_path, device=device)
     raise MMFSError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
 
 

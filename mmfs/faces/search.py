@@ -190,6 +190,7 @@ def build_detector(
     rotate: bool = True,
     every_angle: bool = False,
     min_face: int | None = DEFAULT_MIN_FACE,
+    device: str = "auto",
 ) -> FaceSearch:
     """A face detector by name, with retries on turned copies (and rolled faces levelled) unless `rotate=False`.
 
@@ -197,12 +198,13 @@ def build_detector(
     "dlib+cnn": HOG at every angle first, then the CNN on the upright photo only (its time is bounded).
     For the dlib detectors `model_path` is an optional 68-point landmark .dat. `every_angle`: search
     every turned copy even when faces were found upright. `min_face`: HOG's tiled scan of large photos
-    for faces down to this many pixels (None: only the shrunk scan).
+    for faces down to this many pixels (None: only the shrunk scan). `device`: where the insightface
+    detector runs (a torch device name; dlib runs on the CPU).
     """
     if every_angle and not rotate:
         raise ValueError("every_angle searches turned copies: it needs rotate=True")
     base = "dlib" if name == "dlib+cnn" else name
-    upright = build_single_detector(base, model_path, min_face=min_face)
+    upright = build_single_detector(base, model_path, min_face=min_face, device=device)
     # The turned copies get the shrunk scan only: small faces are searched upright (a tiled scan on
     # each of five copies would multiply the cost of every face-less large photo by six).
     turned = build_single_detector(base, model_path, min_face=None) if min_face and base == "dlib" else upright
@@ -213,14 +215,15 @@ def build_detector(
     return FaceSearch(attempts, level=rotate, every_angle=every_angle, fallback=fallback)
 
 
-def detector_for(detection: FaceDetection, *, video: bool = False) -> FaceSearch:
-    """The detector the face options ask for. Video frames are upright (the stream's rotation tag) and
-    many: they get neither the turned retries nor the tiled scan, which would cost that much per frame."""
+def detector_for(detection: FaceDetection, *, video: bool = False, device: str = "auto") -> FaceSearch:
+    """The detector the face options ask for, on `device` (insightface's; dlib runs on the CPU). Video frames are
+    upright (the stream's rotation tag) and many: they get neither the turned retries nor the tiled scan,
+    which would cost that much per frame."""
     if video:
-        return build_detector(detection.detector, detection.detector_model, rotate=False, min_face=None)
+        return build_detector(detection.detector, detection.detector_model, rotate=False, min_face=None, device=device)
     return build_detector(
         detection.detector, detection.detector_model, rotate=detection.rotate,
-        every_angle=detection.every_angle, min_face=detection.min_face or None,
+        every_angle=detection.every_angle, min_face=detection.min_face or None, device=device,
     )  # fmt: skip
 
 

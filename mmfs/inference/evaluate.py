@@ -172,8 +172,9 @@ def evaluate(
     """
     from mmfs.checkpoint import read_metadata
     from mmfs.errors import CheckpointError
-    from mmfs.inference.models import STYLIZER_KINDS
+    from mmfs.inference.models import STYLIZER_KINDS, STYLIZER_MODELS
     from mmfs.inference.pipeline import StylizePipeline
+    from mmfs.pretrained import resolve_file
     from mmfs.utils.device import pick_device
 
     started = time.perf_counter()
@@ -184,13 +185,14 @@ def evaluate(
     dev = pick_device(device)
     # Cheap checks that catch user errors before anything slow: the report's folder, files, weights.
     check_report_path(request.report)
+    photo_files = list_photos(photos)  # a missing photo folder fails before a model is fetched
+    checkpoint = resolve_file(checkpoint, kinds=STYLIZER_MODELS)  # a model name: fetched on first use
     meta = read_metadata(checkpoint)
     if meta.get("mmfs.kind") not in STYLIZER_KINDS:
         kind = meta.get("mmfs.kind")
         raise CheckpointError(
             f"{checkpoint}: {'a ' + repr(kind) if kind else 'not an mmfs'} checkpoint, not a stylizer"
         )
-    photo_files = list_photos(photos)
     order = photo_order(seed, len(photo_files))
     sample = [photo_files[i] for i in order]  # the stream takes output i from sample[i mod P]
     check_photos(sample[:n])

@@ -20,20 +20,28 @@ from mmfs.errors import CheckpointError
 from mmfs.utils.files import file_sha256
 
 STYLIZER_KINDS = ("stylizer", "training", "adapted")
+# The catalogue's kinds (`mmfs.catalogue`) a Stylizer can be loaded from.
+STYLIZER_MODELS = ("stylizer", "base", "one-shot", "zero-shot")
 MAPPER_PREFIX = "clip_mapper."
 
 
 def load_stylizer(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"):
-    """A Stylizer in eval mode with the weights of `path` (any of `STYLIZER_KINDS`)."""
+    """A Stylizer in eval mode with the weights of `path` (any of `STYLIZER_KINDS`), or of a published model by
+    name (`mmfs.catalogue`: "mmfs", "pop-art", ...; fetched, checked and converted on first use)."""
     from mmfs.nn import Stylizer
+    from mmfs.pretrained import resolve_file
 
-    ckpt = load_checkpoint(path, kind=STYLIZER_KINDS)
+    ckpt = load_checkpoint(resolve_file(path, kinds=STYLIZER_MODELS), kind=STYLIZER_KINDS)
     if ckpt.config is None:
         raise CheckpointError(f"{ckpt.path}: checkpoint has no model config in its metadata")
     tensors = _resolve_adapted(ckpt) if ckpt.kind == "adapted" else stylizer_tensors(ckpt)
     model = Stylizer(ckpt.config, with_mapper=any(k.startswith(MAPPER_PREFIX) for k in tensors))
     load_state_strict(model, tensors, source=str(ckpt.path))
     return model.to(device).eval().requires_grad_(False)
+
+
+# The name diffusers and timm users reach for: `from_pretrained("mmfs")`, `from_pretrained("pop-art")`, or a file.
+from_pretrained = load_stylizer
 
 
 def _resolve_adapted(ckpt: Checkpoint) -> dict[str, torch.Tensor]:

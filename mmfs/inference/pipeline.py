@@ -20,7 +20,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -186,14 +185,17 @@ class StylizePipeline:
     def from_checkpoint(
         cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto", dtype: str = "fp32", **kwargs: Any
     ) -> StylizePipeline:
-        """Load any stylizer checkpoint (`mmfs.inference.models.load_stylizer`) onto `device` ("auto": CUDA if present)."""
+        """Load any stylizer checkpoint or published model name (`mmfs.inference.models.load_stylizer`) onto `device`
+        ("auto": CUDA if present)."""
         from mmfs.inference.models import load_stylizer
         from mmfs.utils.device import parse_dtype, pick_device
 
         compute = parse_dtype(dtype)  # a wrong name fails before anything loads
         dev = device if isinstance(device, torch.device) else pick_device(device)
         kwargs.setdefault("channels_last", dev.type == "cuda")
-        return cls(load_stylizer(Path(path), device=dev), dtype=compute, **kwargs)
+        return cls(load_stylizer(path, device=dev), dtype=compute, **kwargs)
+
+    from_pretrained = from_checkpoint  # a published model's name works too: StylizePipeline.from_pretrained("mmfs")
 
     @property
     def resolution(self) -> int:

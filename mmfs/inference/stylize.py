@@ -21,6 +21,7 @@ from mmfs.config.stylize import StyleSource, StylizeRequest
 from mmfs.data.images import SkippedFiles
 from mmfs.errors import CheckpointError, InputError
 from mmfs.inference.files import InputResult, collect_inputs, stylize_files
+from mmfs.inference.models import STYLIZER_MODELS
 from mmfs.inference.pipeline import LatentStyles, SeedStyles, Style, StylizePipeline
 from mmfs.utils.labels import safe_label
 
@@ -125,12 +126,14 @@ def style_source(style: StyleSource, checkpoint: Path, pipeline: StylizePipeline
         return LatentStyles(style.w)
     from mmfs.external.build import build_clip, resolve_clip_tag, resolve_clip_weights
     from mmfs.inference.styles import reference_styles, text_styles
+    from mmfs.pretrained import clip_weights
 
     if getattr(pipeline.model, "clip_mapper", None) is None:  # fail before the slow CLIP load
         raise CheckpointError("--text/--ref need a checkpoint with a CLIP mapper; train one with `mmfs train-mapper`")
     # `--clip-tag` / `--clip-weights`, else those recorded with the checkpoint's mapper for this `--clip-model`
     tag = resolve_clip_tag(style.clip_tag, checkpoint, style.clip_model)
     weights = resolve_clip_weights(style.clip_weights, checkpoint, style.clip_model)
+    weights = clip_weights(weights, style.clip_model, tag)  # else the catalogue's CLIP (fetched on first use)
     # `--clip-model tiny` without a file builds a random tiny CLIP of the mapper's size (smoke runs).
     encoder = build_clip(style.clip_model, weights, tag=tag, embed_dim=pipeline.model.cfg.clip_dim,
                          device=pipeline.device)  # fmt: skip
@@ -140,22 +143,26 @@ def style_source(style: StyleSource, checkpoint: Path, pipeline: StylizePipeline
 def _detector(request: StylizeRequest, *, video: bool = False) -> Any:
     from mmfs.faces.search import detector_for
 
-    return detector_for(request.faces, video=video)
+    return detector_for(request.faces, video=video, device=request.runtime.device)
 
 
 def _pipeline(request: StylizeRequest, report: StylizeReport) -> StylizePipeline:
     """The loaded pipeline, with the request's styles resolved into `report.styles`."""
-    from mmfs.utils.device import pick_device
+    from mmfs.pretrained import resolve_file
+    from mmfs.utils.device import pick_device, set_deterministic
 
     model, runtime = request.model, request.runtime
     device = pick_device(runtime.device)
+    if runtime.deterministic:  # before the model is built (cuBLAS reads its workspace setting once)
+        set_deterministic(True)
     batch = model.batch_size or (8 if device.type == "cuda" else 1)
+    checkpoint = resolve_file(model.checkpoint, kinds=STYLIZER_MODELS)  # a model name: fetched on first use
     pipeline = StylizePipeline.from_checkpoint(
-        model.checkpoint, device=device, dtype=runtime.dtype, batch_size=batch, noise=model.noise
+        checkpoint, device=device, dtype=runtime.dtype, batch_size=batch, noise=model.noise
     )
-    report.styles = pipeline.styles(style_source(request.style, model.checkpoint, pipeline))
+    report.styles = pipeline.styles(style_source(request.style, checkpoint, pipeline))
     report.checkpoint, report.device, report.dtype, report.batch_size = (
-        str(model.checkpoint), str(device), runtime.dtype, batch,
+        str(checkpoint), str(device), runtime.dtype, batch,
     )  # fmt: skip
     return pipeline
 
@@ -224,6 +231,7 @@ def _stylize_video(request: StylizeRequest, report: StylizeReport) -> StylizeRep
         device=pipeline.device, dtype=pipeline.dtype, feather=request.photos.feather,
         progress=not request.runtime.quiet, noise=pipeline.noise, noise_seed=style.noise_seed,
         smoothing=SmoothingConfig() if hold is None else SmoothingConfig(hold_frames=hold),
+        max_frames=request.video.max_frames,
     )  # fmt: skip
     report.kind, report.seconds = "video", time.perf_counter() - report.started
     return report

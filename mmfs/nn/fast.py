@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from mmfs.nn import fast_ops, layers
 from mmfs.nn.ops import SQRT2
+from mmfs.utils.device import fp32_maths
 
 # Training a 1x1 ToRGB-like modulated conv (out_ch * k * k below 32) on an input of fewer elements than this,
 # the fused form is faster: the unfused form's extra scaling operators cost more than such a small conv.
@@ -138,7 +139,8 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
             coef = None if gain == 1.0 else torch.full((s.shape[0], self.out_ch), gain, device=s.device)
             return s, coef
         w2 = self.weight[0].float().square().sum(dim=(2, 3)) * self.scale**2  # [out, in]
-        return s, torch.rsqrt(s.float().square() @ w2.t() + 1e-8) * gain
+        with fp32_maths(s.device):  # autocast would run this matmul in bf16
+            return s, torch.rsqrt(s.float().square() @ w2.t() + 1e-8) * gain
 
     def _base_weight(self) -> Tensor:
         """[out, in, k, k], or for up-sampling the 4 output phases [4, out, in, T, T] of the transposed conv."""
@@ -209,7 +211,7 @@ class FastToRGB(layers.ToRGB):
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
         out = self.conv(x, style, bias=self.bias.view(3)).float()  # the RGB sum is kept in fp32 under autocast
         if skip is not None:
-            out = out + self.upsample(skip).float()
+            out = out + self.upsampled_skip(skip)
         return out
 
 

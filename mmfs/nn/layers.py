@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfs.nn import ops
+from mmfs.utils.device import at_least_fp32, fp32_maths
 
 BLUR_KERNEL = (1, 3, 3, 1)
 
@@ -227,8 +228,13 @@ class ToRGB(nn.Module):
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
         out = self.conv(x, style).float() + self.bias  # the RGB sum is kept in fp32 under autocast
         if skip is not None:
-            out = out + self.upsample(skip).float()
+            out = out + self.upsampled_skip(skip)
         return out
+
+    def upsampled_skip(self, skip: Tensor) -> Tensor:
+        """The 2x up-sampled RGB skip in fp32, also under autocast (which would run its convolution in bf16)."""
+        with fp32_maths(skip.device):
+            return self.upsample(at_least_fp32(skip))
 
 
 class ConvLayer(nn.Module):

@@ -8,7 +8,9 @@ A single process (no WORLD_SIZE, or 1) uses none of this.
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import inspect
 import os
 import warnings
 from dataclasses import dataclass
@@ -86,7 +88,15 @@ def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
             timeout=datetime.timedelta(minutes=30),  # checkpoint writes on rank 0 can take a while
             **({"device_id": device} if use_cuda else {}),
         )
+        # Left without destroy_process_group, NCCL warns at exit and may hang in its teardown.
+        atexit.register(leave_process_group)
     return Dist(rank=rank, world_size=world_size, local_rank=local_rank), device
+
+
+def leave_process_group() -> None:
+    """Destroy the process group this process joined (registered to run at exit; harmless when there is none)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -94,14 +104,22 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     # A [1, C] weight (D's last linear layer) gets a grad with strides (1, 1), which differ from the
     # bucket's (C, 1) only in the stride of a size-1 dimension: the same memory layout, so not a problem.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    return nn.parallel.DistributedDataParallel(
+    ddp = nn.parallel.DistributedDataParallel
+    return ddp(
         module,
         device_ids=[device.index] if device.type == "cuda" else None,
-        forward_sync_buffers=False,  # our nets' buffers are constants (blur kernels): no sync per forward
+        **no_buffer_sync(ddp),  # our nets' buffers are constants (blur kernels): no sync per forward
         gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copy, no stride mismatch
     )
 
 
-def shutdown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def no_buffer_sync(ddp: type) -> dict[str, bool]:
+    """The keyword that turns off DDP's buffer broadcast before every forward, in this torch's spelling.
+
+    torch >= 2.13 has `forward_sync_buffers` (and deprecates `broadcast_buffers`); older torch has only
+    `broadcast_buffers`, which also skips the buffers' sync when DDP is built (the same constants on
+    every rank, so nothing to sync).
+    """
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}

@@ -7,6 +7,12 @@ Resuming continues bit for bit because everything random is either restored (tor
 RNG states of every rank, optimizer moments, EMA weights) or a pure function of the step (the data
 order, see `mmfs.data.datasets`), and previews draw from their own generators. (`--compile` may use
 different kernels and random streams than eager mode; resume with the same setting.)
+
+Where this is verified (docs/cli.md, "What runs where"): on the CPU, by tests (2 + 2 steps == 4 steps,
+also under 2-process torchrun). On CUDA the same holds only with `--deterministic`: without it, cuDNN's
+autotuner and the backward passes of some kernels (convolutions, bilinear resizing, fused attention)
+may differ from run to run, so a resume is exact only up to them. `benchmarks/gpu_smoke.sh` checks both
+on a GPU machine.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,14 @@ from mmfs.train.ema import Ema
 from mmfs.train.log import StatsLog, truncate_log
 from mmfs.train.stage import Stage, StepContext
 from mmfs.train.stages import get_stage
-from mmfs.utils.device import autocast, keeping_tf32_state, parse_dtype, set_tf32
+from mmfs.utils.device import (
+    autocast,
+    keeping_backend_settings,
+    native_bf16,
+    parse_dtype,
+    set_tf32,
+    set_training_kernels,
+)
 from mmfs.utils.files import remove_partials
 from mmfs.utils.seed import get_rng_state, seed_everything, set_rng_state
 
@@ -43,8 +56,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """fp32 or bf16 (autocast; `LoopConfig.dtype` holds no other); `auto`, found only in runs saved before fp32
     became the default, is bf16 autocast on CUDA (when supported) and fp32 elsewhere, as those runs trained."""
     if name == "auto":
-        bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16_ok else torch.float32
+        return torch.bfloat16 if device.type == "cuda" and native_bf16(device) else torch.float32
     return parse_dtype(name)
 
 
@@ -57,6 +69,8 @@ class Trainer:
         resume: continue from `run_dir`'s latest checkpoint.
         externals: pre-built frozen networks handed to the stage (e.g. `dino=tiny_dino()` in tests).
         progress: show a tqdm bar on rank 0.
+        on_step: called as `on_step(step, total)` after every step (e.g. a page's progress bar); an
+            exception it raises stops the run there, before anything final is written (a cancel button).
     """
 
     def __init__(
@@ -68,8 +82,9 @@ class Trainer:
         externals: dict[str, Any] | None = None,
         progress: bool = True,
         dist_info: tuple[Dist, torch.device] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.cfg, self.run_dir, self.progress, self.on_step = cfg, run_dir, progress, on_step
         self.dist, self.device = dist_info or init_distributed(cfg.loop.device)
         loop = cfg.loop
         world = self.dist.world_size
@@ -78,6 +93,7 @@ class Trainer:
         self.micro_batch = loop.batch_size // (loop.accum * world)
         self.dtype = resolve_dtype(loop.dtype, self.device)
         set_tf32(loop.tf32)  # set either way: the process may have allowed TF32 before (PyTorch does for convs)
+        set_training_kernels(deterministic=loop.deterministic)  # before any model: cuBLAS reads its workspace once
 
         seed_everything(loop.seed)  # identical initial weights on every rank
         self.stage: Stage = get_stage(cfg.command)(cfg, self.device, **(externals or {}))
@@ -307,6 +323,8 @@ class Trainer:
             while self.step < loop.steps:
                 self.train_step()
                 bar.update(1)
+                if self.on_step is not None:
+                    self.on_step(self.step, loop.steps)
                 done = self.step == loop.steps
                 if loop.log_every and (self.step % loop.log_every == 0 or done):
                     self._flush_log(bar)
@@ -337,10 +355,11 @@ def train(
     steps: int | None = None,
     externals: dict[str, Any] | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Run a stage: a new run under `outdir`, or continue `resume` (a run dir) up to `steps` (default: its own).
 
-    Returns the run directory; its `final.safetensors` holds the inference weights.
+    Returns the run directory; its `final.safetensors` holds the inference weights. `on_step`: see `Trainer`.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -358,9 +377,16 @@ def train(
         run_dir = d.broadcast_object(st.new_run_dir(outdir, cfg.command) if d.is_main else None)
         if d.is_main:
             st.write_json(run_dir / st.CONFIG, json.loads(cfg.to_json()))
-    with keeping_tf32_state():  # the run's TF32 choice ends with it (`mmfs adapt INPUTS` stylizes afterwards)
+    # the run's TF32 and kernel choices end with it (`mmfs adapt INPUTS` stylizes afterwards)
+    with keeping_backend_settings():
         trainer = Trainer(
-            cfg, run_dir, resume=resume is not None, externals=externals, progress=progress, dist_info=(d, device)
+            cfg,
+            run_dir,
+            resume=resume is not None,
+            externals=externals,
+            progress=progress,
+            dist_info=(d, device),
+            on_step=on_step,
         )
         trainer.run()
     return run_dir

@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
+from mmfs.config.options import missing_required
 from mmfs.config.train import StageOptions
+from mmfs.errors import MMFSError
 
 if TYPE_CHECKING:
     from mmfs.config.train import TrainConfig
@@ -89,7 +91,13 @@ class Stage(Generic[OptionsT]):
             if typing.get_origin(base) is Stage:
                 (cls.Options,) = typing.get_args(base)
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, **externals: Any) -> None:
+    def __init__(
+        self, cfg: TrainConfig, device: torch.device, *, provided: tuple[str, ...] = (), **externals: Any
+    ) -> None:
+        """`provided`: required options the caller supplies another way (Stage I's prior as injected networks)."""
+        needs = missing_required(cfg.options, provided=provided)  # the rules the options class declares
+        if needs:
+            raise MMFSError(f"`mmfs {cfg.command}` {needs}")
         self.cfg = cfg
         self.device = device
         self.nets: dict[str, nn.Module] = {}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from mmfs.checkpoint import read_metadata
 from mmfs.config.model import ModelConfig
-from mmfs.config.train import ModelChoice, PriorModel, TrainConfig, make_config, missing_required
+from mmfs.config.options import missing_required
+from mmfs.config.train import ModelChoice, PriorModel, TrainConfig, make_config
 from mmfs.errors import CheckpointError, MMFSError, OptionError
 from mmfs.train.stages import get_stage
 
@@ -21,10 +23,10 @@ def new_run_config(options: Any, loop: Mapping[str, Any], model: ModelChoice | P
         loop: loop settings the user gave (None or absent: the stage's `loop_defaults`).
         model: a preset, else the config stored in the stage's input file (`options.model_source`).
     """
-    missing = missing_required(options)
-    if missing:
-        raise MMFSError(f"`mmfs {options.command}` needs {', '.join(missing)} (or --resume RUN_DIR)")
-    options = get_stage(options.command).prepare_options(options)
+    needs = missing_required(options)  # the options' declared rules (a resumed run never gets here)
+    if needs:
+        raise MMFSError(f"`mmfs {options.command}` {needs}")
+    options = get_stage(options.command).prepare_options(with_model_files(options))
     try:
         network = model.preset_config() or stored_config(getattr(options, options.model_source), hint="; pass --preset")
         return make_config(options.command, network, options=options, **loop)
@@ -41,3 +43,24 @@ def stored_config(path: str | os.PathLike[str], *, hint: str = "") -> ModelConfi
     if stored is None:
         raise CheckpointError(f"{path}: no mmfs model config in its metadata{hint}")
     return ModelConfig.from_json(stored)
+
+
+# Options that take a published model's name (`mmfs.catalogue`) as well as a file, and the kinds each accepts.
+MODEL_OPTIONS = {
+    "prior": ("prior",),
+    "init": ("stylizer", "base"),
+    "checkpoint": ("stylizer", "one-shot", "zero-shot"),
+}
+
+
+def with_model_files(options: Any) -> Any:
+    """`options` with each model name in a `MODEL_OPTIONS` field replaced by its cached file (fetched on first use)."""
+    from mmfs.catalogue import is_model_name
+    from mmfs.pretrained import resolve_file
+
+    changes = {
+        name: str(resolve_file(value, kinds=kinds, flag=f"--{name}"))
+        for name, kinds in MODEL_OPTIONS.items()
+        if is_model_name(value := getattr(options, name, None))
+    }
+    return dataclasses.replace(options, **changes) if changes else options

@@ -7,7 +7,9 @@ global generator) is split into tensors (torch states are uint8 tensors) and JSO
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@contextlib.contextmanager
+def cpu_seeded(seed: int) -> Iterator[None]:
+    """Draw from the CPU generator seeded with `seed` inside the block (building seeded modules on the CPU),
+    leaving every generator as it was: the CPU one is forked and restored, and no CUDA generator is touched
+    (`torch.manual_seed` would re-seed them all, changing a running job's CUDA random streams)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def get_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The documented command lines as the real-size tier runs them (tests/test_realsize.py, benchmarks/realsize_commands.py).
 
-Every command line in README.md and docs/*.md that names a public weight file (a `--*-weights` flag, or
-an upstream `.pt` / `.pth` / `.bin` / `.onnx` file) is read from the docs, in the order the docs give,
+Every command line in README.md and docs/*.md that names a public weight file (a `--*-weights` flag, an
+upstream `.pt` / `.pth` / `.bin` / `.onnx` file, a published model's name after `-c`, `--prior` or
+`--init`, or an `mmfs models` line) is read from the docs, in the order the docs give,
 after docs/cli.md's "From nothing to a stylized photo", which comes first and whole. Only two things
 change: file names become the stand-ins (`tests/support/standins.py`) and the tier's own inputs, and each
 training or evaluation gets a budget of one step (`--steps 1 --batch-size 1`, `evaluate --n 8`).
@@ -14,12 +15,17 @@ import shlex
 import sys
 from pathlib import Path
 
+from mmfs.catalogue import MODELS
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 QUICK_START = (REPO / "docs" / "cli.md", "## From nothing to a stylized photo")
 
 # A public weight file as the docs name it (the downloaded file, not one mmfs wrote).
 _WEIGHT_FILE = re.compile(r"[\w.~/-]+\.(?:pt|pth|bin|onnx)\b|--\w+-weights\b")
+# A published model by name (`mmfs.catalogue`): the tier serves it from the stand-ins (MMFS_MODEL_MIRROR).
+_MODEL_NAME = re.compile(r"(?:^mmfs models |(?:-c|--checkpoint|--prior|--init) (?:" + "|".join(
+    re.escape(name) for name in MODELS) + r")(?:\s|$))")  # fmt: skip
 # Doc file name -> stand-in file (`tests/support/standins.py`: `STANDINS`).
 STANDIN_FOR = {
     "stylegan2-ffhq-config-f.pt": "stylegan2-ffhq-config-f.pt",
@@ -57,24 +63,37 @@ BUDGET = {
 def doc_commands(path: Path, heading: str | None = None) -> list[str]:
     """The `mmfs ...` lines of the bash blocks of a doc (under `heading` only, when given), as written.
 
-    Continuation lines are joined and `NAME="..."` assignments of the block are expanded; comments go.
+    Continuation lines are joined and `NAME="..."` assignments of the block are expanded; comments go, and
+    so do the lines the docs mark as meant to fail (`<!-- fails: ... -->` before the block).
     """
     text = path.read_text()
     if heading is not None:
         text = text.split(heading, 1)[1].split("\n## ", 1)[0]
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        variables: dict[str, str] = {}
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$|^#.*$", "", line).strip()
-            assignment = re.fullmatch(r'(\w+)="(.*)"', line)
-            if assignment:
-                variables[assignment.group(1)] = assignment.group(2)
-            elif line.startswith("mmfs "):
-                for name, value in variables.items():
-                    line = line.replace(f"${name}", value)
-                commands.append(" ".join(line.split()))
+    for block in re.finditer(r"(<!-- fails.*?-->\s*)?```bash\n(.*?)```", text, flags=re.S):
+        if block.group(1) is None:
+            commands += [line for _, line in block_lines(block.group(2)) if line.startswith("mmfs ")]
     return commands
+
+
+def block_lines(block: str) -> list[tuple[int, str]]:
+    """(line offset in the block, line) of a shell block: continuations joined, comments gone, and the
+    block's `NAME="..."` assignments expanded in the lines after them (the assignments themselves go)."""
+    variables: dict[str, str] = {}
+    lines = []
+    offset = 0
+    for raw in re.split(r"(?<!\\)\n", block):  # a line with its continuations
+        first = offset
+        offset += raw.count("\n") + 1
+        line = re.sub(r"\s+#.*$|^#.*$", "", raw.replace("\\\n", " ")).strip()
+        assignment = re.fullmatch(r'(\w+)="(.*)"', line)
+        if assignment:
+            variables[assignment.group(1)] = assignment.group(2)
+        elif line:
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
+            lines.append((first, " ".join(line.split())))
+    return lines
 
 
 def tier_commands() -> list[tuple[str, str]]:
@@ -84,7 +103,8 @@ def tier_commands() -> list[tuple[str, str]]:
     rest = []
     for doc in DOCS:
         for command in doc_commands(doc):
-            if _WEIGHT_FILE.search(command) and command not in seen and not command.startswith(NOT_IN_TIER):
+            named = _WEIGHT_FILE.search(command) or _MODEL_NAME.search(command)
+            if named and command not in seen and not command.startswith(NOT_IN_TIER):
                 seen.add(command)
                 rest.append((doc.name, command))
     return quick + rest
@@ -109,8 +129,25 @@ def runnable(command: str, standins: Path) -> list[str]:
     return [str(Path(sys.executable).with_name("mmfs")), *out[1:]]
 
 
+def tier_env(root: Path, standins: Path, mmfs_home: Path) -> dict[str, str]:
+    """The environment the tier runs the doc lines in: offline, caches under `root`, and the published models
+    (`-c pop-art`, `mmfs models ...`) converted from the stand-ins, read in place as a mirror folder."""
+    import os
+
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "TORCH_HOME": str(root / "torch"),
+        "MMFS_CACHE": str(root / "cache"),
+        "MMFS_HOME": str(mmfs_home),
+        "MMFS_MODEL_MIRROR": str(standins),
+        "MMFS_OFFLINE": "1",
+    }
+
+
 # What `user_files` writes: every page's commands see these (and the quick start's `runs/`).
-USER_FILES = ("ffhq", "ffhq-test", "aligned", "data", "aahq", "me.jpg", "photos", "style.png")
+USER_FILES = ("ffhq", "ffhq-test", "aligned", "data", "aahq", "me.jpg", "face.jpg", "photos", "style.png")
 
 
 def folder_for(root: Path, doc: str) -> Path:
@@ -152,6 +189,7 @@ def user_files(root: Path) -> Path:
         (root / "aahq" / art.name).write_bytes(art.read_bytes())
     (root / "data" / "aahq").symlink_to(root / "aahq")
     save_image(np.ascontiguousarray(astronaut()), root / "me.jpg")
+    (root / "face.jpg").write_bytes((root / "me.jpg").read_bytes())
     (root / "photos").mkdir()
     (root / "photos" / "me.jpg").write_bytes((root / "me.jpg").read_bytes())
     (root / "style.png").write_bytes(next((root / "aahq").glob("*.png")).read_bytes())

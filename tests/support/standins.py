@@ -108,6 +108,11 @@ def write_one_shot(path: Path) -> None:
     _official_release(path, with_mapper=True, total_iters=200, seed=4)
 
 
+def write_zero_shot(path: Path) -> None:
+    """`pop_art.pth`: a zero-shot (phase 4) model; the same layout as a one-shot one, mapper included."""
+    _official_release(path, with_mapper=True, total_iters=200, seed=5)
+
+
 def _openai_clip():
     """open_clip's ViT-B-32 with QuickGELU: the architecture of OpenAI's CLIP ViT-B/32."""
     import open_clip
@@ -290,6 +295,7 @@ STANDINS: dict[str, Writer] = {
     "phase2_pretrain_90000.pth": write_phase2,
     "phase3_pretrain_10000.pth": write_phase3,
     "example_ref01.pth": write_one_shot,
+    "pop_art.pth": write_zero_shot,
     "open_clip_pytorch_model.bin": write_open_clip_bin,
     "ViT-B-32.pt": write_openai_clip_jit,
     "dino_vitbase8_pretrain.pth": write_dino_hub,

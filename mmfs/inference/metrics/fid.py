@@ -21,11 +21,12 @@ from safetensors.torch import load_file, save_file
 from mmfs.data.images import expand_inputs, load_image
 from mmfs.errors import InputError, MMFSError
 from mmfs.external.inception import InceptionFeatures
+from mmfs.utils.device import numerics_description
 from mmfs.utils.files import atomic_path, file_sha256
 
 STATS_FORMAT = "mmfs-fid-stats"
 STATS_FORMAT_VERSION = "1"
-CACHE_KEY_VERSION = "2"  # 1: paths, sizes and mtimes; 2: paths and file contents
+CACHE_KEY_VERSION = "3"  # 1: paths, sizes and mtimes; 2: paths and file contents; 3: + device and TF32
 # How an art image becomes the extractor's input (`load_square`); part of the cache key.
 PREPROCESS_ID = "load_image(exif-upright rgb) > centre-crop square > PIL lanczos to image_size > uint8"
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing an image file
@@ -187,17 +188,20 @@ def list_images(folder: str | os.PathLike[str], max_images: int | None = None) -
     return files[:max_images] if max_images else files
 
 
-def reference_cache_key(folder: str | os.PathLike[str], files: list[Path], extractor_id: str, image_size: int) -> str:
+def reference_cache_key(
+    folder: str | os.PathLike[str], files: list[Path], extractor_id: str, image_size: int, numerics: str
+) -> str:
     """sha256 over what the statistics depend on: the images' bytes, and how they become features.
 
     Hashed: the key version, the pre-processing (`PREPROCESS_ID`), `image_size`, the extractor id
-    (network + weights hash), then, in sorted order of relative path, each file's relative path and
+    (network + weights hash), where it ran (`numerics`: `mmfs.utils.device.numerics_description`, the
+    device and, on a GPU, its TF32 settings), then, in sorted order of relative path, each file's relative path and
     the sha256 of its bytes. Sizes and modification times are not used: a copy of the folder elsewhere
     gets the same key, a file replaced by other bytes a new one whatever its mtime.
     """
     folder = Path(folder)
     digest = hashlib.sha256()
-    digest.update(json.dumps([CACHE_KEY_VERSION, PREPROCESS_ID, extractor_id, image_size]).encode())
+    digest.update(json.dumps([CACHE_KEY_VERSION, PREPROCESS_ID, extractor_id, image_size, numerics]).encode())
     for path in sorted(files, key=lambda p: p.relative_to(folder).as_posix()):
         digest.update(f"\n{path.relative_to(folder).as_posix()}\0".encode())
         digest.update(bytes.fromhex(file_sha256(path, HASH_CHUNK)))
@@ -246,7 +250,8 @@ def reference_stats(
     """Statistics of the images in `folder` (resized to `image_size`), cached in `cache_dir` (None: no cache)."""
     folder = Path(folder)
     files = list_images(folder, max_images)
-    key = reference_cache_key(folder, files, extractor.extractor_id, image_size)
+    numerics = numerics_description(extractor.device)
+    key = reference_cache_key(folder, files, extractor.extractor_id, image_size, numerics)
     cache_file = Path(cache_dir) / f"{folder.resolve().name}-{key[:24]}.safetensors" if cache_dir is not None else None
     if cache_file is not None:
         # The key alone finds an entry: a copy of the folder under another name reuses it too.

@@ -160,3 +160,27 @@ def build_identity_encoder(
     from mmfs.external.dlib_identity import DlibIdentity
 
     return DlibIdentity.from_pretrained(dlib_model)
+
+
+def face_distances(
+    encoder: IdentityDistance,
+    photo: np.ndarray,
+    stylized: np.ndarray | Sequence[np.ndarray],
+    faces: Sequence[object] | None,
+    resolution: int,
+) -> list[float]:
+    """The identity distance of each face of one photo to its stylization (the number `mmfs web` shows).
+
+    `stylized` is the photo with its faces pasted back (an array of the photo's size) or one aligned crop
+    per face, in `faces` order (`faces`: the photo's detected `mmfs.faces.Face`s; None when `photo` is
+    itself an aligned crop). Both sides are cut with the same FFHQ alignment, so the landmarks fit both.
+    """
+    from mmfs.faces import align_face
+
+    if faces is None:
+        photos, crops = [photo], list(stylized) if not isinstance(stylized, np.ndarray) else [stylized]
+    else:
+        photos = [align_face(photo, face, resolution).image for face in faces]
+        pasted = isinstance(stylized, np.ndarray) and stylized.shape == photo.shape
+        crops = [align_face(stylized, face, resolution).image for face in faces] if pasted else list(stylized)
+    return [float(d) for d in IdentityMetric(encoder).update(photos, crops)]

@@ -102,8 +102,6 @@ class AdaptStage(Stage[AdaptOptions]):
     def __init__(self, cfg, device: torch.device, *, clip: Any = None, dino: Any = None, **externals: Any) -> None:
         super().__init__(cfg, device)
         opts = self.options
-        if not opts.checkpoint:
-            raise CheckpointError("adapt needs --checkpoint (a Stylizer with a CLIP mapper)")
         stylizer = load_base(opts.checkpoint, cfg.model).to(device)
         stylizer.train()  # only the mapper has train-mode behaviour (dropout)
         if not opts.mapper_dropout:

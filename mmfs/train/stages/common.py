@@ -58,9 +58,11 @@ def build_dino(spec: str, image_size: int, device: torch.device, given: Any = No
 def build_stage_clip(opts: Any, embed_dim: int, device: torch.device, given: Any = None):
     """The CLIP of `--clip-model` / `--clip-tag` / `--clip-weights` (or `given`, tests), checked to fit the mapper."""
     from mmfs.external.build import build_clip, check_clip_dim
+    from mmfs.pretrained import clip_weights
 
     if given is None:
-        return build_clip(opts.clip_model, opts.clip_weights, tag=opts.clip_tag, embed_dim=embed_dim).to(device)
+        weights = clip_weights(opts.clip_weights, opts.clip_model, opts.clip_tag)  # the catalogue's CLIP by default
+        return build_clip(opts.clip_model, weights, tag=opts.clip_tag, embed_dim=embed_dim).to(device)
     check_clip_dim(given, embed_dim)
     return given.to(device)
 

@@ -28,15 +28,14 @@ from mmfs.errors import CheckpointError
 from mmfs.train.stage import Stage, StepContext, adam, grid_of_rows, register_stage
 from mmfs.train.stages.common import reconstruction_losses
 from mmfs.train.weights import load_prior
+from mmfs.utils.resize import bilinear_resize
 
 STAGE1_NEW_LAYERS = ("encoder.", "decoder0.", "to_rgb0.")
 
 
 def resample(x: Tensor, size: int) -> Tensor:
     """Images at `size` px: unchanged when they are, else bilinear with antialiasing (an area filter downwards)."""
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return bilinear_resize(x, (size, size), antialias=True)
 
 
 @register_stage
@@ -51,7 +50,7 @@ class EncoderStage(Stage[EncoderOptions]):
         are injected. An injected `disc` needs only `.features(x)`. Both are frozen like the loaded ones.
         With an injected `disc`, `final.safetensors` names no prior (Stage II then needs `--disc`).
         """
-        super().__init__(cfg, device)
+        super().__init__(cfg, device, provided=("prior",) if teacher is not None and disc is not None else ())
         from mmfs.nn import Discriminator, Generator, Stylizer
         from mmfs.nn.convert import check_prior_covers, first_layers_from_prior, stylizer_init_from_prior
 
@@ -60,8 +59,6 @@ class EncoderStage(Stage[EncoderOptions]):
         prior = None
         if opts.prior:
             prior = load_prior(opts.prior)
-        elif teacher is None or disc is None:
-            raise CheckpointError("Stage I needs a prior: pass --prior stylegan2.safetensors (made by `mmfs convert`)")
         source = str(prior.path) if prior is not None else "injected teacher"
         # A larger prior (the public 1024 px FFHQ for the 512 px model) is used whole: its images are
         # resampled to the Stylizer's size, and the Stylizer takes its layers up to that size.

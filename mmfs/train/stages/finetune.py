@@ -21,7 +21,6 @@ from torch import Tensor
 
 from mmfs.checkpoint import load_checkpoint, load_state_strict
 from mmfs.config.train import FinetuneOptions
-from mmfs.errors import CheckpointError
 from mmfs.losses import d_logistic_loss, dino_structure_loss, g_nonsaturating_loss
 from mmfs.train.stage import Phase, Stage, StepContext, adam, grid_of_columns, register_stage
 from mmfs.train.stages.common import build_dino, in_fixed_styles, r1_losses, random_styles
@@ -56,8 +55,6 @@ class FinetuneStage(Stage[FinetuneOptions]):
 
         opts = self.options
         self.dataset()  # check the folders first: a wrong folder is reported before any weights load
-        if not opts.init:
-            raise CheckpointError("Stage II needs --init (the output of `mmfs pretrain-encoder`)")
         init = load_checkpoint(opts.init, kind=("stylizer", "training"))
         stylizer = Stylizer(cfg.model)
         load_state_strict(stylizer, init_stylizer_tensors(init), source=f"{init.path} [stylizer]")

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from mmfs.checkpoint import Checkpoint, load_checkpoint, load_state_strict
 from mmfs.config.train import MapperOptions
-from mmfs.errors import CheckpointError
 from mmfs.train.stage import Stage, StepContext, adam, grid_of_columns, register_stage
 from mmfs.train.stages.common import (
     build_stage_clip,
@@ -79,8 +78,6 @@ class MapperStage(Stage[MapperOptions]):
         super().__init__(cfg, device)
 
         opts = self.options
-        if not opts.init:
-            raise CheckpointError("train-mapper needs --init (a Stage II training checkpoint or run directory)")
         init = load_checkpoint(resolve_init(opts.init), kind=("stylizer", "training"))
         stylizer, self.mapper_from_init = stylizer_with_mapper(cfg.model, init)
         disc = load_discriminator(cfg.model, init, opts.disc)

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from mmfs.checkpoint import module_state
 from mmfs.config.train import PriorOptions
-from mmfs.errors import MMFSError
 from mmfs.losses import d_logistic_loss, g_nonsaturating_loss
 from mmfs.nn import Discriminator, Generator
 from mmfs.train.stage import EmaSpec, Phase, Stage, StepContext, adam, register_stage
@@ -100,8 +99,6 @@ class PriorStage(Stage[PriorOptions]):
         self.preview_z = self.preview_latents(cfg.loop.preview_count)
 
     def folders(self) -> dict[str, str]:
-        if not self.options.photos:
-            raise MMFSError("train-prior needs --photos (a folder of aligned face photos)")
         return {"photo": self.options.photos}
 
     def phases(self) -> list[Phase]:
