@@ -24,34 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from step_profile import make_inputs  # this folder is on sys.path when a script here runs
 
-from mmfs.checkpoint import module_state, save_checkpoint
-from mmfs.config import PRESETS, ModelConfig
-from mmfs.data.images import save_image
+from mmfs.config import PRESETS
 from mmfs.train import make_config
 from mmfs.train.loop import Trainer
 
 DEFAULT_BATCH = {"tiny": 8, "tiny64": 8}  # other presets: 2 (CPU memory and patience)
-
-
-def make_inputs(model: ModelConfig, root: Path) -> dict[str, Path]:
-    """A random prior and Stylizer, and two folders of random images at the model's resolution."""
-    from mmfs.nn import Discriminator, Generator, Stylizer
-
-    torch.manual_seed(0)
-    prior = save_checkpoint(
-        root / "prior.safetensors",
-        {**module_state(Generator(model), "g."), **module_state(Discriminator(model), "d.")},
-        kind="prior",
-        config=model,
-    )
-    init = save_checkpoint(root / "init.safetensors", module_state(Stylizer(model)), kind="stylizer", config=model)
-    rng = np.random.default_rng(0)
-    for name in ("photos", "art"):
-        for i in range(8):
-            size = model.resolution
-            save_image(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), root / name / f"{i}.png")
-    return {"prior": prior, "init": init, "photos": root / "photos", "art": root / "art"}
 
 
 def dino_for(preset: str):
@@ -147,9 +126,9 @@ def main() -> None:
         for preset in args.presets.split(","):
             folder = root / preset
             folder.mkdir()
-            inputs = make_inputs(PRESETS[preset], folder)
-            dino = dino_for(preset) if "finetune" in args.stages else None
             batch = args.batch or DEFAULT_BATCH.get(preset, 2)
+            inputs = make_inputs(PRESETS[preset], folder, batch)
+            dino = dino_for(preset) if "finetune" in args.stages else None
             for command in args.stages.split(","):
                 for mode in args.modes.split(","):
                     for dtype in args.dtypes.split(","):

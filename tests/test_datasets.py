@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 from mmfs.data.datasets import (
     ImageFolder,
     RandomDrawSampler,
+    ReadAhead,
     UnpairedFolders,
     draw_indices,
     list_images,
@@ -120,6 +123,25 @@ def test_loader_batches_match_with_and_without_workers(tmp_path):
     state = torch.get_rng_state()
     iter(make_loader(ds, seed=0, batch_size=2))
     assert torch.equal(state, torch.get_rng_state())  # making a loader leaves the global RNG alone
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops():
+    def items():
+        yield from range(5)
+        raise InputError("bad folder")
+
+    ahead = ReadAhead(items(), depth=2)
+    assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(InputError, match="bad folder"):
+        next(ahead)
+    endless = ReadAhead(itertools.count())
+    assert next(endless) == 0
+    endless.close()  # the reader thread ends instead of waiting for a consumer forever
+    for _ in range(50):
+        if not any(t.name == "mmfs-read-ahead" and t.is_alive() for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    assert not any(t.name == "mmfs-read-ahead" and t.is_alive() for t in threading.enumerate())
 
 
 def test_training_folders_read_the_formats_stylize_and_align_read(tmp_path):

@@ -120,22 +120,36 @@ def test_fast_modulated_conv_folds_gain_and_bias(form, upsample):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_fast_modulated_conv_picks_fused_for_batch_one_and_fp32_training():
-    m = _fast_copy(ModulatedConv2d(4, 5, 3, 6))
-    picked = []
-    with (
-        mock.patch.object(type(m), "fused", lambda self, *a: picked.append("fused")),
-        mock.patch.object(type(m), "unfused", lambda self, *a: picked.append("unfused")),
-    ):
-        m(torch.randn(1, 4, 8, 8), torch.randn(1, 6))  # batch of one: a plain conv
-        m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # fp32 with a graph recorded: grouped convs train faster
-        with torch.no_grad():
-            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # batched inference: one shared weight
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # autocast: one shared weight
-        m.requires_grad_(False)
-        m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # frozen weights, no graph for them
-    assert picked == ["fused", "fused", "unfused", "unfused", "unfused"]
+def test_fast_modulated_conv_picks_its_form_by_shape_and_graph():
+    convs = {
+        "conv": _fast_copy(ModulatedConv2d(4, 5, 3, 6)),
+        "up": _fast_copy(ModulatedConv2d(4, 3, 3, 6, upsample=True)),
+        "to_rgb": _fast_copy(ModulatedConv2d(4, 3, 1, 6, demodulate=False)),
+    }
+    picked: dict[str, list[str]] = {}
+    cls = type(convs["conv"])
+    for name, m in convs.items():
+        forms = picked.setdefault(name, [])
+        with (
+            mock.patch.object(cls, "fused", lambda self, *a, forms=forms: forms.append("fused")),
+            mock.patch.object(cls, "unfused", lambda self, *a, forms=forms: forms.append("unfused")),
+        ):
+            m(torch.randn(1, 4, 8, 8), torch.randn(1, 6))  # batch of one: a plain conv
+            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # training: by the shape
+            with torch.no_grad():
+                m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # batched inference: one shared weight
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # training under autocast: one shared weight
+            m(torch.randn(3, 4, 256, 512), torch.randn(3, 6))  # training on a large input
+            m.requires_grad_(False)
+            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6))  # frozen weights, nothing else needing a graph
+            m(torch.randn(3, 4, 8, 8), torch.randn(3, 6, requires_grad=True))  # frozen, only the style trains (mapper)
+            m(torch.randn(3, 4, 8, 8, requires_grad=True), torch.randn(3, 6))  # frozen, the input trains (Stage I)
+    assert picked == {
+        "conv": ["fused", "unfused", "unfused", "unfused", "unfused", "unfused", "unfused", "unfused"],
+        "up": ["fused", "fused", "unfused", "unfused", "fused", "unfused", "unfused", "fused"],
+        "to_rgb": ["fused", "fused", "unfused", "unfused", "unfused", "unfused", "unfused", "fused"],
+    }
 
 
 @pytest.mark.parametrize("upsample", [False, True])

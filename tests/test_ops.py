@@ -91,6 +91,27 @@ def test_fast_upsample_matches_zero_insertion(kernel, pad):
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("stride,padding,size", [(1, 0, 9), (1, 2, 8), (1, 3, 7), (2, 1, 8), (2, 1, 9), (2, 0, 10)])
+def test_constant_depthwise_gradients_match_autograd(stride, padding, size):
+    """`ConstantDepthwise`'s own backward gives autograd's input and bias gradients, first and second order."""
+    torch.manual_seed(4)
+    weight = ASYM.double()[None, None].expand(3, 1, 4, 4)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+    def grads(conv):
+        out = conv(x, weight, bias, stride, padding)
+        gx, gb = torch.autograd.grad(out.pow(3).sum(), (x, bias), create_graph=True)  # grad_out depends on x
+        return (out, gx, gb, *torch.autograd.grad(gx.square().sum() + gb.square().sum(), (x, bias)))
+
+    def reference(x, weight, bias, stride, padding):
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
+
+    for got, want in zip(grads(fast_ops.ConstantDepthwise.apply), grads(reference), strict=True):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda t: fast_ops.depthwise(t, weight, None, stride, padding), (x,))
+
+
 def test_fast_ops_keep_channels_last():
     x = torch.randn(1, 8, 16, 16).contiguous(memory_format=torch.channels_last)
     k = ops.make_kernel([1, 3, 3, 1])

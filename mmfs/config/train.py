@@ -75,7 +75,7 @@ class LoopConfig(Options):
         "Only deterministic kernels (bit-exact resume on CUDA too; slower there). On the CPU results repeat without it.",
         flags="--deterministic",
     )
-    workers: int = option(2, "Data-loading worker processes per GPU (0: load in the main process).", min=0)
+    workers: int = option(2, "Data-loading worker processes per GPU (0: a thread reads ahead during the step).", min=0)
     preview_count: int = option(8, cli=False)  # samples in a preview grid
 
     def __post_init__(self) -> None:

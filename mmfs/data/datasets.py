@@ -13,6 +13,8 @@ count and report it.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -180,4 +182,52 @@ def make_loader(
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
-    return iter(loader)
+    # Worker processes read ahead by themselves; without them a thread reads the next batch during the step.
+    return iter(loader) if workers else ReadAhead(iter(loader))
+
+
+class ReadAhead(Iterator):
+    """`items` in the same order, with up to `depth` of them produced ahead by a background thread.
+
+    Image decoding releases the GIL, so the next batch is read while the training step runs. An exception
+    raised by `items` is raised by the consumer at the same position. `close()` (or dropping the reader)
+    stops the thread.
+    """
+
+    def __init__(self, items: Iterator, depth: int = 1) -> None:
+        self._ready: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        threading.Thread(target=self._produce, args=(items, self._ready, self._stop), name="mmfs-read-ahead",
+                         daemon=True).start()  # fmt: skip
+
+    @staticmethod
+    def _produce(items: Iterator, ready: queue.Queue, stop: threading.Event) -> None:
+        # A static method: the thread must not hold the reader, or dropping the reader could never stop it.
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((StopIteration, None))
+        except BaseException as exc:  # handed to the consumer, raised where the item would have been
+            ready.put((None, exc))
+
+    def __next__(self):  # noqa: ANN204
+        item, exc = self._ready.get()
+        if exc is not None:
+            raise exc
+        if item is StopIteration:
+            self._ready.put((StopIteration, None))  # exhausted for good
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()

@@ -32,6 +32,10 @@ WEIGHTS_FLAG = "--dino-weights"
 _DOWNLOAD_HINT = "download model.safetensors from https://huggingface.co/timm/vit_base_patch8_224.dino"
 
 
+class _KeysTaken(Exception):
+    """Raised by the `qkv` hook once the keys are captured: nothing later in the forward can change them."""
+
+
 class DinoViT(FrozenExternal):
     """A frozen timm VisionTransformer: `keys(x, block)` on [-1, 1] images of any size.
 
@@ -68,12 +72,18 @@ class DinoViT(FrozenExternal):
         block %= n
         attn = self.model.blocks[block].attn
         captured: list[Tensor] = []
-        handle = attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+
+        def take(_module: Any, _inputs: Any, out: Tensor) -> None:
+            captured.append(out)
+            raise _KeysTaken  # the rest of the forward (this block's attention and MLP) is not needed
+
+        handle = attn.qkv.register_forward_hook(take)
         try:
-            # Stop after the hooked block: later blocks cannot change its keys.
             self.model.forward_intermediates(
                 self.prepare(x), indices=[block], stop_early=True, intermediates_only=True, output_fmt="NLC"
             )
+        except _KeysTaken:
+            pass
         finally:
             handle.remove()
         qkv = captured[0]  # [B, N, 3*C]

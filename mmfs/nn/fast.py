@@ -9,11 +9,13 @@ between the two paths afterwards. What the fast blocks do differently:
 * resampling without inserted zeros (`mmfs/nn/fast_ops.py`): depthwise blurs, the RGB skip as a depthwise
   transposed conv, a blur followed by a 1x1 stride-2 conv as a blur straight to the kept samples, and the
   modulated up-sampling conv as its four polyphase T x T convolutions at the input resolution;
-* the modulated conv picks, per call, one of two forms of the same maths: *fused* (per-sample weights, the
-  batch as the groups of one convolution: the official form) for a batch of one, which is then a plain
-  conv, and for fp32 training outside autocast, where grouped convs train faster; *unfused* otherwise (the
-  style scales the input, one conv with the shared weight runs over the whole batch, the demodulation
-  scales the output), which measured faster for batched inference and under autocast;
+* the modulated conv picks, per call, one of two forms of the same maths, by the layer's shape and which
+  gradients flow (`FastModulatedConv2d.prefers_fused`, measured in docs/benchmarks.md): *fused*
+  (per-sample weights, the batch as the groups of one convolution: the official form) for a batch of one,
+  which is then a plain conv, and when training through an up-sampling conv or a 1x1 ToRGB on a small
+  input (outside autocast, unless only the style wants a gradient); *unfused* otherwise (the style
+  scales the input, one conv with the shared weight runs over the whole batch, the demodulation scales
+  the output);
 * constants folded into the convolutions: the sqrt(2) gain of the leaky ReLU and the bias before it
   (leaky ReLU is positively homogeneous), and the 1/sqrt(2) of the residual sum;
 * activations in channels-last memory (`to_fast(model, channels_last=False)` keeps NCHW);
@@ -36,10 +38,9 @@ from mmfs.nn import fast_ops, layers
 from mmfs.nn.ops import SQRT2
 from mmfs.utils.device import fp32_maths
 
-
-def _fp32_training(weight: Tensor) -> bool:
-    """True when a graph is recorded for this layer outside autocast (where grouped convs train faster)."""
-    return weight.requires_grad and torch.is_grad_enabled() and not torch.is_autocast_enabled(weight.device.type)
+# Training a 1x1 ToRGB-like modulated conv (out_ch * k * k below 32) on an input of fewer elements than this,
+# the fused form is faster: the unfused form's extra scaling operators cost more than such a small conv.
+SMALL_INPUT = 2**20
 
 
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
@@ -87,9 +88,27 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
 
     def forward(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
         x = x.contiguous(memory_format=self.memory_format)
-        if x.shape[0] == 1 or _fp32_training(self.weight):
+        if self.prefers_fused(x, style):
             return self.fused(x, style, gain, bias)
         return self.unfused(x, style, gain, bias)
+
+    def prefers_fused(self, x: Tensor, style: Tensor) -> bool:
+        """The form measured faster for this call (docs/benchmarks.md, "Training steps").
+
+        Fused for a batch of one (a plain conv) and, when gradients flow outside autocast, for the
+        up-sampling convs and a 1x1 ToRGB on a small input; unfused otherwise: in inference, under autocast,
+        and when of all three only the style wants a gradient (the mapper), which the fused form would
+        reach through per-sample weight gradients.
+        """
+        if x.shape[0] == 1:
+            return True
+        if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+            return False
+        if not self.weight.requires_grad and (style.requires_grad or not x.requires_grad):
+            return False
+        if self.upsample:
+            return True
+        return self.out_ch * self.kernel_size**2 < 32 and x.numel() < SMALL_INPUT
 
     def fused(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
         """Per-sample weights `w * scale * s[in] * coef[out]` (one pass over the weights), batch as groups."""
