@@ -109,7 +109,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     import torch
-    from train_throughput import make_inputs
+    from step_profile import make_inputs  # this folder is on sys.path when a script here runs
 
     from mmfs.config import PRESETS
     from mmfs.utils.files import atomic_path
@@ -134,7 +134,7 @@ def main() -> None:
     if not on_gpu:
         env["OMP_NUM_THREADS"] = "1"  # tiny models; torchrun's 2 processes share the cores
     os.environ.update({k: env[k] for k in ("HF_HUB_OFFLINE", "MMFS_CACHE", "TORCH_HOME")})
-    inputs = make_inputs(PRESETS[preset], work)
+    inputs = make_inputs(PRESETS[preset], work, batch)
     common = ["--steps", str(steps), "--batch-size", str(batch), "--device", opts.device, "--workers", "0",
               "--log-every", "1", "--preview-every", "0", "--quiet", "-o", str(work / "runs")]  # fmt: skip
     stage1 = ["pretrain-encoder", "--prior", str(inputs["prior"])]
