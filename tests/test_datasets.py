@@ -134,14 +134,34 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops():
     assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
     with pytest.raises(InputError, match="bad folder"):
         next(ahead)
+    assert _finishes(lambda: pytest.raises(StopIteration, next, ahead))  # exhausted after the error, no hang
     endless = ReadAhead(itertools.count())
     assert next(endless) == 0
     endless.close()  # the reader thread ends instead of waiting for a consumer forever
-    for _ in range(50):
-        if not any(t.name == "mmfs-read-ahead" and t.is_alive() for t in threading.enumerate()):
-            break
+    assert not _read_ahead_threads()
+    # closed with the queue full and the end (or an error) still to hand over: the thread ends all the same
+    for items in (iter([0]), map(lambda x: 1 // x, [1, 0])):
+        ahead = ReadAhead(items)
+        time.sleep(0.3)  # the first item queued, the thread waiting to queue what follows
+        assert _finishes(ahead.close)
+        assert not _read_ahead_threads()
+
+
+def _read_ahead_threads(wait: float = 2.0) -> list[threading.Thread]:
+    """The read-ahead threads still alive after up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [t for t in threading.enumerate() if t.name == "mmfs-read-ahead" and t.is_alive()]
+        if not alive or time.monotonic() > deadline:
+            return alive
         time.sleep(0.05)
-    assert not any(t.name == "mmfs-read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+def _finishes(call, seconds: float = 5.0) -> bool:
+    """`call()` returns within `seconds` (run in a thread, so a hang fails the test instead of blocking it)."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (call(), done.set()), daemon=True).start()
+    return done.wait(seconds)
 
 
 def test_training_folders_read_the_formats_stylize_and_align_read(tmp_path):

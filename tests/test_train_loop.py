@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -143,8 +144,10 @@ def test_on_step_follows_every_step_and_an_exception_in_it_stops_the_run(photos,
         if step == 3:
             raise Stop
 
-    with pytest.raises(Stop):
+    with pytest.raises(Stop) as stopped:
         train(toy_config(photos), outdir=tmp_path / "b", progress=False, on_step=stop_at_3)
+    # the run's read-ahead thread ended with it, though the held error still reaches the trainer
+    assert stopped.value is not None and not [t for t in threading.enumerate() if t.name == "mmfs-read-ahead"]
     (run,) = (tmp_path / "b").iterdir()
     assert not (run / "final.safetensors").exists()  # stopped before anything final was written
     assert json.loads((run / "latest.json").read_text())["step"] == 2  # the last checkpoint it reached

@@ -187,47 +187,55 @@ def make_loader(
 
 
 class ReadAhead(Iterator):
-    """`items` in the same order, with up to `depth` of them produced ahead by a background thread.
+    """`items` in the same order, read ahead by a background thread: up to `depth` wait in a queue while the
+    thread reads one more.
 
     Image decoding releases the GIL, so the next batch is read while the training step runs. An exception
-    raised by `items` is raised by the consumer at the same position. `close()` (or dropping the reader)
-    stops the thread.
+    raised by `items` is raised by the consumer at the same position (and the reader is exhausted after it).
+    `close()` stops the thread and waits for it (dropping the reader stops it too, without waiting).
     """
 
     def __init__(self, items: Iterator, depth: int = 1) -> None:
         self._ready: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        threading.Thread(target=self._produce, args=(items, self._ready, self._stop), name="mmfs-read-ahead",
-                         daemon=True).start()  # fmt: skip
+        self._thread = threading.Thread(target=self._produce, args=(items, self._ready, self._stop),
+                                        name="mmfs-read-ahead", daemon=True)  # fmt: skip
+        self._thread.start()
 
     @staticmethod
     def _produce(items: Iterator, ready: queue.Queue, stop: threading.Event) -> None:
         # A static method: the thread must not hold the reader, or dropping the reader could never stop it.
+        def put(entry: tuple) -> bool:
+            # Every put gives up once the consumer has gone, so a full queue never keeps the thread alive.
+            while not stop.is_set():
+                try:
+                    ready.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((item, None)):
                     return
-            ready.put((StopIteration, None))
+            put((StopIteration, None))
         except BaseException as exc:  # handed to the consumer, raised where the item would have been
-            ready.put((None, exc))
+            put((None, exc))
 
     def __next__(self):  # noqa: ANN204
         item, exc = self._ready.get()
-        if exc is not None:
-            raise exc
-        if item is StopIteration:
-            self._ready.put((StopIteration, None))  # exhausted for good
+        if exc is not None or item is StopIteration:
+            self._ready.put((StopIteration, None))  # exhausted for good (the thread has ended)
+            if exc is not None:
+                raise exc
             raise StopIteration
         return item
 
     def close(self) -> None:
+        """Stop the thread and wait for it (at most until the item it is reading is read)."""
         self._stop.set()
+        self._thread.join()
 
     def __del__(self) -> None:
         self._stop.set()

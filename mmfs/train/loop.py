@@ -336,6 +336,9 @@ class Trainer:
         finally:
             bar.close()
             self.log.close()
+            close = getattr(self.data, "close", None)  # the read-ahead thread ends with the run, error or not
+            if close is not None:
+                close()
 
 
 def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
