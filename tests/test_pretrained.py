@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from mmfs import catalogue
 from mmfs.errors import CheckpointError, MissingWeightsError, OptionError, OutputError
-from mmfs.pretrained import cache, fetch, model_file, resolve_file
+from mmfs.pretrained import cache, fetch, model_file, remove, resolve_file
 from mmfs_cli.app import app
 from support.fetch_model import tiny_prior_entry
 from support.model_server import ModelServer
@@ -115,6 +115,23 @@ def test_a_connection_that_keeps_dropping_fails_in_one_line_and_the_next_run_res
     served.fault = None
     model_file(NAME, progress=False)
     assert served.gets(FILE)[-1].startswith("bytes=") and served.gets(FILE)[-1] != "bytes=0-"
+
+
+def test_a_mirror_that_ignores_range_starts_a_dropped_download_again(served):
+    served.ranges, served.fault, served.drops = False, "drop", 1  # a plain HTTP server: http.server ignores Range
+    assert model_file(NAME, progress=False).is_file()  # dropped once, not resumable: fetched whole again
+    assert served.gets(FILE)[-1] == "" and no_partial_downloads()
+    remove(NAME)
+    served.fault, served.drops = "drop", -1
+    with pytest.raises(MissingWeightsError):
+        model_file(NAME, progress=False)  # keeps dropping: the bytes so far are kept, as for any server
+    served.fault = None
+    assert model_file(NAME, progress=False).is_file()  # the next run cannot resume them here: starts again
+    assert no_partial_downloads()
+
+
+def no_partial_downloads() -> bool:
+    return not list(cache.downloads_dir().glob(f"{FILE}*.part"))
 
 
 def test_an_html_page_instead_of_the_file_is_deleted_with_one_line(served):

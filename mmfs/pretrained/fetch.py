@@ -93,11 +93,23 @@ def download(url: str, filename: str, *, progress: bool = True) -> Path:
 
     folder = cache.downloads_dir()
     out = folder / filename
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+
+    def fetch() -> None:
         with _progress_bar(filename, progress) as bar:
             gdown.download(**_gdown_source(url), output=str(out), quiet=True, resume=True, use_cookies=False,
                            progress=bar, timeout=TIMEOUT, retries=RETRIES)  # fmt: skip
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fetch()
+        except DownloadError as exc:
+            if "byte range" not in str(exc):
+                raise
+            # A server that ignores Range (any plain HTTP server) cannot continue the partial file, and
+            # gdown keeps it: without this every later run would fail the same way. Start from zero, once.
+            _remove_partials(folder, filename)
+            fetch()
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             _remove_partials(folder, filename)  # a partial file would only keep the disk full

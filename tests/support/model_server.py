@@ -3,7 +3,7 @@
     with ModelServer(folder) as server:       # MMFS_MODEL_MIRROR=server.url
         server.fault = "drop"                 # the next responses stop half-way ("html": an HTML page instead)
 
-It honours `Range: bytes=N-` (as Google Drive and most mirrors do), so a download can resume; `delay`
+It honours `Range: bytes=N-` (as Google Drive and most mirrors do; `ranges = False` ignores it), so a download can resume; `delay`
 slows every chunk down, and `pause_after` holds a transfer after that many bytes until `go` is set, so that
 a test can act while a transfer runs. Every request is recorded.
 """
@@ -28,6 +28,7 @@ class ModelServer:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.fault: str | None = None
+        self.ranges = True  # False: a plain server that ignores Range and always sends the whole file
         self.drops = -1
         self.delay = 0.0
         self.pause_after: int | None = None  # bytes of a response, then wait for `go`
@@ -74,7 +75,7 @@ class ModelServer:
             self._send(handler, 404, b"not found", {"Content-Type": "text/plain"})
             return
         size = path.stat().st_size
-        start = int(rng.removeprefix("bytes=").split("-")[0]) if rng.startswith("bytes=") else 0
+        start = int(rng.removeprefix("bytes=").split("-")[0]) if rng.startswith("bytes=") and self.ranges else 0
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         status = 200
         if start:
