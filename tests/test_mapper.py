@@ -156,7 +156,7 @@ def test_cli_trains_from_a_run_directory_and_reports_missing_options(files, tmp_
     assert "'nope'" in bad.stderr.strip().splitlines()[-1] and "--clip-tag" in bad.stderr
 
     missing = CliRunner().invoke(app, ["train-mapper", "--photos", str(files / "photos")])
-    assert missing.exit_code == 1 and "needs --init" in missing.output
+    assert missing.exit_code == 2 and "needs --init" in missing.output  # a usage error, as adapt's and evaluate's
 
 
 def test_resume_is_bit_exact(files, clip, tmp_path):

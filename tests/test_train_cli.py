@@ -174,7 +174,6 @@ def test_user_errors_are_one_line(prior, tmp_path):
             ],
             "dino.pth; pass an existing file with --dino-weights PATH",
         ),
-        (["pretrain-encoder", "--steps", "1"], "needs --prior"),
         (
             [
                 "finetune",
@@ -215,6 +214,9 @@ def test_user_errors_are_one_line(prior, tmp_path):
         assert result.exit_code == 1, (args, result.output)
         error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and message in error[0], (args, result.stderr)
+    # A required option left out is a usage error, as for every command (`check_required`).
+    missing = invoke(["pretrain-encoder", "--steps", "1"])
+    assert missing.exit_code == 2 and "`mmfs pretrain-encoder` needs --prior (or --resume RUN_DIR)" in missing.output
     # A loop setting that does not fit the others is a usage error naming the flag, before anything loads.
     uneven = invoke(["pretrain-encoder", "--prior", str(prior), "--batch-size", "3", "--accum", "2", "--dry-run"])
     assert uneven.exit_code == 2 and "--accum" in uneven.output and "not divisible" in uneven.output, uneven.output

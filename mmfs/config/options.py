@@ -191,6 +191,21 @@ def missing_required(instance: Any, given_words: tuple[str, ...] = (), provided:
     return f"needs {', '.join(missing)}" + (f" (or {' or '.join(alternatives)})" if alternatives else "")
 
 
+def check_required(
+    instance: Any,
+    command: str,
+    *,
+    given_words: tuple[str, ...] = (),
+    provided: tuple[str, ...] = (),
+    detail: str = "",
+) -> None:
+    """A usage error (`OptionError`, exit 2) when a `required` rule is unmet: "`mmfs COMMAND` needs ...", then
+    `detail`. One raise for every command, so the line and the exit code are the same wherever it is asked."""
+    needs = missing_required(instance, given_words, provided)
+    if needs:
+        raise OptionError("", f"`mmfs {command}` {needs}{detail}")
+
+
 @dataclass(frozen=True)
 class Options:
     """Base of every options dataclass: building one checks each field's declared bounds and choices.

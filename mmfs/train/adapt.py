@@ -20,10 +20,10 @@ from typing import Any
 
 from mmfs.config.common import Runtime
 from mmfs.config.faces import FaceDetection
-from mmfs.config.options import missing_required
+from mmfs.config.options import check_required
 from mmfs.config.stylize import AdaptRun, PhotoOutput, StyleSource, StylizeRequest, StylizerModel
 from mmfs.config.train import AdaptOptions
-from mmfs.errors import InputError, MMFSError, OptionError
+from mmfs.errors import InputError, MMFSError
 from mmfs.train.loop import train
 from mmfs.train.stages.adapt import save_adapted
 
@@ -63,12 +63,11 @@ def adapt(
     from mmfs.train.distributed import init_distributed
     from mmfs.train.start import stored_config, with_model_files
 
-    needs = missing_required(options, given_words=("INPUTS",) if inputs else ())  # AdaptOptions.rules
-    if needs:
-        raise OptionError(
-            "photos", f"`mmfs adapt` {needs}: face photos to adapt on, a --photos FOLDER of FFHQ-aligned crops, or"
-            " photos as INPUTS (detected and aligned as `mmfs stylize` does)",
-        )  # fmt: skip
+    check_required(  # AdaptOptions.rules
+        options, "adapt", given_words=("INPUTS",) if inputs else (),
+        detail=": face photos to adapt on, a --photos FOLDER of FFHQ-aligned crops, or photos as INPUTS"
+        " (detected and aligned as `mmfs stylize` does)",
+    )  # fmt: skip
     if options.ref is not None and not Path(options.ref).is_file():
         raise InputError(f"{options.ref}: no such reference image")
     out = run.out or Path(f"adapted-{style_label(options)}.safetensors")

@@ -37,9 +37,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from mmfs.config.options import missing_required
+from mmfs.config.options import check_required
 from mmfs.config.train import StageOptions
-from mmfs.errors import MMFSError
 
 if TYPE_CHECKING:
     from mmfs.config.train import TrainConfig
@@ -95,9 +94,7 @@ class Stage(Generic[OptionsT]):
         self, cfg: TrainConfig, device: torch.device, *, provided: tuple[str, ...] = (), **externals: Any
     ) -> None:
         """`provided`: required options the caller supplies another way (Stage I's prior as injected networks)."""
-        needs = missing_required(cfg.options, provided=provided)  # the rules the options class declares
-        if needs:
-            raise MMFSError(f"`mmfs {cfg.command}` {needs}")
+        check_required(cfg.options, cfg.command, provided=provided)  # the rules the options class declares
         self.cfg = cfg
         self.device = device
         self.nets: dict[str, nn.Module] = {}

@@ -9,7 +9,7 @@ from typing import Any
 
 from mmfs.checkpoint import read_metadata
 from mmfs.config.model import ModelConfig
-from mmfs.config.options import missing_required
+from mmfs.config.options import check_required
 from mmfs.config.train import ModelChoice, PriorModel, TrainConfig, make_config
 from mmfs.errors import CheckpointError, MMFSError, OptionError
 from mmfs.train.stages import get_stage
@@ -23,9 +23,7 @@ def new_run_config(options: Any, loop: Mapping[str, Any], model: ModelChoice | P
         loop: loop settings the user gave (None or absent: the stage's `loop_defaults`).
         model: a preset, else the config stored in the stage's input file (`options.model_source`).
     """
-    needs = missing_required(options)  # the options' declared rules (a resumed run never gets here)
-    if needs:
-        raise MMFSError(f"`mmfs {options.command}` {needs}")
+    check_required(options, options.command)  # the options' declared rules (a resumed run never gets here)
     options = get_stage(options.command).prepare_options(with_model_files(options))
     try:
         network = model.preset_config() or stored_config(getattr(options, options.model_source), hint="; pass --preset")
