@@ -39,7 +39,6 @@ class Group:
     exclude: tuple[str, ...] = ()
     overrides: bool = False  # pass the `Overrides` given instead of a built `cls`
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # this command's defaults, shown in help
-    required: tuple[str, ...] = ()  # fields this command cannot run without (their declared default aside)
     panel: str | None = None  # the --help panel that lists these options
 
     def fields(self) -> list[dataclasses.Field]:
@@ -105,7 +104,7 @@ def command(**groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any
 
 def _parameter(field: dataclasses.Field, annotation: Any, group: Group) -> inspect.Parameter:
     spec: Cli = cli_spec(field)
-    default = dataclasses.MISSING if field.name in group.required else group.defaults.get(field.name, field.default)
+    default = group.defaults.get(field.name, field.default)
     cli_type = _cli_type(annotation, spec)
     rules = rule_help(group.cls, field.name) if default is not dataclasses.MISSING else ""  # else Typer: [required]
     help_text = f"{spec.help} {rules}" if rules else spec.help
