@@ -232,6 +232,7 @@ def test_video_is_capped_stylized_and_keeps_its_sound(client, photos, tmp_path):
         (["missing.safetensors"], 1, "missing.safetensors: no such model file"),
         (["--demo", "--port", "0"], 2, "--port"),
         (["--demo", "--noise", "loud"], 2, "--noise"),
+        (["--demo", "--workdir", "/dev/null/work"], 1, "error: cannot use /dev/null/work as the work folder"),
     ],
 )
 def test_command_line_mistakes_are_one_line(tmp_path, monkeypatch, args, code, message):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfs.config.web import WebOptions
-from mmfs.errors import MMFSError
+from mmfs.errors import MMFSError, OutputError
 from mmfs.web.models import DEMO_MODEL, ModelList, model_list, resolution
 
 EXAMPLE_FACES = 6  # the demo's held-out faces offered as examples (the contact sheet's columns)
@@ -103,7 +103,12 @@ def _launch(page: Any, options: WebOptions, workdir: Path) -> tuple:
 
 def _workdir(given: Path | None) -> tuple[Path, bool]:
     if given is not None:
-        given.mkdir(parents=True, exist_ok=True)
+        try:
+            given.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file of that name, a read-only disk, no permission: --workdir's fault
+            raise OutputError(
+                f"cannot use {given} as the work folder ({exc.strerror or exc}); pass another --workdir"
+            ) from None
         return given.resolve(), False
     return Path(tempfile.mkdtemp(prefix="mmfs-web-")), True
 
