@@ -232,6 +232,23 @@ def test_command_metrics_subset_needs_no_art_and_no_cache(ckpt, data, tmp_path, 
     assert not (tmp_path / "mmfs-cache").exists()
 
 
+def test_a_model_by_name_is_evaluated_and_reported_as_its_cached_file(ckpt, data, tmp_path, monkeypatch):
+    import dataclasses
+
+    from mmfs import catalogue
+    from mmfs.pretrained import store
+
+    named = dataclasses.replace(catalogue.MODELS["mmfs"], name="tiny-named")
+    monkeypatch.setitem(catalogue.MODELS, "tiny-named", named)
+    monkeypatch.setattr(store, "model_file", lambda name, **_: ckpt)  # as if fetched and converted into the cache
+    monkeypatch.chdir(tmp_path)  # no file or folder named like the model here
+    result = _evaluate("-c", "tiny-named", "--photos", data["photos"], "--metrics", "lpips", "--n", 2,
+                       "--tiny-metrics", "--device", "cpu", "--quiet", "--report", tmp_path / "r.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["checkpoint"]
+    assert info["path"] == str(ckpt.resolve()) and info["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
 def test_missing_weights_are_one_line_naming_files_and_flags_before_any_work(ckpt, data, tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("the stylizer was loaded before the weights were checked")

@@ -12,6 +12,7 @@ so memory does not depend on n. Stylization is `mmfs.inference.pipeline.StylizeP
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -187,6 +188,7 @@ def evaluate(
     check_report_path(request.report)
     photo_files = list_photos(photos)  # a missing photo folder fails before a model is fetched
     checkpoint = resolve_file(checkpoint, kinds=STYLIZER_MODELS)  # a model name: fetched on first use
+    request = dataclasses.replace(request, checkpoint=checkpoint)  # the report names (and hashes) the file used
     meta = read_metadata(checkpoint)
     if meta.get("mmfs.kind") not in STYLIZER_KINDS:
         kind = meta.get("mmfs.kind")
