@@ -204,7 +204,10 @@ def tensor_layout(path: str | os.PathLike[str]) -> Layout | None:
         return Layout((), {})
     tensors: dict[str, tuple[int, ...]] = {}
     missing: list[str] = []
-    _collect(top, "", tensors, missing, sizes)
+    try:
+        _collect(top, "", tensors, missing, sizes)
+    except (ValueError, TypeError, IndexError):  # a tensor record whose offset, shape or storage is not numbers
+        return None
     return Layout(tuple(str(k) for k in top), tensors, tuple(missing))
 
 

@@ -22,8 +22,8 @@ import torch
 from typer.testing import CliRunner
 
 from mmfs import catalogue
-from mmfs.errors import CheckpointError, MissingWeightsError, OptionError, OutputError
-from mmfs.pretrained import cache, fetch, model_file, remove, resolve_file
+from mmfs.errors import CheckpointError, MissingWeightsError, MMFSError, OptionError, OutputError
+from mmfs.pretrained import add, cache, fetch, model_file, remove, resolve_file
 from mmfs_cli.app import app
 from support.fetch_model import tiny_prior_entry
 from support.model_server import ModelServer
@@ -163,6 +163,36 @@ def test_a_tensor_with_missing_bytes_is_found_without_unpickling(tmp_path):
     assert layout.keys == ("g_ema", "d", "latent_avg") and layout.missing == ()
     assert layout.tensors["g_ema.style.1.weight"] == (64, 64) and layout.tensors["latent_avg"] == (32,)
     assert len(tensor_layout(cut).missing) == 1
+
+
+def test_a_tensor_record_that_is_not_numbers_is_refused_in_one_line(served, tmp_path):
+    """A torch zip whose pickle gives a tensor a non-numeric offset (damage, or a hostile file): an error line."""
+    import io
+    import pickle
+
+    import torch._utils
+
+    class Storage:
+        pass
+
+    class Tensor:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (Storage(), "x", (2, 2), (2, 1), False, None)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", "FloatStorage", "0", "cpu", 4) if isinstance(obj, Storage) else None
+
+    blob = io.BytesIO()
+    Pickler(blob, protocol=2).dump({"g_ema": {"w": Tensor()}})
+    odd = tmp_path / "odd.pt"
+    with zipfile.ZipFile(odd, "w") as zf:
+        zf.writestr("archive/data.pkl", blob.getvalue())
+        zf.writestr("archive/data/0", bytes(16))
+    with pytest.raises(MMFSError) as caught:
+        add(NAME, odd)
+    assert "odd.pt" in str(caught.value) and "\n" not in str(caught.value)
+    assert not cache.model_path(NAME).exists()
 
 
 def test_a_file_with_other_shapes_is_not_the_published_one(served):
