@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from mmfs.config.options import missing_required
+from mmfs.config.options import check_required
+from mmfs.errors import OptionError
 
 from .doc_commands import DOCS, REPO, block_lines
 
@@ -235,9 +236,10 @@ def check_words(args: list[str], kind: str = "full") -> str | None:
     given = tuple(_given_words(ctx))
     for group in built.values():
         if not isinstance(group, dict):  # a dict: the loop's overrides, no rules
-            needs = missing_required(group, given)
-            if needs:
-                return f"`mmfs {name}` {needs}"
+            try:
+                check_required(group, name, given_words=given)  # the check the command itself makes
+            except OptionError as exc:
+                return str(exc)
     return None
 
 
@@ -246,7 +248,6 @@ def _request(name: str, own: dict, built: dict) -> str | None:
     if name != "stylize":
         return None
     from mmfs.config.stylize import StylizeRequest
-    from mmfs.errors import OptionError
 
     try:
         StylizeRequest(tuple(own["inputs"] or ()), **built)
