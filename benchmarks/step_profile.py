@@ -9,6 +9,7 @@ Stage II a window of 16 steps includes one R1 step, as a run does), then profile
     python benchmarks/step_profile.py --preset ffhq512 --batch 2 --steps 1 --warmup 1 --top 10
     python benchmarks/step_profile.py --stages finetune --steps 32 --no-profile   # just steps/s
     python benchmarks/step_profile.py --stages finetune --compare ../before --rounds 3   # side by side
+    python benchmarks/step_profile.py --stages finetune --compare ../before --before-env OMP_WAIT_POLICY=PASSIVE
 
 The frozen networks are those of the preset: the tiny DINO and the demo's tiny CLIP for `tiny*`, DINO
 ViT-B/8 and OpenAI's ViT-B/32 (random weights) otherwise. The script only uses `mmfs`'s public training
@@ -30,8 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# As `mmfs demo`: passive OpenMP waiting (spinning threads slow small convolutions down on a shared CPU).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# As the `mmfs` command: OpenMP threads spin on idle cores and sleep on busy ones (set before torch loads).
+try:
+    from mmfs.utils.openmp import choose_wait_policy
+
+    OPENMP_WAIT = choose_wait_policy()
+except ImportError:  # a checkout from before the choice (`--compare`): the environment as given
+    OPENMP_WAIT = os.environ.get("OMP_WAIT_POLICY", "OpenMP's default")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -140,7 +146,7 @@ def compare(args: argparse.Namespace) -> None:
     rates: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     for round_ in range(args.rounds):
         for label, root in (("before", other), ("after", here)):
-            env = {**os.environ, "PYTHONPATH": str(root)}
+            env = {**os.environ, "PYTHONPATH": str(root), **(dict(args.before_env) if label == "before" else {})}
             out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
             for stage, rate in re.findall(r"^(\S+) .*, ([0-9.]+) steps/s", out, flags=re.M):
                 rates[label].setdefault(stage, []).append(float(rate))
@@ -170,6 +176,15 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="only time the steps")
     parser.add_argument("--compare", metavar="CHECKOUT", help="time another checkout's code side by side (before)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --compare")
+    parser.add_argument(
+        "--before-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help="with --compare: an environment variable for the other checkout's runs only (e.g. the OpenMP"
+        " wait policy it ran with: OMP_WAIT_POLICY=PASSIVE)",
+    )
     args = parser.parse_args()
     if args.compare:
         compare(args)
@@ -178,7 +193,8 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"# {datetime.date.today()}  torch {torch.__version__}  CPU {torch.backends.cpu.get_cpu_capability()}"
-        f"  threads {torch.get_num_threads()}  load {load:.1f}  {args.preset} batch {args.batch}",
+        f"  threads {torch.get_num_threads()}  load {load:.1f}  {args.preset} batch {args.batch}"
+        f"  OpenMP waiting: {OPENMP_WAIT}",
         flush=True,
     )
     model = PRESETS[args.preset]

@@ -7,6 +7,7 @@ command bodies, so building this app (and `mmfs --help`) does not import torch.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Annotated
 
 import typer
@@ -59,6 +60,10 @@ def main() -> None:
     import warnings
 
     warnings.formatwarning = _one_line_warning
+    if not {"--help", "-h", "--version"} & set(sys.argv[1:]):  # only a command that computes needs it
+        from mmfs.utils.openmp import choose_wait_policy
+
+        choose_wait_policy()  # before any command imports torch
     app()
 
 

@@ -169,9 +169,10 @@ def run_demo(
     request's choice of sizes and steps; `device` is auto, cpu, cuda or cuda:N; `progress` shows the
     training progress bars.
     """
-    # Passive OpenMP waiting: spinning threads make small CPU convolutions many times slower when
-    # other processes compete for the cores. Only effective before torch is first imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from mmfs.utils.openmp import choose_wait_policy
+
+    # Before torch loads (the `mmfs` command has chosen already): spin on idle cores, sleep on busy ones.
+    openmp_wait = choose_wait_policy()
     import torch
 
     from mmfs.utils.device import pick_device
@@ -216,6 +217,7 @@ def run_demo(
         torch.set_num_threads(old_threads)
     summary = _summary(outdir, budget, quick, str(dev), run_threads, seed, paths, report, sheet, steps.seconds, started)
     summary["structure"] = structure
+    summary["openmp_wait"] = openmp_wait
     summary["warnings"] = content.notes
     write_json(outdir / SUMMARY, summary)
     echo(
