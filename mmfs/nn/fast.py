@@ -7,8 +7,8 @@ whatever holds them), their initial values and the state-dict keys stay exactly 
 between the two paths afterwards. What the fast blocks do differently:
 
 * resampling without inserted zeros (`mmfs/nn/fast_ops.py`): depthwise blurs, the RGB skip as a depthwise
-  transposed conv, a blur followed by a 1x1 stride-2 conv as a blur straight to the kept samples, and the
-  modulated up-sampling conv as its four polyphase T x T convolutions at the input resolution;
+  transposed conv, a blur followed by a 1x1 stride-2 conv as a blur straight to the kept samples; the
+  modulated up-sampling conv stays a transposed conv (oneDNN's deconvolution inserts no zeros either);
 * the modulated conv picks, per call, one of two forms of the same maths, by the layer's shape and which
   gradients flow (`FastModulatedConv2d.prefers_fused`, measured in docs/benchmarks.md): *fused*
   (per-sample weights, the batch as the groups of one convolution: the official form) for a batch of one,
@@ -81,7 +81,7 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
     """`ModulatedConv2d` returning `gain * modconv(x, style) + bias`, so callers fold their constants into it.
 
     `forward` picks `fused` or `unfused` (see the module docstring); both are public so tests can hold each
-    to the reference. Up-sampling runs the transposed conv as its 4 polyphase convolutions.
+    to the reference.
     """
 
     memory_format = torch.channels_last  # of the input; `to_fast` sets it per instance
@@ -114,18 +114,17 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
         """Per-sample weights `w * scale * s[in] * coef[out]` (one pass over the weights), batch as groups."""
         b = x.shape[0]
         s, coef = self._style_and_coef(style, gain)
-        base = self._base_weight()
+        base = self.weight[0]
         mod = s.to(base.dtype)[:, None, :] * self.scale  # [B, 1, in]
         if coef is not None:
             mod = mod * coef.to(base.dtype)[:, :, None]  # [B, out, in]
-        phases = (1,) if self.upsample else ()
-        weight = base[None] * mod.reshape(b, *phases, mod.shape[1], self.in_ch, 1, 1)
+        weight = base[None] * mod.reshape(b, mod.shape[1], self.in_ch, 1, 1)
         return self._conv(x, weight, groups=b, out_coef=None, bias=bias)
 
     def unfused(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
         """One shared weight for the batch: the style scales the input, the demodulation the output."""
         s, coef = self._style_and_coef(style, gain)
-        weight = (self._base_weight() * self.scale)[None]
+        weight = (self.weight[0] * self.scale)[None]
         return self._conv(x * s.to(x.dtype)[:, :, None, None], weight, groups=1, out_coef=coef, bias=bias)
 
     def _style_and_coef(self, style: Tensor, gain: float) -> tuple[Tensor, Tensor | None]:
@@ -141,10 +140,6 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
         w2 = self.weight[0].float().square().sum(dim=(2, 3)) * self.scale**2  # [out, in]
         with fp32_maths(s.device):  # autocast would run this matmul in bf16
             return s, torch.rsqrt(s.float().square() @ w2.t() + 1e-8) * gain
-
-    def _base_weight(self) -> Tensor:
-        """[out, in, k, k], or for up-sampling the 4 output phases [4, out, in, T, T] of the transposed conv."""
-        return fast_ops.polyphase_weight(self.weight[0]) if self.upsample else self.weight[0]
 
     def _conv(self, x: Tensor, weight: Tensor, groups: int, out_coef: Tensor | None, bias: Tensor | None) -> Tensor:
         """Convolve with `weight` [G, out, in, k, k] (G = groups), scale the output by `out_coef`, add `bias`."""
@@ -170,28 +165,23 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
         return torch.addcmul(_cast(bias, out).view(1, -1, 1, 1), out, out_coef)
 
     def _up(self, x: Tensor, weight: Tensor, groups: int, coef: Tensor | None, bias: Tensor | None) -> Tensor:
-        """Stride-2 transposed conv from its phases `weight` [G, 4, out, in, T, T], scale `coef`, blur, bias.
+        """Stride-2 transposed conv with `weight` [G, out, in, k, k] (G = groups), scale by `coef`, blur, bias.
 
-        The 4 output phases come from one regular conv at the input resolution (no zero insertion).
+        The transposed conv runs as itself: oneDNN's CPU deconvolution, measured faster than its polyphase
+        form (four regular convs at the input resolution and a shuffle) at the shapes the presets train
+        (docs/benchmarks.md); the blur after it is the fast depthwise one.
         """
         b, _, h, w = x.shape
         k = self.kernel_size
-        t = (k + 1) // 2
         if groups > 1:
             x = x.reshape(1, b * self.in_ch, h, w)
-        y = F.conv2d(x, weight.reshape(groups * 4 * self.out_ch, self.in_ch, t, t), padding=t - 1, groups=groups)
-        y = y.reshape(b, 4 * self.out_ch, y.shape[-2], y.shape[-1])
+        # conv_transpose2d's weight is [in, out, k, k] per group
+        weight = weight.transpose(1, 2).reshape(groups * self.in_ch, self.out_ch, k, k)
+        y = F.conv_transpose2d(x, weight, stride=2, groups=groups)
+        y = y.reshape(b, self.out_ch, y.shape[-2], y.shape[-1])
         if coef is not None:
-            y = y * coef.to(y.dtype).repeat(1, 4)[:, :, None, None]
-        # the shuffled phases hold the transposed conv's 2H + k - 2 samples, then 2T - k zeros: write them into
-        # a buffer with the blur's padding around them, so the blur is one dense, unpadded depthwise conv
-        p0, p1 = self.blur.pad
-        extra = 2 * t - k
-        if extra > p1:
-            y_full = fast_ops.pixel_shuffle_2x(y)[:, :, : 2 * h + k - 2, : 2 * w + k - 2]
-            return fast_ops.blur(y_full, self.blur.kernel, (p0, p1), bias=_cast(bias, y))
-        padded = fast_ops.pixel_shuffle_2x(y, pad=(p0, p1 - extra))
-        return fast_ops.blur(padded, self.blur.kernel, 0, bias=_cast(bias, y))
+            y = y * coef.to(y.dtype)[:, :, None, None]
+        return fast_ops.blur(y, self.blur.kernel, self.blur.pad, bias=_cast(bias, y))
 
 
 class FastStyledConv(layers.StyledConv):
