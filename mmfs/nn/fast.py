@@ -178,7 +178,8 @@ class FastModulatedConv2d(layers.ModulatedConv2d):
         # conv_transpose2d's weight is [in, out, k, k] per group
         weight = weight.transpose(1, 2).reshape(groups * self.in_ch, self.out_ch, k, k)
         y = F.conv_transpose2d(x, weight, stride=2, groups=groups)
-        y = y.reshape(b, self.out_ch, y.shape[-2], y.shape[-1])
+        if groups > 1:  # (a reshape to the same shape could give the batch dim a stride oneDNN copies for)
+            y = y.reshape(b, self.out_ch, y.shape[-2], y.shape[-1])
         if coef is not None:
             y = y * coef.to(y.dtype)[:, :, None, None]
         return fast_ops.blur(y, self.blur.kernel, self.blur.pad, bias=_cast(bias, y))
