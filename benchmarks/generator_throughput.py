@@ -6,7 +6,7 @@ fp32 path of the same resolution and batch:
 * naive     - `Stylizer(cfg, fast=False)`, the reference blocks: official per-sample modulated weights
               (grouped conv) and reference resampling (transposed conv + `upfirdn2d` blur, zero insertion for
               the RGB skip), NCHW, eager; fp32 only (the baseline of every ratio; see main() for why not bf16)
-* fast-nchw - the fast blocks (`mmfs/nn/fast.py`: polyphase up-convs, depthwise blurs, no zero insertion,
+* fast-nchw - the fast blocks (`mmfs/nn/fast.py`: depthwise blurs, no zero insertion, folded constants,
               fused/unfused modulated convs by batch and training) in NCHW: `to_fast(net, channels_last=False)`
 * fast      - the default `Stylizer(cfg)`: the fast blocks in channels-last memory format
 * compiled  - `torch.compile` (Inductor) of the default path

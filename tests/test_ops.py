@@ -128,32 +128,3 @@ def test_fused_leaky_relu_formula():
     # 2-D input (EqualLinear with activation)
     x2 = torch.randn(5, 4)
     torch.testing.assert_close(ops.fused_leaky_relu(x2, b), F.leaky_relu(x2 + b, 0.2) * math.sqrt(2))
-
-
-@pytest.mark.parametrize("k", [3, 1, 4, 5])
-def test_polyphase_transposed_conv_matches_conv_transpose2d(k):
-    torch.manual_seed(4)
-    cin, cout, h = 3, 5, 6
-    x = torch.randn(2, cin, h, h + 1, dtype=torch.float64)
-    w = torch.randn(cout, cin, k, k, dtype=torch.float64)
-    want = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
-    got = fast_ops.conv_transpose_2x_polyphase(x, w)
-    n, m = want.shape[-2:]
-    assert (n, m) == (2 * h - 2 + k, 2 * h + k) and got.shape[-1] >= m
-    torch.testing.assert_close(got[..., :n, :m], want)
-    assert torch.all(got[..., n:, :] == 0) and torch.all(got[..., :, m:] == 0)
-
-
-def _phase_major_to_channel_minor(x):
-    b, c4, h, w = x.shape
-    return x.reshape(b, 4, c4 // 4, h, w).transpose(1, 2).reshape(b, c4, h, w)
-
-
-@pytest.mark.parametrize("pad", [(0, 0), (1, 0), (2, 1)])
-def test_pixel_shuffle_phase_major_padded(pad):
-    x = torch.randn(2, 8, 3, 4)
-    want = F.pad(F.pixel_shuffle(_phase_major_to_channel_minor(x), 2), [pad[0], pad[1], pad[0], pad[1]])
-    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
-        out = fast_ops.pixel_shuffle_2x(inp, pad)
-        torch.testing.assert_close(out, want)
-        assert out.is_contiguous(memory_format=torch.channels_last) == (inp is not x)

@@ -1,10 +1,8 @@
 """Fast forms of the FIR resampling in `mmfs/nn/ops.py`: the same maths, no inserted zeros.
 
 `blur`, `blur_down` and `upsample_2x` are `upfirdn2d` (no resampling, 2x down, 2x up) as one depthwise
-convolution (strided for down-sampling, a strided transposed convolution for up-sampling);
-`polyphase_weight` and `pixel_shuffle_2x` turn a stride-2 transposed convolution into one regular
-convolution at the input resolution plus a shuffle. `tests/test_ops.py` proves each equal to the
-reference. Only `mmfs/nn/fast.py` uses them.
+convolution (strided for down-sampling, a strided transposed convolution for up-sampling).
+`tests/test_ops.py` proves each equal to the reference. Only `mmfs/nn/fast.py` uses them.
 
 The depthwise blurs back-propagate through `ConstantDepthwise`: the gradient of a depthwise convolution
 with a constant kernel is itself one depthwise (transposed) convolution, which PyTorch's CPU backends run
@@ -125,67 +123,3 @@ def upsample_2x(x: Tensor, kernel: Tensor, pad: int | Sequence[int]) -> Tensor:
         return F.conv_transpose2d(x, weight, stride=2, padding=crop, groups=c)
     out = F.conv_transpose2d(x, weight, stride=2, groups=c)
     return out[:, :, crop : crop + out_h, crop : crop + out_w]
-
-
-def _phase_selection(k: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """0/1 matrix [k*k, 4*T*T]: column (dy, dx, a, b) picks kernel tap (2(T-1-a) + dy, 2(T-1-b) + dx) if it exists."""
-    t = (k + 1) // 2
-    sel = torch.zeros(k * k, 4 * t * t, device=device, dtype=dtype)
-    col = 0
-    for dy in range(2):
-        for dx in range(2):
-            for a in range(t):
-                for b in range(t):
-                    i, j = 2 * (t - 1 - a) + dy, 2 * (t - 1 - b) + dx
-                    if i < k and j < k:
-                        sel[i * k + j, col] = 1
-                    col += 1
-    return sel
-
-
-def polyphase_weight(weight: Tensor) -> Tensor:
-    """Weights [4, out, in, T, T] of the 4 output phases (dy, dx) of a stride-2 transposed conv.
-
-    `weight` is [out, in, k, k] as the transposed conv applies it (`w[out, in]` scattered from every input
-    sample). Phase (dy, dx) of output sample (2m + dy, 2n + dx) only sees the taps 2j + dy of the kernel, so
-    one T x T regular convolution (T = ceil(k / 2)) at the input resolution with 4 * out channels, then a
-    pixel shuffle, replaces the transposed convolution, which CPU backends run several times slower.
-    """
-    out_ch, in_ch, k, _ = weight.shape
-    t = (k + 1) // 2
-    phases = weight.reshape(out_ch, in_ch, k * k) @ _phase_selection(k, weight.device, weight.dtype)
-    return phases.reshape(out_ch, in_ch, 4, t, t).permute(2, 0, 1, 3, 4)
-
-
-def conv_transpose_2x_polyphase(x: Tensor, weight: Tensor) -> Tensor:
-    """`conv_transpose2d(x, weight.transpose(0, 1), stride=2)` for weight [out, in, k, k], without zero insertion.
-
-    The result has 2 * (H + T - 1) samples per side: the transposed conv's 2H - 2 + k, then zeros.
-    """
-    out_ch, in_ch, k, _ = weight.shape
-    t = (k + 1) // 2
-    y = F.conv2d(x, polyphase_weight(weight).reshape(4 * out_ch, in_ch, t, t), padding=t - 1)
-    return pixel_shuffle_2x(y)
-
-
-def pixel_shuffle_2x(x: Tensor, pad: tuple[int, int] = (0, 0)) -> Tensor:
-    """Phase-major pixel shuffle, padded: out[b, c, p0 + 2i + dy, p0 + 2j + dx] = x[b, (2 dy + dx) C + c, i, j].
-
-    One copy, into a buffer of x's memory format (channels-last stays channels-last) whose border of
-    `pad` = (before, after) samples is zero. With phase-major channels a channels-last copy moves whole
-    C-runs, which is several times faster than `F.pixel_shuffle`'s channel-minor order.
-    """
-    b, c4, h, w = x.shape
-    c = c4 // 4
-    p0, p1 = pad
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty(b, c, 2 * h + p0 + p1, 2 * w + p0 + p1, dtype=x.dtype, device=x.device, memory_format=fmt)
-    if p0 or p1:  # zero only the border, not the whole buffer
-        out[:, :, :p0].zero_()
-        out[:, :, out.shape[2] - p1 :].zero_()
-        out[:, :, :, :p0].zero_()
-        out[:, :, :, out.shape[3] - p1 :].zero_()
-    inner = out[:, :, p0 : p0 + 2 * h, p0 : p0 + 2 * w].unflatten(2, (h, 2)).unflatten(4, (w, 2))
-    inner.copy_(x.reshape(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2))  # -> [b, c, i, dy, j, dx]
-    return out
