@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,13 +51,20 @@ def test_too_late_once_torch_is_loaded(monkeypatch):
     assert "already loaded" in openmp.choose_wait_policy(environ) and environ == {}
 
 
-def test_busy_cores_sees_a_busy_process():
-    """The /proc/stat sample counts another process's CPU use (Linux; about one core for a spinning loop)."""
+@pytest.mark.parametrize("nice", [0, 19])
+def test_busy_cores_sees_a_busy_process_but_not_a_niced_one(nice):
+    """The /proc/stat sample counts another process's CPU use (Linux; about one core for a spinning loop),
+    except at a lower priority, which yields the cores."""
     if openmp.cpu_times() is None:
         pytest.skip("no /proc/stat here")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    before = openmp.busy_cores(0.3)
+    if before > 1.0:
+        pytest.skip(f"the machine is busy already ({before:.1f} cores): a spinner would not show")
+    spinner = subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-c", "while True: pass"])
     try:
-        assert openmp.busy_cores(0.3) >= openmp.BUSY_CORES
+        time.sleep(0.2)  # past the interpreter's start
+        added = openmp.busy_cores(0.3) - before
+        assert added >= openmp.BUSY_CORES if nice == 0 else added < openmp.BUSY_CORES, (before, added)
     finally:
         spinner.kill()
         spinner.wait()

@@ -28,7 +28,11 @@ _chosen: str | None = None  # what this process chose, in words (the choice is m
 
 
 def cpu_times() -> tuple[int, int] | None:
-    """(busy, total) CPU time in clock ticks over all cores since boot, from /proc/stat; None where unreadable."""
+    """(busy, total) CPU time in clock ticks over all cores since boot, from /proc/stat; None where unreadable.
+
+    Time of niced processes is not busy: they yield the cores to ours (nice 19 gets about 1/70 of a core
+    beside a normal thread), so spinning threads barely lose to them.
+    """
     try:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:9]]
@@ -37,8 +41,8 @@ def cpu_times() -> tuple[int, int] | None:
     if len(fields) < 8:
         return None
     user, nice, system, idle, iowait, irq, softirq, steal = fields
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
+    busy = user + system + irq + softirq + steal
+    return busy, busy + nice + idle + iowait
 
 
 def busy_cores(interval: float = 0.1) -> float | None:
