@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=20
 
 # Every documented command on full-size stand-ins of the public weight files (see docs/benchmarks.md for its cost).
 test-realsize: install
