@@ -29,6 +29,14 @@ def test_idle_cores_spin_and_busy_or_unknown_ones_sleep(monkeypatch):
         assert said.startswith("OMP_WAIT_POLICY=PASSIVE") and ("unknown" if busy is None else f"{busy:.1f} of") in said
 
 
+def test_ranks_of_one_torchrun_on_this_machine_sleep_even_on_idle_cores(monkeypatch):
+    environ = {"LOCAL_WORLD_SIZE": "2"}
+    said = choose(monkeypatch, 0.0, environ)
+    assert environ["OMP_WAIT_POLICY"] == "PASSIVE" and "2 ranks" in said
+    environ = {"LOCAL_WORLD_SIZE": "1"}
+    assert choose(monkeypatch, 0.0, environ).startswith("spinning") and "OMP_WAIT_POLICY" not in environ
+
+
 @pytest.mark.parametrize("given", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}])
 def test_a_setting_in_the_environment_is_kept(monkeypatch, given):
     environ = dict(given)

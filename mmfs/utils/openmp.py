@@ -8,7 +8,8 @@ since every region would otherwise start by waking its threads. When other proce
 cores, a spinning thread holds a core that the thread it waits for needs, and the same step runs 2-3x
 slower than with sleeping threads (both measured in docs/benchmarks.md, "Training steps"). So the
 choice is made from what the cores are doing as the command starts: spin when they are idle, sleep when
-something else keeps them busy. A setting in the environment is always kept.
+something else keeps them busy, or when torchrun starts several ranks on this machine (they would all see
+idle cores, then compete). A setting in the environment is always kept.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def _choose(environ: MutableMapping[str, str], interval: float) -> str:
         return f"{', '.join(given)} (from the environment)"
     if "torch" in sys.modules:
         return "OpenMP's default (torch was already loaded)"
+    ranks = environ.get("LOCAL_WORLD_SIZE", "1")  # set by torchrun: the ranks on this machine
+    if ranks.isdigit() and int(ranks) > 1:  # they start together on idle cores, then compete for them
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return f"OMP_WAIT_POLICY=PASSIVE ({ranks} ranks share this machine's cores)"
     busy = busy_cores(interval)
     if busy is not None and busy < BUSY_CORES:
         return f"spinning (the cores were idle: {busy:.1f} busy)"
